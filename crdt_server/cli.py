@@ -1,0 +1,43 @@
+"""``crdt-server`` / ``python -m crdt_server``: parse settings, run uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from .app import create_app
+from .config import load_settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = load_settings(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings.sqlite_path
+    except ValueError as exc:
+        raise SystemExit(f"crdt-server: {exc}") from None
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
+        ws_max_size=settings.max_message_size,
+        ws_ping_interval=settings.ws_ping_interval,
+        ws_ping_timeout=settings.ws_ping_timeout,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+        access_log=False,  # URLs carry tokens (?token=…): never log them
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,377 @@
+"""SQLite store: WAL mode, one writer with group commit, readers on worker threads.
+
+Why group commit: the sync layer awaits every append before it broadcasts (write-ahead), so
+commits are on the latency path. One writer task takes *everything* queued while the previous
+transaction was in flight and commits it in one transaction, in a worker thread so the event
+loop never blocks. Each operation runs under its own SAVEPOINT so one failing operation does
+not roll back its neighbours in the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .base import EventRecord, SessionRecord, StoreClosed, UpdateRecord
+
+log = logging.getLogger(__name__)
+
+# Versioned schema: MIGRATIONS[i] upgrades user_version i -> i + 1. Append, never edit.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        language TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        last_seq INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX sessions_expiry ON sessions(expires_at);
+    CREATE TABLE updates (
+        session_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        ts REAL NOT NULL,
+        conn_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        name TEXT NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE snapshots (
+        session_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        ts REAL NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL,
+        ts REAL NOT NULL,
+        type TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX events_session ON events(session_id, id);
+    """,
+]
+
+_SESSION_COLUMNS = "id, title, language, status, created_at, updated_at, expires_at"
+
+
+class SessionGone(LookupError):
+    """The session was deleted while an operation on it was queued."""
+
+
+@dataclass
+class _Op:
+    fn: Callable[[sqlite3.Connection], Any]
+    result: Any = None
+    error: BaseException | None = None
+
+
+@dataclass
+class _Batch:
+    ops: list[_Op] = field(default_factory=list)
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
+def _connect(path: Path, durability: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def _session(row: tuple) -> SessionRecord:
+    return SessionRecord(*row)
+
+
+class SQLiteStore:
+    """The embedded default store (see the module docstring for the write path)."""
+
+    def __init__(self, path: Path, *, durability: str = "normal", session_ttl: float = 86400.0) -> None:
+        self.path = Path(path)
+        self.durability = durability
+        self.session_ttl = session_ttl
+        self._writer: sqlite3.Connection | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._next = _Batch()
+        self._wakeup = anyio.Event()
+        self._tg: TaskGroup | None = None
+        self._closed = False
+        self.commits = 0  # transactions committed (for benchmarks and tests)
+
+    # lifecycle -------------------------------------------------------------------------
+    async def __aenter__(self) -> SQLiteStore:
+        await self.open()
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._writer_loop)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(None, None, None)
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await anyio.to_thread.run_sync(self._open_writer)
+
+    def _open_writer(self) -> sqlite3.Connection:
+        conn = _connect(self.path, self.durability)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for target in range(version, len(MIGRATIONS)):
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in MIGRATIONS[target].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={target + 1}")
+            conn.execute("COMMIT")
+            log.info("storage schema migrated to version %d", target + 1)
+        return conn
+
+    async def close(self) -> None:
+        """Commit what is queued, then refuse further writes."""
+        if self._closed:
+            return
+        if self._next.ops:
+            batch = self._next
+            self._wakeup.set()
+            with anyio.CancelScope(shield=True):
+                await batch.done.wait()
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._close_connections)
+
+    def _close_connections(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+
+    async def ping(self) -> bool:
+        try:
+            return await self._read(lambda c: c.execute("SELECT 1").fetchone()[0] == 1)
+        except Exception:
+            return False
+
+    # plumbing ----------------------------------------------------------------------------
+    async def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        if self._closed or self._tg is None:
+            raise StoreClosed("store is closed")
+        op = _Op(fn)
+        batch = self._next
+        batch.ops.append(op)
+        self._wakeup.set()
+        await batch.done.wait()
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    async def _writer_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = anyio.Event()
+            batch, self._next = self._next, _Batch()
+            if not batch.ops:
+                continue
+            # A commit that has started must finish and wake its waiters even during shutdown.
+            with anyio.CancelScope(shield=True):
+                try:
+                    await anyio.to_thread.run_sync(self._run_batch, batch.ops)
+                except BaseException as exc:  # the whole transaction failed
+                    log.exception("storage commit failed")
+                    for op in batch.ops:
+                        op.error = op.error or exc
+                batch.done.set()
+
+    def _run_batch(self, ops: list[_Op]) -> None:
+        conn = self._writer
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for op in ops:
+                conn.execute("SAVEPOINT op")
+                try:
+                    op.result = op.fn(conn)
+                    conn.execute("RELEASE op")
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    op.error = exc
+            conn.execute("COMMIT")
+            self.commits += 1
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path, self.durability)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        if self._closed:
+            raise StoreClosed("store is closed")
+        return await anyio.to_thread.run_sync(lambda: fn(self._reader()))
+
+    # sessions ----------------------------------------------------------------------------
+    async def create_session(self, session: SessionRecord, initial_update: bytes, event: EventRecord) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            c.execute(
+                f"INSERT INTO sessions ({_SESSION_COLUMNS}, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
+                (session.id, session.title, session.language, session.status,
+                 session.created_at, session.updated_at, session.expires_at),
+            )
+            c.execute(
+                "INSERT INTO updates VALUES (?, 1, ?, 'server', 'server', '', ?)",
+                (session.id, session.created_at, initial_update),
+            )
+            _insert_events(c, [event])
+
+        await self._write(op)
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        row = await self._read(
+            lambda c: c.execute(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        )
+        return _session(row) if row else None
+
+    async def update_session(self, session_id: str, **fields: Any) -> SessionRecord | None:
+        allowed = {"title", "language", "status", "updated_at", "expires_at"}
+        if not set(fields) <= allowed:
+            raise ValueError(f"cannot update {set(fields) - allowed}")
+
+        def op(c: sqlite3.Connection) -> SessionRecord | None:
+            if fields:
+                assignments = ", ".join(f"{k} = ?" for k in fields)
+                c.execute(f"UPDATE sessions SET {assignments} WHERE id = ?", (*fields.values(), session_id))
+            row = c.execute(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            return _session(row) if row else None
+
+        return await self._write(op)
+
+    async def delete_session(self, session_id: str) -> bool:
+        def op(c: sqlite3.Connection) -> bool:
+            gone = c.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount
+            for table in ("updates", "snapshots", "events"):
+                c.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
+            return gone > 0
+
+        return await self._write(op)
+
+    async def expired_sessions(self, now: float) -> list[str]:
+        rows = await self._read(lambda c: c.execute("SELECT id FROM sessions WHERE expires_at <= ?", (now,)).fetchall())
+        return [r[0] for r in rows]
+
+    # update log --------------------------------------------------------------------------
+    async def append_updates(self, updates: list[UpdateRecord]) -> list[int]:
+        """Commit the updates; returns their per-session sequence numbers (commit order)."""
+        if not updates:
+            return []
+        now = time.time()
+        ttl = self.session_ttl
+
+        def op(c: sqlite3.Connection) -> list[int]:
+            counts: dict[str, int] = {}
+            for u in updates:
+                counts[u.session_id] = counts.get(u.session_id, 0) + 1
+            next_seq: dict[str, int] = {}
+            for sid, n in counts.items():
+                row = c.execute(
+                    "UPDATE sessions SET last_seq = last_seq + ?, updated_at = ?, expires_at = ? "
+                    "WHERE id = ? RETURNING last_seq",
+                    (n, now, now + ttl, sid),
+                ).fetchone()
+                if row is None:
+                    raise SessionGone(sid)
+                next_seq[sid] = row[0] - n + 1
+            seqs = []
+            rows = []
+            for u in updates:
+                seq = next_seq[u.session_id]
+                next_seq[u.session_id] = seq + 1
+                seqs.append(seq)
+                rows.append((u.session_id, seq, now, u.conn_id, u.role, u.name, u.data))
+            c.executemany("INSERT INTO updates VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            return seqs
+
+        return await self._write(op)
+
+    async def load(self, session_id: str) -> tuple[bytes | None, list[UpdateRecord], int]:
+        def fn(c: sqlite3.Connection) -> tuple[bytes | None, list[UpdateRecord], int]:
+            c.execute("BEGIN")  # one consistent read of snapshot + tail
+            try:
+                snap = c.execute(
+                    "SELECT seq, data FROM snapshots WHERE session_id = ? ORDER BY seq DESC LIMIT 1", (session_id,)
+                ).fetchone()
+                base = snap[0] if snap else 0
+                tail = _updates(c, session_id, base, -1)
+            finally:
+                c.execute("COMMIT")
+            return (snap[1] if snap else None), tail, base
+
+        return await self._read(fn)
+
+    async def write_snapshot(self, session_id: str, seq: int, state: bytes) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            if c.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone() is None:
+                raise SessionGone(session_id)
+            c.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?)", (session_id, seq, time.time(), state))
+
+        await self._write(op)
+
+    async def read_updates(self, session_id: str, after: int, limit: int) -> list[UpdateRecord]:
+        return await self._read(lambda c: _updates(c, session_id, after, limit))
+
+    # events ------------------------------------------------------------------------------
+    async def append_events(self, events: list[EventRecord]) -> None:
+        await self._write(lambda c: _insert_events(c, events))
+
+    async def read_events(self, session_id: str, after: int, limit: int) -> list[EventRecord]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT id, ts, type, data FROM events WHERE session_id = ? AND id > ? ORDER BY id LIMIT ?",
+                (session_id, after, limit),
+            ).fetchall()
+        )
+        return [EventRecord(session_id, t, json.loads(d), seq=i, ts=ts) for i, ts, t, d in rows]
+
+
+def _updates(c: sqlite3.Connection, session_id: str, after: int, limit: int) -> list[UpdateRecord]:
+    rows = c.execute(
+        "SELECT seq, ts, conn_id, role, name, data FROM updates WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        (session_id, after, limit),
+    ).fetchall()
+    return [UpdateRecord(session_id, d, r, ci, n, seq=s, ts=ts) for s, ts, ci, r, n, d in rows]
+
+
+def _insert_events(c: sqlite3.Connection, events: list[EventRecord]) -> None:
+    c.executemany(
+        "INSERT INTO events (session_id, ts, type, data) VALUES (?, ?, ?, ?)",
+        [(e.session_id, e.ts or time.time(), e.type, json.dumps(e.data, separators=(",", ":"))) for e in events],
+    )

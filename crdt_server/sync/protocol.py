@@ -1,0 +1,130 @@
+"""The y-websocket wire format: lib0 varints, message types, awareness payloads.
+
+Why our own codec for awareness: pycrdt's ``Encoder.write_var_string`` writes a *character*
+count, but lib0 (the JS client) reads a *byte* count, so a name like "José" breaks the frame.
+Everything here works on bytes and is checked against truncation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MSG_SYNC = 0
+MSG_AWARENESS = 1
+MSG_AUTH = 2
+MSG_QUERY_AWARENESS = 3
+
+SYNC_STEP1 = 0
+SYNC_STEP2 = 1
+SYNC_UPDATE = 2
+
+
+class ProtocolError(ValueError):
+    """A frame that does not follow the y-websocket protocol."""
+
+
+def write_var_uint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(0x80 | (n & 0x7F))
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def write_var_bytes(data: bytes) -> bytes:
+    return write_var_uint(len(data)) + data
+
+
+class Reader:
+    __slots__ = ("buf", "pos")
+
+    def __init__(self, buf: bytes, pos: int = 0) -> None:
+        self.buf = buf
+        self.pos = pos
+
+    def var_uint(self) -> int:
+        n = 0
+        shift = 0
+        buf = self.buf
+        while True:
+            if self.pos >= len(buf):
+                raise ProtocolError("truncated varint")
+            b = buf[self.pos]
+            self.pos += 1
+            n |= (b & 0x7F) << shift
+            if b < 0x80:
+                return n
+            shift += 7
+            if shift > 63:
+                raise ProtocolError("varint too long")
+
+    def var_bytes(self) -> bytes:
+        length = self.var_uint()
+        end = self.pos + length
+        if end > len(self.buf):
+            raise ProtocolError("truncated byte array")
+        data = self.buf[self.pos : end]
+        self.pos = end
+        return data
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.buf)
+
+
+@dataclass(frozen=True)
+class SyncMessage:
+    kind: int  # SYNC_STEP1 / SYNC_STEP2 / SYNC_UPDATE
+    payload: bytes  # state vector (step 1) or update (step 2 / update)
+
+
+def parse_sync(frame: bytes) -> SyncMessage:
+    r = Reader(frame, 1)
+    kind = r.var_uint()
+    if kind not in (SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE):
+        raise ProtocolError(f"unknown sync message type {kind}")
+    return SyncMessage(kind, r.var_bytes())
+
+
+def sync_frame(kind: int, payload: bytes) -> bytes:
+    return bytes((MSG_SYNC, kind)) + write_var_bytes(payload)
+
+
+@dataclass(frozen=True)
+class AwarenessEntry:
+    client_id: int
+    clock: int
+    state: bytes  # the JSON text as UTF-8 bytes; b"null" means "removed"
+
+    @property
+    def removed(self) -> bool:
+        return self.state == b"null"
+
+
+def parse_awareness(frame: bytes) -> list[AwarenessEntry]:
+    """Decode ``[1, varBytes(update)]``; the update is ``n × (clientID, clock, varString)``."""
+    outer = Reader(frame, 1)
+    inner = Reader(outer.var_bytes())
+    count = inner.var_uint()
+    if count > 10_000:
+        raise ProtocolError("too many awareness entries")
+    entries = []
+    for _ in range(count):
+        client_id = inner.var_uint()
+        clock = inner.var_uint()
+        state = inner.var_bytes()
+        try:
+            state.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("awareness state is not UTF-8") from None
+        entries.append(AwarenessEntry(client_id, clock, state))
+    return entries
+
+
+def awareness_frame(entries: list[AwarenessEntry]) -> bytes:
+    body = bytearray(write_var_uint(len(entries)))
+    for e in entries:
+        body += write_var_uint(e.client_id)
+        body += write_var_uint(e.clock)
+        body += write_var_bytes(e.state)
+    return bytes((MSG_AWARENESS,)) + write_var_bytes(bytes(body))

@@ -1,0 +1,366 @@
+// Interop test client: one real y-websocket WebsocketProvider (yjs 13.6 + y-websocket 3.x) in a
+// long-lived Node process, driven by tests/jsclient.py over stdin/stdout.
+//
+// Protocol (one JSON object per line):
+//   stdin  request : {"id": <n>, "cmd": "<name>", ...args}
+//   stdout response: {"id": <n>, "ok": true, ...result}  |  {"id": <n>, "ok": false, "error": "..."}
+//   stdout event   : {"event": "<name>", "t": <ms since process start>, ...fields}
+// stdout carries nothing else: every console.* call is redirected to stderr.
+// The full command list is in the COMMANDS table at the bottom and in tests/jsclient.py.
+
+import * as Y from 'yjs'
+import { WebsocketProvider } from 'y-websocket'
+import * as authProtocol from 'y-protocols/auth'
+import WebSocket from 'ws'
+import { createInterface } from 'node:readline'
+import { readFileSync } from 'node:fs'
+
+// ---------------------------------------------------------------- stdout hygiene
+for (const level of ['log', 'info', 'debug', 'warn', 'trace']) {
+  console[level] = (...args) => console.error(...args)
+}
+
+const t0 = Date.now()
+const out = (obj) => { process.stdout.write(JSON.stringify(obj) + '\n') }
+const emit = (event, fields = {}) => out({ event, t: Date.now() - t0, ...fields })
+
+process.on('uncaughtException', (err) => {
+  console.error('uncaughtException', err)
+  emit('uncaught', { error: String(err && err.stack ? err.stack : err) })
+})
+process.on('unhandledRejection', (err) => {
+  console.error('unhandledRejection', err)
+  emit('uncaught', { error: String(err && err.stack ? err.stack : err) })
+})
+
+// ---------------------------------------------------------------- state
+/** @type {Y.Doc} */
+let doc = new Y.Doc()
+/** @type {WebsocketProvider | null} */
+let provider = null
+let lastStatus = 'none' // 'none' until connect, then what the provider reported last
+let closes = [] // every 'connection-close' seen: {code, reason, wasClean, local, permanent, t}
+let errors = [] // every 'connection-error': {message, t}
+let terminalClose = null // {code, reason, t} from the provider's 'closed' event (4400-4499)
+let permissionDenied = [] // reasons from auth messages [2, 0, reason]
+let syncedCount = 0 // how many times 'sync' went to true
+
+const resetRecords = () => {
+  closes = []
+  errors = []
+  terminalClose = null
+  permissionDenied = []
+  syncedCount = 0
+  lastStatus = 'none'
+}
+
+const requireProvider = () => {
+  if (provider === null) throw new Error('not connected: send "connect" first')
+  return provider
+}
+
+const b64 = (u8) => Buffer.from(u8).toString('base64')
+const unb64 = (s) => new Uint8Array(Buffer.from(s, 'base64'))
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Resolve when check() is truthy, re-checking whenever `subscribe` fires; reject after timeout ms. */
+const waitFor = (check, subscribe, timeout, what) => new Promise((resolve, reject) => {
+  const first = check()
+  if (first) return resolve(first)
+  let unsubscribe = () => {}
+  const timer = setTimeout(() => {
+    unsubscribe()
+    reject(new Error(`timeout after ${timeout} ms waiting for ${what}`))
+  }, timeout)
+  unsubscribe = subscribe(() => {
+    const v = check()
+    if (v) {
+      clearTimeout(timer)
+      unsubscribe()
+      resolve(v)
+    }
+  })
+})
+
+const pkgVersion = (name) => {
+  try {
+    const url = new URL('./node_modules/' + name + '/package.json', import.meta.url)
+    return JSON.parse(readFileSync(url, 'utf8')).version
+  } catch (e) {
+    return null
+  }
+}
+
+const statusSnapshot = () => {
+  const p = provider
+  return {
+    connected: p !== null && p.wsconnected,
+    connecting: p !== null && p.wsconnecting,
+    synced: p !== null && p.synced,
+    status: lastStatus,
+    shouldConnect: p !== null && p.shouldConnect,
+    url: p !== null ? p.url : null,
+    unsuccessfulReconnects: p !== null ? p.wsUnsuccessfulReconnects : 0,
+    syncedCount,
+    closes,
+    lastClose: closes.length ? closes[closes.length - 1] : null,
+    terminalClose,
+    permanentlyClosed: terminalClose !== null,
+    errors,
+    permissionDenied
+  }
+}
+
+const awarenessSnapshot = () => {
+  const p = requireProvider()
+  const states = {}
+  const all = {}
+  let count = 0
+  for (const [clientId, state] of p.awareness.getStates()) {
+    count++
+    all[clientId] = state
+    if (state && typeof state === 'object' && state.user !== undefined) states[clientId] = state
+  }
+  return {
+    clientId: doc.clientID,
+    states, // clientID -> state, only entries that have a `user` field (the local one included)
+    users: Object.values(states).map((s) => s.user),
+    count: Object.keys(states).length,
+    rawCount: count, // every entry, e.g. the server's own `{}` state too
+    all
+  }
+}
+
+// ---------------------------------------------------------------- connect / teardown
+const connect = (a) => {
+  if (provider !== null) throw new Error('already connected: one provider per process ("destroy" first)')
+  if (!a.url || a.room === undefined) throw new Error('connect needs url and room')
+  resetRecords()
+  const params = { ...(a.params || {}) }
+  if (a.token !== undefined && a.token !== null) params.token = a.token
+  const opts = {
+    WebSocketPolyfill: WebSocket,
+    params,
+    connect: false,
+    disableBc: a.disableBc !== undefined ? !!a.disableBc : true
+  }
+  if (a.maxBackoffTime !== undefined) opts.maxBackoffTime = a.maxBackoffTime
+  const p = new WebsocketProvider(a.url, String(a.room), doc, opts)
+  provider = p
+
+  // auth messages ([2, 0, reason] = permission denied): record + event instead of console.warn only
+  p.messageHandlers[2] = (_encoder, decoder, prov) => {
+    authProtocol.readAuthMessage(decoder, prov.doc, (_ydoc, reason) => {
+      permissionDenied.push(reason)
+      emit('permission-denied', { reason })
+    })
+  }
+  p.on('status', ({ status }) => {
+    if (provider !== p) return
+    lastStatus = status
+    emit('status', { status })
+  })
+  p.on('sync', (synced) => {
+    if (provider !== p) return
+    if (synced) syncedCount++
+    emit('synced', { synced })
+  })
+  p.on('connection-close', (ev) => {
+    if (provider !== p) return
+    let rec
+    if (ev == null) {
+      // closed by us: provider.disconnect()/destroy() or the 30 s no-message watchdog
+      rec = { code: null, reason: null, wasClean: null, local: true, permanent: false }
+    } else {
+      rec = {
+        code: ev.code,
+        reason: ev.reason === undefined || ev.reason === null ? '' : String(ev.reason),
+        wasClean: ev.wasClean === undefined ? null : ev.wasClean,
+        local: false,
+        // the same predicate the provider applies right after this event (y-websocket >= 3.1:
+        // 4400-4499 = permanent, it stops reconnecting and emits 'closed')
+        permanent: !p.shouldReconnect(ev, p)
+      }
+    }
+    rec.t = Date.now() - t0
+    closes.push(rec)
+    emit('connection-close', rec)
+  })
+  p.on('closed', ({ code, reason }) => {
+    if (provider !== p) return
+    terminalClose = { code, reason: reason === undefined || reason === null ? '' : String(reason), t: Date.now() - t0 }
+    emit('closed', terminalClose)
+  })
+  p.on('connection-error', (ev) => {
+    if (provider !== p) return
+    const message = ev && (ev.message || (ev.error && String(ev.error)))
+    const rec = { message: message || String(ev && ev.type ? ev.type : ev), t: Date.now() - t0 }
+    errors.push(rec)
+    emit('connection-error', rec)
+  })
+  if (a.awarenessEvents !== false) {
+    p.awareness.on('change', ({ added, updated, removed }, origin) => {
+      if (provider !== p) return
+      emit('awareness', { added, updated, removed, local: origin === 'local' })
+    })
+  }
+
+  if (a.name !== undefined || a.color !== undefined) {
+    p.awareness.setLocalStateField('user', {
+      name: a.name !== undefined ? a.name : 'js-' + doc.clientID,
+      color: a.color !== undefined ? a.color : '#30bced'
+    })
+  }
+  if (a.awareness !== undefined) p.awareness.setLocalState(a.awareness)
+  if (a.connect !== false) p.connect()
+  return { clientId: doc.clientID, url: p.url }
+}
+
+/** Destroy provider + doc (graceful: null awareness, close frame). Waits briefly for the socket to close. */
+const destroy = async (waitMs = 1000) => {
+  const p = provider
+  if (p === null) return { destroyed: false }
+  const ws = p.ws
+  p.destroy()
+  provider = null
+  doc.destroy()
+  doc = new Y.Doc()
+  if (ws && ws.readyState !== WebSocket.CLOSED) {
+    await Promise.race([new Promise((resolve) => ws.once('close', resolve)), sleep(waitMs)])
+  }
+  return { destroyed: true }
+}
+
+// ---------------------------------------------------------------- commands
+const text = () => doc.getText('code')
+
+const COMMANDS = {
+  ping: () => ({
+    pong: true,
+    node: process.version,
+    versions: { yjs: pkgVersion('yjs'), 'y-websocket': pkgVersion('y-websocket'), 'y-protocols': pkgVersion('y-protocols'), ws: pkgVersion('ws'), lib0: pkgVersion('lib0') }
+  }),
+  connect: (a) => connect(a),
+  // provider.connect(): resume after disconnect or after a permanent (4400-4499) close
+  reconnect: () => { requireProvider().connect(); return {} },
+  // provider.disconnect(): graceful, no automatic reconnect; the doc is kept
+  disconnect: () => { requireProvider().disconnect(); return {} },
+  // drop the TCP connection without a close frame; the provider then reconnects as usual
+  terminate: () => {
+    const ws = requireProvider().ws
+    if (ws) ws.terminate()
+    return { terminated: !!ws }
+  },
+  destroy: () => destroy(),
+  exit: async () => {
+    await destroy()
+    setTimeout(() => process.exit(0), 20)
+    return { exiting: true }
+  },
+  waitSynced: ({ timeout = 10000 }) => {
+    const p = requireProvider()
+    return waitFor(() => p.synced && { synced: true }, (cb) => {
+      p.on('sync', cb)
+      return () => p.off('sync', cb)
+    }, timeout, 'synced')
+  },
+  status: () => statusSnapshot(),
+  clientId: () => ({ clientId: doc.clientID }),
+
+  insert: ({ index, text: s }) => {
+    const t = text()
+    const i = index === undefined || index === null || index < 0 ? t.length : index
+    if (i > t.length) throw new Error(`index ${i} out of range (length ${t.length})`)
+    t.insert(i, String(s))
+    return { length: t.length }
+  },
+  delete: ({ index, length }) => {
+    const t = text()
+    if (index < 0 || index + length > t.length) throw new Error(`range ${index}+${length} out of range (length ${t.length})`)
+    t.delete(index, length)
+    return { length: t.length }
+  },
+  setText: ({ text: s }) => {
+    const t = text()
+    doc.transact(() => {
+      t.delete(0, t.length)
+      t.insert(0, String(s))
+    })
+    return { length: t.length }
+  },
+  typeChars: async ({ text: s, intervalMs = 0 }) => {
+    const chars = Array.from(String(s)) // code points, not UTF-16 units
+    for (let k = 0; k < chars.length; k++) {
+      if (k > 0 && intervalMs > 0) await sleep(intervalMs)
+      const t = text()
+      t.insert(t.length, chars[k])
+    }
+    return { typed: chars.length, length: text().length }
+  },
+  getText: () => ({ text: text().toString() }),
+  waitText: ({ equals, contains, timeout = 10000 }) => {
+    if (equals === undefined && contains === undefined) throw new Error('waitText needs equals or contains')
+    const check = () => {
+      const s = text().toString()
+      if (equals !== undefined && s !== equals) return null
+      if (contains !== undefined && !s.includes(contains)) return null
+      return { text: s }
+    }
+    return waitFor(check, (cb) => {
+      doc.on('update', cb)
+      return () => doc.off('update', cb)
+    }, timeout, equals !== undefined ? `text == ${JSON.stringify(equals).slice(0, 200)}` : `text containing ${JSON.stringify(contains).slice(0, 200)}`)
+      .catch((e) => { throw new Error(`${e.message}; text is ${JSON.stringify(text().toString()).slice(0, 500)}`) })
+  },
+  getMeta: () => ({ meta: doc.getMap('meta').toJSON() }),
+  setMeta: ({ key, value }) => { doc.getMap('meta').set(String(key), value); return {} },
+  getRuns: () => ({ runs: doc.getArray('runs').toJSON() }),
+  stateVector: () => ({ stateVector: b64(Y.encodeStateVector(doc)) }),
+  encodeState: () => ({ update: b64(Y.encodeStateAsUpdate(doc)) }),
+  applyUpdate: ({ update }) => { Y.applyUpdate(doc, unb64(update), 'test'); return {} },
+
+  setAwareness: ({ state }) => { requireProvider().awareness.setLocalState(state === undefined ? null : state); return {} },
+  setAwarenessField: ({ field, value }) => { requireProvider().awareness.setLocalStateField(String(field), value); return {} },
+  awarenessStates: () => awarenessSnapshot()
+}
+
+// ---------------------------------------------------------------- request loop
+let inFlight = 0
+const handle = async (line) => {
+  if (!line.trim()) return
+  let req
+  try {
+    req = JSON.parse(line)
+  } catch (e) {
+    out({ id: null, ok: false, error: 'bad JSON: ' + e.message })
+    return
+  }
+  const id = req.id === undefined ? null : req.id
+  const fn = COMMANDS[req.cmd]
+  if (!fn) {
+    out({ id, ok: false, error: `unknown cmd ${JSON.stringify(req.cmd)}; known: ${Object.keys(COMMANDS).join(', ')}` })
+    return
+  }
+  inFlight++
+  try {
+    const result = await fn(req)
+    out({ ...(result || {}), id, ok: true })
+  } catch (e) {
+    out({ id, ok: false, error: String(e && e.message ? e.message : e) })
+  } finally {
+    inFlight--
+  }
+}
+
+// Commands run concurrently (each line is dispatched as soon as it arrives); a driver that needs
+// ordering awaits each response before sending the next request.
+const rl = createInterface({ input: process.stdin, crlfDelay: Infinity })
+rl.on('line', (line) => { handle(line) })
+rl.on('close', async () => {
+  // stdin closed: the driver went away. Let running commands finish (bounded), then leave cleanly.
+  const deadline = Date.now() + 5000
+  while (inFlight > 0 && Date.now() < deadline) await sleep(10)
+  try { await destroy(300) } catch (e) {}
+  process.exit(0)
+})
+emit('ready', { pid: process.pid, node: process.version })
