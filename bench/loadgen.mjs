@@ -23,6 +23,7 @@ import { performance, monitorEventLoopDelay } from 'node:perf_hooks'
 import WebSocket from 'ws'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
+import { removeAwarenessStates, outdatedTimeout } from 'y-protocols/awareness'
 
 const spec = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'))
 const tag = `[loadgen ${spec.workerId ?? 0}]`
@@ -40,10 +41,34 @@ const emit = (obj) => { process.stdout.write(JSON.stringify(obj) + '\n') }
 const sleep = (ms) => new Promise(resolve => setTimeout(resolve, ms))
 const now = () => performance.now()
 
+// messages/bytes received by all clients during the measured phase, by protocol message type
+let rxCounting = false
+const rxCount = {}
+const rxBytes = {}
+
 // WebSocket polyfill with per-message-deflate on or off (browsers offer it; ws does by default).
+// It also notes when the first sync step 2 ([0, 1, ...]) is dispatched to the client, before the
+// client applies it (join storm: separates server/transfer time from client-side apply time).
 class BenchWebSocket extends WebSocket {
   constructor (url, protocols) {
     super(url, protocols, { perMessageDeflate: spec.deflate !== false, maxPayload: 256 * 1024 * 1024 })
+    this.benchStep2At = null
+  }
+
+  get onmessage () { return super.onmessage }
+  set onmessage (fn) {
+    super.onmessage = typeof fn !== 'function'
+      ? fn
+      : (ev) => {
+          const u = new Uint8Array(ev.data, 0, Math.min(2, ev.data.byteLength))
+          if (this.benchStep2At === null && u[0] === 0 && u[1] === 1) this.benchStep2At = now()
+          if (rxCounting) {
+            const k = u[0] === 0 ? `sync${u[1]}` : u[0] === 1 ? 'awareness' : `type${u[0]}`
+            rxCount[k] = (rxCount[k] || 0) + 1
+            rxBytes[k] = (rxBytes[k] || 0) + ev.data.byteLength
+          }
+          fn(ev)
+        }
   }
 }
 
@@ -52,6 +77,7 @@ const commandWaiters = new Map()
 const rl = readline.createInterface({ input: process.stdin })
 rl.on('line', (line) => {
   const cmd = line.trim()
+  if (cmd === 'stop') { shutdown(0); return } // at any time, also mid-scenario
   const w = commandWaiters.get(cmd)
   if (w) { commandWaiters.delete(cmd); w() }
 })
@@ -62,6 +88,34 @@ const waitCommand = (cmd) => new Promise(resolve => commandWaiters.set(cmd, reso
 const allProviders = []
 let reconnects = 0 // connection closes seen after a client first synced
 let deflateNegotiated = null
+
+// Real clients join at random times, so their 15 s awareness renewals (and the 3 s timer that
+// triggers them) are spread out. Clients created in one tight loop would renew in lock-step and
+// hit the server with synchronized bursts (n renewals x n recipients at once). Re-phase the
+// y-protocols Awareness check timer (same logic as y-protocols 1.0.x) and the last renewal time
+// uniformly at random, i.e. the steady state of clients that joined at random moments.
+function spreadAwarenessTimers (aw) {
+  clearInterval(aw._checkInterval)
+  const period = Math.floor(outdatedTimeout / 10)
+  const check = () => {
+    const t = Date.now()
+    const own = aw.meta.get(aw.clientID)
+    if (aw.getLocalState() !== null && own && outdatedTimeout / 2 <= t - own.lastUpdated) {
+      aw.setLocalState(aw.getLocalState())
+    }
+    const remove = []
+    aw.meta.forEach((meta, clientid) => {
+      if (clientid !== aw.clientID && outdatedTimeout <= t - meta.lastUpdated && aw.states.has(clientid)) remove.push(clientid)
+    })
+    if (remove.length > 0) removeAwarenessStates(aw, remove, 'timeout')
+  }
+  aw._checkInterval = setTimeout(() => {
+    check()
+    aw._checkInterval = setInterval(check, period) // Awareness.destroy() clears _checkInterval
+  }, Math.random() * period)
+  const own = aw.meta.get(aw.clientID)
+  if (own) own.lastUpdated -= Math.random() * (outdatedTimeout / 2)
+}
 
 let clientSeq = 0
 function makeClient (room, params, { connect = true, awarenessState = undefined } = {}) {
@@ -78,6 +132,7 @@ function makeClient (room, params, { connect = true, awarenessState = undefined 
   } else {
     provider.awareness.setLocalState({ user: { name: `bench-${n}`, color: '#30bced' } })
   }
+  if (spec.spreadAwareness !== false) spreadAwarenessTimers(provider.awareness)
   const client = { doc, provider, text: doc.getText('code'), synced: false, everSynced: false, n }
   provider.on('synced', (s) => {
     client.synced = s
@@ -102,29 +157,42 @@ const waitSynced = (client, timeoutMs) => new Promise(resolve => {
 })
 
 // Connect clients with bounded concurrency (a burst of thousands of SYNs overflows backlogs).
-async function connectAll (clients, concurrency, timeoutMs) {
+// Gives up at the deadline: clients not synced by then are destroyed and counted as failed, so a
+// server that cannot take the load yields a (smaller) measurement instead of a hang.
+async function connectAll (clients, concurrency, deadlineS) {
+  const deadline = now() + deadlineS * 1000
   let next = 0
-  let failed = 0
   const worker = async () => {
-    while (next < clients.length) {
+    while (next < clients.length && now() < deadline) {
       const c = clients[next++]
       c.provider.connect()
-      if (!await waitSynced(c, timeoutMs)) failed++
+      await waitSynced(c, Math.max(1, deadline - now()))
     }
   }
   const ws = []
   for (let i = 0; i < Math.min(concurrency, clients.length); i++) ws.push(worker())
   await Promise.all(ws)
+  let failed = 0
+  for (const c of clients) {
+    if (!c.synced) {
+      failed++
+      c.failed = true
+      c.provider.destroy()
+    }
+  }
+  if (failed) log(`${failed} of ${clients.length} clients not synced within ${deadlineS}s`)
   return failed
 }
 
 // ---------------------------------------------------------------- measurement helpers
 function startClientMeter () {
-  const h = monitorEventLoopDelay({ resolution: 10 })
+  const h = monitorEventLoopDelay({ resolution: LOOP_RES_MS })
   h.enable()
   const cpu0 = process.cpuUsage()
   const t0 = now()
+  rxCounting = true
   return () => {
+    rxCounting = false
     h.disable()
     const cpu = process.cpuUsage(cpu0)
     const wall = (now() - t0) / 1000
@@ -132,13 +200,17 @@ function startClientMeter () {
       wallS: wall,
       cpuS: (cpu.user + cpu.system) / 1e6,
       cpuPct: 100 * (cpu.user + cpu.system) / 1e6 / wall,
-      loopDelayP99Ms: h.percentile(99) / 1e6,
-      loopDelayMaxMs: h.max / 1e6,
-      rssMB: process.memoryUsage().rss / 1048576
+      // the histogram records whole timer intervals: subtract the sampling resolution
+      loopDelayP99Ms: Math.max(0, h.percentile(99) / 1e6 - LOOP_RES_MS),
+      loopDelayMaxMs: Math.max(0, h.max / 1e6 - LOOP_RES_MS),
+      rssMB: process.memoryUsage().rss / 1048576,
+      rxPerS: Object.fromEntries(Object.entries(rxCount).map(([k, v]) => [k, Math.round(v / wall)])),
+      rxKBPerS: Object.fromEntries(Object.entries(rxBytes).map(([k, v]) => [k, Math.round(v / wall / 1024)]))
     }
   }
 }
 
+const LOOP_RES_MS = 10
 const round2 = (x) => Math.round(x * 100) / 100
 
 // ---------------------------------------------------------------- mode: rooms
@@ -149,6 +221,8 @@ async function modeRooms () {
   let delivered = 0
   let awarenessApplied = 0
   let measuring = false
+  let tStart = 0
+  const timeline = [] // max latency per second of the window, by send time (diagnostic)
   const clients = []
   for (const room of rooms) {
     room.writer = makeClient(room.name, room.writerParams, { connect: false })
@@ -163,8 +237,11 @@ async function modeRooms () {
             const seq = Number(m[1])
             const sent = room.sendTimes[seq]
             if (sent === undefined) continue
-            samples.push(round2(t - sent))
+            const lat = t - sent
+            samples.push(round2(lat))
             delivered++
+            const b = Math.floor((sent - tStart) / 1000)
+            if (b >= 0 && !(timeline[b] >= lat)) timeline[b] = lat
           }
         }
       })
@@ -176,7 +253,7 @@ async function modeRooms () {
     }
   }
   const tc0 = now()
-  const failed = await connectAll(clients, spec.connectConcurrency ?? 50, (spec.connectTimeoutS ?? 60) * 1000)
+  const failed = await connectAll(clients, spec.connectConcurrency ?? 50, spec.connectTimeoutS ?? 60)
   emit({ event: 'ready', clients: clients.length, failed, connectMs: now() - tc0, deflate: deflateNegotiated })
 
   await waitCommand('start')
@@ -185,12 +262,13 @@ async function modeRooms () {
   measuring = true
   const reconnects0 = reconnects
   const durMs = spec.durationS * 1000
-  const tStart = now()
+  tStart = now()
   const timers = []
   // writers: one per room, F edits/s, evenly spread phases, drift-free schedule
   const period = 1000 / spec.editsPerSec
   for (const room of rooms) {
     const w = room.writer
+    if (w.failed) continue // writer never synced: the room sends nothing (and expects nothing)
     const phase = (room.ri / rooms.length) * period
     let k = 0
     const tick = () => {
@@ -241,6 +319,7 @@ async function modeRooms () {
     expected: expectedFor(),
     delivered,
     samples,
+    timelineMaxMs: Array.from(timeline, x => round2(x ?? 0)),
     awarenessAppliedPerS: awarenessApplied / client.wallS,
     windowS: durMs / 1000,
     drainS: (now() - tStart - durMs) / 1000,
@@ -259,7 +338,7 @@ async function modeIdle () {
     }
   }
   const tc0 = now()
-  const failed = await connectAll(clients, spec.connectConcurrency ?? 100, (spec.connectTimeoutS ?? 60) * 1000)
+  const failed = await connectAll(clients, spec.connectConcurrency ?? 100, spec.connectTimeoutS ?? 60)
   emit({ event: 'ready', clients: clients.length, failed, connectMs: now() - tc0, deflate: deflateNegotiated })
   await waitCommand('start')
   const meter = startClientMeter()
@@ -284,57 +363,93 @@ function codeChunk (i, bytes) {
 async function modeJoinstorm () {
   const room = spec.rooms[0]
   const timeoutMs = (spec.connectTimeoutS ?? 60) * 1000
-  const filler = makeClient(room.name, room.writerParams)
-  if (!await waitSynced(filler, timeoutMs)) throw new Error('filler did not sync')
-  const chunk = spec.chunkBytes ?? 4096
-  const nChunks = Math.ceil(spec.docBytes / chunk)
-  const tf0 = now()
-  for (let i = 0; i < nChunks; i++) {
-    const size = Math.min(chunk, spec.docBytes - i * chunk)
-    filler.text.insert(filler.text.length, codeChunk(i, size))
-    if (i % 16 === 15) {
-      // let the socket drain
-      while (filler.provider.ws && filler.provider.ws.bufferedAmount > 1 << 20) await sleep(5)
-      await sleep(0)
+  let target = 0
+  if (spec.fill === false) {
+    // only joins; worker 0 has filled and verified the document before this worker was started
+    target = spec.docBytes
+    emit({ event: 'ready', clients: 0, failed: 0, fillMs: 0, textLength: target, docUpdateBytes: null, deflate: null })
+  } else {
+    const filler = makeClient(room.name, room.writerParams)
+    if (!await waitSynced(filler, timeoutMs)) throw new Error('filler did not sync')
+    // Many small inserts at pseudo-random positions, so the document has thousands of items
+    // (like text typed and edited over time), not one long run.
+    const chunk = spec.chunkBytes ?? 1024
+    const nChunks = Math.ceil(spec.docBytes / chunk)
+    let rnd = 12345
+    const nextRnd = () => { rnd = (rnd * 1103515245 + 12345) & 0x7fffffff; return rnd }
+    const tf0 = now()
+    for (let i = 0; i < nChunks; i++) {
+      const size = Math.min(chunk, spec.docBytes - i * chunk)
+      const len = filler.text.length
+      filler.text.insert(len === 0 ? 0 : nextRnd() % (len + 1), codeChunk(i, size))
+      if (i % 64 === 63) {
+        // let the socket drain
+        while (filler.provider.ws && filler.provider.ws.bufferedAmount > 1 << 20) await sleep(5)
+        await sleep(1)
+      }
     }
-  }
-  const target = filler.text.length
-  // confirm the server holds the full text: a verifier client must sync to it
-  let verified = false
-  const vDeadline = now() + timeoutMs
-  while (!verified && now() < vDeadline) {
-    const v = makeClient(room.name, room.readerParams)
-    if (await waitSynced(v, timeoutMs)) {
-      const t0 = now()
-      while (v.text.length < target && now() - t0 < 2000) await sleep(20)
-      verified = v.text.length >= target
+    target = filler.text.length
+    // confirm the server holds the full text: a verifier client must sync to it
+    let verified = false
+    const vDeadline = now() + timeoutMs
+    while (!verified && now() < vDeadline) {
+      const v = makeClient(room.name, room.readerParams)
+      if (await waitSynced(v, timeoutMs)) {
+        const t0 = now()
+        while (v.text.length < target && now() - t0 < 2000) await sleep(20)
+        verified = v.text.length >= target
+      }
+      v.provider.destroy()
+      if (!verified) await sleep(250)
     }
-    v.provider.destroy()
-    if (!verified) await sleep(250)
+    const docUpdateBytes = Y.encodeStateAsUpdate(filler.doc).length
+    emit({ event: 'ready', clients: 1, failed: verified ? 0 : 1, fillMs: now() - tf0, textLength: target, docUpdateBytes, deflate: deflateNegotiated })
   }
-  const docUpdateBytes = Y.encodeStateAsUpdate(filler.doc).length
-  emit({ event: 'ready', clients: 1, failed: verified ? 0 : 1, fillMs: now() - tf0, textLength: target, docUpdateBytes, deflate: deflateNegotiated })
 
   await waitCommand('start')
   const meter = startClientMeter()
-  const t0 = now()
-  const joiners = []
-  for (let i = 0; i < spec.joiners; i++) joiners.push(makeClient(room.name, room.readerParams))
-  const tCreated = now()
-  const times = await Promise.all(joiners.map(async (c) => {
-    if (!await waitSynced(c, timeoutMs)) return null
-    return now() - t0
-  }))
-  const complete = joiners.filter(c => c.text.length >= target).length
-  const ok = times.filter(x => x !== null)
+  const rounds = spec.rounds ?? 1
+  const samples = []
+  const step2Samples = []
+  let applyTotalMs = 0
+  let synced = 0
+  let complete = 0
+  let createMs = 0
+  for (let round = 0; round < rounds; round++) {
+    if (round > 0) await sleep(1000)
+    const t0 = now()
+    const joiners = []
+    for (let i = 0; i < spec.joiners; i++) joiners.push(makeClient(room.name, room.readerParams))
+    createMs = Math.max(createMs, now() - t0)
+    const times = await Promise.all(joiners.map(async (c) => {
+      if (!await waitSynced(c, (spec.joinTimeoutS ?? 30) * 1000)) return null
+      const ws = c.provider.ws
+      const step2 = ws && ws.benchStep2At !== null ? ws.benchStep2At - t0 : null
+      return { synced: now() - t0, step2 }
+    }))
+    complete += joiners.filter(c => c.text.length >= target).length
+    for (const x of times) {
+      if (x === null) continue
+      synced++
+      samples.push(round2(x.synced))
+      if (x.step2 !== null) {
+        step2Samples.push(round2(x.step2))
+        applyTotalMs += x.synced - x.step2
+      }
+    }
+    for (const c of joiners) c.provider.destroy()
+  }
   emit({
     event: 'result',
     mode: 'joinstorm',
+    rounds,
     joiners: spec.joiners,
-    synced: ok.length,
+    synced,
     complete,
-    createMs: tCreated - t0,
-    samples: ok.map(round2),
+    createMs,
+    samples,
+    step2Samples,
+    applyTotalMs: applyTotalMs / rounds,
     client: meter()
   })
 }
@@ -363,8 +478,7 @@ async function main () {
     log('error', e && e.stack ? e.stack : e)
     emit({ event: 'error', message: String(e && e.message ? e.message : e) })
   }
-  await waitCommand('stop')
-  shutdown(0)
+  // now wait for "stop" (or stdin EOF, or the hard deadline)
 }
 
 main()

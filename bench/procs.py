@@ -221,6 +221,12 @@ def install_cleanup() -> None:
         # turn SIGTERM/SIGHUP into an exception so every `finally` runs, then atexit
         raise KeyboardInterrupt(f"signal {signum}")
 
+    # SIGINT too: a harness started from a non-interactive shell in the background inherits
+    # SIGINT as ignored, and then Ctrl-C / kill -INT would leave everything running.
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    except (ValueError, OSError):
+        pass
     for sig in (signal.SIGTERM, signal.SIGHUP):
         try:
             signal.signal(sig, _on_signal)
@@ -259,3 +265,10 @@ def wait_until(pred, timeout: float, interval: float = 0.1) -> bool:
             return True
         time.sleep(interval)
     return pred()
+
+
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()[:80]
+    except OSError:
+        return "?"

@@ -9,6 +9,7 @@ import uvicorn
 
 from .app import create_app
 from .config import load_settings
+from .logs import install_redaction
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,12 +31,16 @@ def main(argv: list[str] | None = None) -> None:
         http="httptools",
         ws="websockets-sansio",
         ws_max_size=settings.max_message_size,
+        # Off, as in the reference server: deflate would run once per *recipient* for every
+        # broadcast frame, and Yjs updates are small and already compact.
+        ws_per_message_deflate=False,
         ws_ping_interval=settings.ws_ping_interval,
         ws_ping_timeout=settings.ws_ping_timeout,
         timeout_graceful_shutdown=settings.shutdown_timeout,
         access_log=False,  # URLs carry tokens (?token=…): never log them
         lifespan="on",
     )
+    install_redaction()  # uvicorn.Config has just configured its log handlers
     uvicorn.Server(config).run()
 
 

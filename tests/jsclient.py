@@ -248,6 +248,7 @@ class JSClient:
         self._dead = False
         self._death_reason: str | None = None
         self._write_lock = anyio.Lock()
+        self._closed = False
 
     # -------------------------------------------------------------------- lifecycle
     async def start(self) -> JSClient:
@@ -285,6 +286,9 @@ class JSClient:
 
         Use `await client.exit()` first for a graceful leave.
         """
+        if self._closed:
+            return
+        self._closed = True
         proc, stack = self._proc, self._stack
         self._stack = None
         with anyio.CancelScope(shield=True):
@@ -296,13 +300,17 @@ class JSClient:
                         pass
                 with anyio.move_on_after(10):
                     self.returncode = await proc.wait()
-            if self._tg is not None:
-                self._tg.cancel_scope.cancel()
+        # the task group must be exited outside any scope opened here (anyio scope nesting)
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+        try:
             if stack is not None:
                 await stack.aclose()
+        finally:
             if proc is not None:
-                await proc.aclose()
-        self._mark_dead("client closed")
+                with anyio.CancelScope(shield=True):
+                    await proc.aclose()
+            self._mark_dead("client closed")
 
     async def __aenter__(self) -> JSClient:
         return await self.start()

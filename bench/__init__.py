@@ -1,0 +1,1 @@
+"""Benchmark harness: crdt-server vs the Node reference y-websocket server. Run `python -m bench`."""

@@ -1,0 +1,268 @@
+"""`python -m bench`: run the scenarios against our server and the reference, print a table."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from . import procs
+from .scenarios import Sizes, log, quick_sizes, scenario_table
+from .servers import (
+    BENCH_DIR,
+    DEFAULT_OURS_CMD,
+    OursServer,
+    ReferenceAsOurs,
+    ReferenceServer,
+    StartFailed,
+    ensure_node_modules,
+)
+
+SIDES = ("ours", "reference")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark crdt-server against the Node reference server @y/websocket-server 0.1.1.",
+    )
+    p.add_argument("--only", metavar="SCENARIO",
+                   help="run only these scenarios (comma separated; 'bigroom' = every bigroom-N). "
+                        "Scenarios: typing, bigroom-200, bigroom-500, idle, joinstorm, presence")
+    p.add_argument("--quick", action="store_true", help="small sizes for a smoke run (~1-2 min)")
+    p.add_argument("--ours-cmd", default=DEFAULT_OURS_CMD,
+                   help="command that starts our server; {port}, {tmpdir} and {host} are substituted; "
+                        "run from the repository root. The special value 'reference' puts the reference "
+                        "server in the 'ours' column (harness self-check). Default: %(default)r")
+    p.add_argument("--json", metavar="OUT.json", help="also write every figure (and the config) as JSON")
+    p.add_argument("--workers", type=int, default=None,
+                   help="node load-generator processes for the multi-room scenarios (typing, idle); default 1")
+    p.add_argument("--duration", type=float, default=None,
+                   help="override the measured window of typing/bigroom/presence/idle (seconds)")
+    p.add_argument("--reader-role", default="observer", choices=("observer", "candidate", "interviewer"),
+                   help="token role of the non-writing clients on our server (default: observer)")
+    p.add_argument("--no-deflate", action="store_true",
+                   help="clients do not offer permessage-deflate (browsers do; default is to offer it)")
+    p.add_argument("--skip-ours", action="store_true", help="run the reference server only")
+    p.add_argument("--skip-reference", action="store_true", help="run our server only")
+    p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    return p.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------ table
+def fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            return str(v)
+        a = abs(v)
+        if a >= 1000:
+            return f"{v:,.0f}"
+        if a >= 100:
+            return f"{v:.0f}"
+        if a >= 10:
+            return f"{v:.1f}"
+        if a >= 0.1 or a == 0:
+            return f"{v:.2f}"
+        return f"{v:.3g}"
+    return str(v)
+
+
+def ratio(o, r) -> str:
+    if isinstance(o, bool) or isinstance(r, bool):
+        return ""
+    if not isinstance(o, (int, float)) or not isinstance(r, (int, float)):
+        return ""
+    if r == 0:
+        return "=" if o == 0 else "inf"
+    return f"{o / r:.2f}x"
+
+
+def side_cell(res: dict, side: str, key: str):
+    s = res.get(side)
+    if s is None:
+        return None, "skipped"
+    if s.get("status") == "failed_to_start":
+        return None, "failed to start"
+    if s.get("status") == "error":
+        return None, "error"
+    v = s["metrics"].get(key)
+    return v, fmt(v)
+
+
+def render_table(results: dict, descriptions: dict) -> str:
+    lines = ["| scenario | metric | ours | reference | ours/ref |", "|---|---|---:|---:|---:|"]
+    for name, res in results.items():
+        keys: list[str] = []
+        for side in SIDES:
+            s = res.get(side) or {}
+            for k in (s.get("metrics") or {}):
+                if not k.startswith("_") and k not in keys:
+                    keys.append(k)
+        if not keys:
+            o = side_cell(res, "ours", "")[1]
+            r = side_cell(res, "reference", "")[1]
+            lines.append(f"| {name} | - | {o} | {r} | |")
+            continue
+        for i, k in enumerate(keys):
+            ov, os_ = side_cell(res, "ours", k)
+            rv, rs = side_cell(res, "reference", k)
+            lines.append(f"| {name if i == 0 else ''} | {k} | {os_} | {rs} | {ratio(ov, rv)} |")
+    return "\n".join(lines)
+
+
+def render_notes(results: dict, descriptions: dict) -> str:
+    notes = []
+    for name, res in results.items():
+        notes.append(f"- **{name}**: {descriptions.get(name, '')}")
+        for side in SIDES:
+            s = res.get(side)
+            if not s:
+                continue
+            if s.get("status") in ("failed_to_start", "error"):
+                notes.append(f"  - {side}: {s.get('status').replace('_', ' ')}: {s.get('error', '')}")
+                continue
+            m = s["metrics"]
+            bits = []
+            if m.get("_connect_failed"):
+                bits.append(f"{m['_connect_failed']} clients failed to sync")
+            if m.get("_deflate") is not None:
+                bits.append(f"permessage-deflate {'on' if m['_deflate'] else 'off'}")
+            cpu = m.get("client CPU (% of a core, max worker)")
+            lag = m.get("client event-loop delay p99 (ms)")
+            if (cpu is not None and cpu > 85) or (lag is not None and lag > 50):
+                bits.append("LOAD GENERATOR SATURATED (client CPU/event-loop delay high): latencies include "
+                            "client-side queuing")
+            missing = m.get("deliveries missing")
+            if missing:
+                bits.append(f"{missing} deliveries missing")
+            if bits:
+                notes.append(f"  - {side}: " + "; ".join(bits))
+    return "\n".join(notes)
+
+
+# ------------------------------------------------------------------------------------ main
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    sizes = quick_sizes() if args.quick else Sizes()
+    if args.workers:
+        sizes.workers = args.workers
+    if args.duration:
+        sizes.typing_duration = sizes.bigroom_duration = sizes.presence_duration = args.duration
+        sizes.idle_window = args.duration
+    args.sizes = sizes
+    table = scenario_table(sizes)
+    if args.list:
+        for k, (d, _) in table.items():
+            print(f"{k:14s} {d}")
+        return 0
+    selected = list(table)
+    if args.only:
+        want = [w.strip() for w in args.only.split(",") if w.strip()]
+        selected = [k for k in table if any(k == w or k.startswith(w + "-") or k.split("-")[0] == w for w in want)]
+        if not selected:
+            print(f"bench: unknown scenario {args.only!r}; choose from {', '.join(table)}", file=sys.stderr)
+            return 2
+    descriptions = {k: table[k][0] for k in selected}
+
+    procs.install_cleanup()
+    nofile = procs.raise_nofile_limit()
+    ensure_node_modules()
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    logdir = BENCH_DIR / "out" / stamp
+    logdir.mkdir(parents=True, exist_ok=True)
+    log(f"bench: logs in {logdir} (RLIMIT_NOFILE={nofile}); scenarios: {', '.join(selected)}")
+    if nofile < 2 * sizes.idle_sockets + 1000 and "idle" in selected:
+        log(f"bench: warning: RLIMIT_NOFILE {nofile} may be too low for {sizes.idle_sockets} idle sockets")
+
+    def make_side(label: str):
+        if label == "reference":
+            return ReferenceServer(logdir)
+        if args.ours_cmd.strip() == "reference":
+            return ReferenceAsOurs(logdir)
+        return OursServer(logdir, args.ours_cmd, reader_role=args.reader_role)
+
+    sides = [s for s in SIDES if not (s == "ours" and args.skip_ours) and not (s == "reference" and args.skip_reference)]
+    results: dict = {}
+    ours_broken: str | None = None
+    t_all = time.monotonic()
+    interrupted = False
+    try:
+        for name in selected:
+            desc, fn = table[name]
+            results[name] = {}
+            log(f"\n== {name}: {desc}")
+            for label in sides:
+                if label == "ours" and ours_broken is not None:
+                    log("  ours: failed to start (skipped; see first failure)")
+                    results[name][label] = {"status": "failed_to_start", "error": ours_broken}
+                    continue
+                side = make_side(label)
+                t0 = time.monotonic()
+                try:
+                    log(f"  {label}: starting server ...")
+                    try:
+                        side.start(tag=name)
+                    except StartFailed as e:
+                        log(f"  {label}: failed to start ({e})")
+                        results[name][label] = {"status": "failed_to_start", "error": str(e)}
+                        if label == "ours":
+                            ours_broken = str(e)
+                        continue
+                    log(f"  {label}: server pid {side.measured_pid()} ({procs.comm(side.measured_pid())}) on port {side.port}; running ...")
+                    metrics = fn(side, args, logdir, name)
+                    results[name][label] = {"status": "ok", "metrics": metrics,
+                                            "seconds": round(time.monotonic() - t0, 1)}
+                    brief = {k: fmt(v) for k, v in metrics.items() if not k.startswith("_")}
+                    log(f"  {label}: done in {time.monotonic() - t0:.1f}s: " + json.dumps(brief))
+                except KeyboardInterrupt:
+                    raise
+                except Exception as e:
+                    log(f"  {label}: ERROR {e}")
+                    log(traceback.format_exc())
+                    results[name][label] = {"status": "error", "error": str(e)}
+                finally:
+                    side.stop()
+    except KeyboardInterrupt:
+        interrupted = True
+        log("\nbench: interrupted; stopping every process and printing what was measured")
+    finally:
+        procs.kill_all()
+
+    out = render_table(results, descriptions)
+    notes = render_notes(results, descriptions)
+    print()
+    print(f"## crdt-server vs @y/websocket-server 0.1.1 ({'quick' if args.quick else 'full'} run, "
+          f"{time.monotonic() - t_all:.0f}s)")
+    print()
+    print(out)
+    print()
+    print(notes)
+    print()
+    print("ours/ref < 1 means ours is lower (better for latency, CPU, memory; worse for counts of "
+          "delivered/synced). Details: bench/README.md")
+    if args.json:
+        payload = {
+            "when": stamp,
+            "mode": "quick" if args.quick else "full",
+            "ours_cmd": args.ours_cmd,
+            "machine": {"platform": platform.platform(), "python": platform.python_version()},
+            "sizes": sizes.__dict__,
+            "scenarios": descriptions,
+            "results": results,
+            "table_markdown": out,
+        }
+        Path(args.json).write_text(json.dumps(payload, indent=2, default=str))
+        log(f"bench: wrote {args.json}")
+    return 130 if interrupted else 0

@@ -1,0 +1,43 @@
+"""Exceptions the HTTP layer maps to status codes (400 / 429 / 503)."""
+
+from __future__ import annotations
+
+
+class ExecutionError(Exception):
+    """Base class for every error raised by crdt_server.execution."""
+
+
+class UnknownLanguage(ExecutionError):
+    """The language is not in the registry or not runnable on this host (HTTP 400)."""
+
+    def __init__(self, language: str) -> None:
+        super().__init__(f"unknown or unavailable language: {language!r}")
+        self.language = language
+
+
+class InvalidRequest(ExecutionError, ValueError):
+    """Code or stdin too large, or a non-positive timeout (HTTP 400)."""
+
+
+class QueueFull(ExecutionError):
+    """Every worker is busy and the wait queue is full (HTTP 429/503)."""
+
+
+class SessionBusy(ExecutionError):
+    """This session already has a run queued or in flight (HTTP 429/409)."""
+
+
+class RateLimited(ExecutionError):
+    """The session's token bucket is empty; retry_after is in seconds (HTTP 429 + Retry-After)."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"rate limited, retry after {retry_after:.1f}s")
+        self.retry_after = retry_after
+
+
+class SandboxUnavailable(ExecutionError):
+    """No acceptable sandbox on this host (or the service is not started) (HTTP 503)."""
+
+
+class SandboxError(ExecutionError):
+    """The sandbox itself failed (not the submitted program) (HTTP 500)."""

@@ -1,0 +1,48 @@
+"""Plain result types returned to the HTTP layer (snake_case here, camelCase via as_json)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+@dataclass(frozen=True)
+class LanguageInfo:
+    name: str
+    version: str
+    aliases: tuple[str, ...] = ()
+    compiled: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "aliases": list(self.aliases), "compiled": self.compiled}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Outcome of one run.
+
+    exit_code follows the shell convention: 128+N when the program died of signal N (137 for the
+    kill on timeout, output cap or OOM). When compilation fails the program never runs:
+    compile_error is True, exit_code is the compiler's and stderr carries the compiler messages
+    (which are also in compile_output, always, for compiled languages).
+    """
+
+    stdout: str
+    stderr: str
+    exit_code: int
+    timed_out: bool
+    truncated: bool
+    duration_ms: int
+    language: str
+    sandbox: str  # "full" | "degraded"
+    compile_error: bool = False
+    compile_output: str = ""
+    oom_killed: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {_camel(f.name): getattr(self, f.name) for f in fields(self)}

@@ -1,0 +1,87 @@
+"""Fixtures shared by tests/test_execution*.py (imported by those modules, not a conftest).
+
+The sandbox must really run: a missing bwrap or a host where the full sandbox does not come up
+fails the tests loudly instead of skipping them (CI installs bubblewrap with apt-get).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator
+
+import psutil
+import pytest
+
+from crdt_server.execution import ExecutionService, ExecutionSettings, RunResult
+
+# Far from the default 60000 so a dev server on the same host is never disturbed.
+TEST_UID_BASE = 62000
+WORKERS = 2
+
+
+def require_bwrap() -> None:
+    if shutil.which("bwrap") is None:
+        pytest.fail("bubblewrap is not installed: `apt-get install -y bubblewrap` (the sandbox tests never skip)")
+    if os.geteuid() != 0:
+        pytest.fail("the sandbox tests must run as root (the server drops each run to a slot uid)")
+
+
+def sandbox_uids(base: int = TEST_UID_BASE, workers: int = WORKERS) -> range:
+    return range(base, base + workers)
+
+
+def leftovers(uids: range) -> list[str]:
+    """Processes (zombies included) still owned by a sandbox uid."""
+    found = []
+    for proc in psutil.process_iter(["pid", "uids", "status", "name"]):
+        uids_info = proc.info["uids"]
+        if uids_info and (uids_info.real in uids or uids_info.effective in uids):
+            found.append(f"{proc.info['pid']} {proc.info['name']} {proc.info['status']}")
+    return found
+
+
+def assert_no_leftovers(uids: range, wait: float = 1.0) -> None:
+    deadline = time.monotonic() + wait
+    while (found := leftovers(uids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not found, f"processes left behind by the sandbox: {found}"
+
+
+async def assert_healthy(service: ExecutionService) -> RunResult:
+    """After an attack: a normal run still succeeds, and quickly."""
+    result = await service.run(language="python", code="print('ok')\n")
+    assert (result.stdout, result.exit_code, result.timed_out) == ("ok\n", 0, False), result
+    assert result.duration_ms < 5000, result
+    return result
+
+
+def test_settings(**overrides: object) -> ExecutionSettings:
+    values: dict[str, object] = {
+        "workers": WORKERS,
+        "uid_base": TEST_UID_BASE,
+        "require": "full",
+        "default_timeout": 2.0,
+        "session_rate": 1000.0,
+        "session_burst": 1000,
+    }
+    values.update(overrides)
+    return ExecutionSettings(**values)  # type: ignore[arg-type]
+
+
+test_settings.__test__ = False  # type: ignore[attr-defined]  # not a test despite the name
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+async def service(anyio_backend: str) -> AsyncIterator[ExecutionService]:
+    require_bwrap()
+    async with ExecutionService(test_settings()) as svc:
+        assert svc.mode == "full", svc.layers
+        yield svc
+    assert_no_leftovers(sandbox_uids())

@@ -1,0 +1,224 @@
+"""Admission control (queue, one run per session, token bucket), start-up requirements,
+settings validation, and that the event loop keeps running during runs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from crdt_server.execution import (
+    ExecutionService,
+    ExecutionSettings,
+    QueueFull,
+    RateLimited,
+    SandboxUnavailable,
+    SessionBusy,
+)
+from crdt_server.execution.cgroups import GROUP_PREFIX
+from crdt_server.execution.pool import RunPool
+
+try:
+    from tests.conftest_execution import anyio_backend, assert_no_leftovers, require_bwrap, sandbox_uids, test_settings
+except ImportError:  # tests/ not a package
+    from conftest_execution import (  # type: ignore[no-redef]
+        anyio_backend,
+        assert_no_leftovers,
+        require_bwrap,
+        sandbox_uids,
+        test_settings,
+    )
+
+__all__ = ["anyio_backend"]
+pytestmark = pytest.mark.anyio
+
+SLEEP = "import time\ntime.sleep({})\nprint('done')\n"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_token_bucket_retry_after() -> None:
+    clock = FakeClock()
+    pool = RunPool(workers=2, queue_size=4, rate=0.5, burst=2, clock=clock)
+    for _ in range(2):
+        async with pool.slot("pad"):
+            pass
+    with pytest.raises(RateLimited) as info:
+        async with pool.slot("pad"):
+            pass
+    assert info.value.retry_after == pytest.approx(2.0)
+    clock.now += 1.0
+    with pytest.raises(RateLimited) as info:
+        pool.admit("pad")
+    assert info.value.retry_after == pytest.approx(1.0)
+    clock.now += 1.0
+    async with pool.slot("pad"):
+        pass
+    async with pool.slot("other-pad"):  # buckets are per session
+        pass
+    async with pool.slot(None):  # internal runs are not rate limited
+        pass
+
+
+async def test_pool_queue_and_busy_without_sandbox() -> None:
+    pool = RunPool(workers=1, queue_size=1, rate=100, burst=100)
+    release = anyio.Event()
+    order: list[str] = []
+
+    async def hold(key: str) -> None:
+        async with pool.slot(key):
+            order.append(key)
+            await release.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(hold, "a")
+        await anyio.sleep(0.01)
+        tg.start_soon(hold, "b")
+        await anyio.sleep(0.01)
+        assert (pool.running, pool.waiting) == (1, 1)
+        with pytest.raises(SessionBusy):
+            pool.admit("a")
+        with pytest.raises(QueueFull):
+            pool.admit("c")
+        release.set()
+    assert order == ["a", "b"] and (pool.running, pool.waiting) == (0, 0)
+    async with pool.slot("a"):  # freed again
+        pass
+
+
+async def test_service_queue_full_session_busy_and_loop_not_blocked() -> None:
+    require_bwrap()
+    settings = test_settings(workers=1, queue_size=1, uid_base=62200)
+    async with ExecutionService(settings) as svc:
+        results: dict[str, object] = {}
+        ticks = 0
+
+        async def run(key: str) -> None:
+            results[key] = await svc.run(language="python", code=SLEEP.format(1.0), session_key=key)
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await anyio.sleep(0.02)
+                ticks += 1
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            tg.start_soon(run, "pad-a")
+            await anyio.sleep(0.2)  # pad-a is running
+            tg.start_soon(run, "pad-b")
+            await anyio.sleep(0.1)  # pad-b is queued
+            with pytest.raises(SessionBusy):
+                await svc.run(language="python", code="print(1)", session_key="pad-a")
+            with pytest.raises(QueueFull):
+                await svc.run(language="python", code="print(1)", session_key="pad-c")
+            assert svc.queue_depth == 1
+            while len(results) < 2:
+                await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+        assert all(r.stdout == "done\n" for r in results.values())  # type: ignore[attr-defined]
+        assert ticks > 50, "the event loop was blocked while runs were in flight"
+    assert_no_leftovers(sandbox_uids(62200, 1))
+
+
+async def test_service_rate_limit() -> None:
+    require_bwrap()
+    settings = test_settings(session_rate=0.1, session_burst=2, uid_base=62300)
+    async with ExecutionService(settings) as svc:
+        for _ in range(2):
+            assert (await svc.run(language="python", code="print(1)", session_key="pad")).stdout == "1\n"
+        with pytest.raises(RateLimited) as info:
+            await svc.run(language="python", code="print(1)", session_key="pad")
+        assert 0 < info.value.retry_after <= 10.0
+        assert (await svc.run(language="python", code="print(2)", session_key="other")).stdout == "2\n"
+
+
+async def test_cancelled_caller_kills_the_run() -> None:
+    """A client that disconnects mid-run (cancellation) must not leave the program running."""
+    require_bwrap()
+    async with ExecutionService(test_settings(uid_base=62400)) as svc:
+        with anyio.move_on_after(0.5):
+            await svc.run(language="python", code=SLEEP.format(30), timeout=10)
+        assert_no_leftovers(sandbox_uids(62400))
+        assert (await svc.run(language="python", code="print(3)")).stdout == "3\n"
+
+
+def _memory_cgroup_parent() -> Path | None:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return Path("/sys/fs/cgroup/memory" + path)
+    return None
+
+
+async def test_require_full_refuses_to_start_without_namespaces() -> None:
+    require_bwrap()
+    svc = ExecutionService(test_settings(use_namespaces=False, require="full", uid_base=62500))
+    with pytest.raises(SandboxUnavailable):
+        await svc.start()
+    assert svc.mode == "unavailable"
+    parent = _memory_cgroup_parent()
+    if parent is not None and parent.exists():  # nothing left behind by the failed start
+        assert not (parent / f"{GROUP_PREFIX}{__import__('os').getpid()}").exists()
+
+
+async def test_cgroups_and_state_removed_on_close() -> None:
+    require_bwrap()
+    svc = ExecutionService(test_settings(uid_base=62600))
+    await svc.start()
+    layers = svc.layers
+    assert layers["mode"] == "full" and layers["namespaces"] and layers["seccomp"] and layers["uidSwitch"]
+    state_dir = svc._state_dir
+    assert state_dir is not None and state_dir.exists()
+    await svc.aclose()
+    assert not state_dir.exists()
+    parent = _memory_cgroup_parent()
+    if layers["cgroup"] == "v1" and parent is not None:
+        assert not (parent / f"{GROUP_PREFIX}{__import__('os').getpid()}").exists()
+    with pytest.raises(SandboxUnavailable):
+        await svc.run(language="python", code="print(1)")
+
+
+def test_settings_validation() -> None:
+    with pytest.raises(ValueError):
+        ExecutionSettings(require="sometimes")
+    with pytest.raises(ValueError):
+        ExecutionSettings(uid_base=0)
+    with pytest.raises(ValueError):
+        ExecutionSettings(default_timeout=20, max_timeout=10)
+    assert ExecutionSettings().workers >= 1
+
+
+async def test_not_started_is_unavailable() -> None:
+    svc = ExecutionService(test_settings())
+    assert svc.mode == "unavailable" and svc.languages() == []
+    with pytest.raises(SandboxUnavailable):
+        await svc.run(language="python", code="print(1)")
+
+
+@pytest.mark.parametrize("anyio_backend", [pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop")])
+async def test_runs_under_uvloop_too(anyio_backend: object) -> None:
+    """The server runs anyio on uvloop: spawning with pass_fds and waiting on pidfds must work there."""
+    require_bwrap()
+    import asyncio
+
+    import uvloop
+
+    assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+    async with ExecutionService(test_settings(uid_base=62700)) as svc:
+        has_c = "c" in [lang.name for lang in svc.languages()]
+        code = '#include <stdio.h>\nint main(void) { puts("uv"); }\n' if has_c else "print('uv')\n"
+        result = await svc.run(language="c" if has_c else "python", code=code)
+        assert result.stdout == "uv\n", result
+        started = time.monotonic()
+        result = await svc.run(language="python", code="while True: pass\n", timeout=0.5)
+        assert result.timed_out and time.monotonic() - started < 0.5 + 3
+    assert_no_leftovers(sandbox_uids(62700))

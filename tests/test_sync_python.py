@@ -1,0 +1,264 @@
+"""Sync behaviour seen by real pycrdt clients (pycrdt.Provider over httpx-ws)."""
+
+from __future__ import annotations
+
+import random
+import signal
+import string
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from httpx_ws import WebSocketDisconnect, aconnect_ws
+from pycrdt import Doc, Text
+
+from crdt_server.sync import protocol as p
+
+from .conftest import auth, create_session, py_client, text_of, wait_for
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_starter_code_and_meta_reach_a_client(server):
+    session = await create_session(server, code="print('hi')\n", title="Warm-up", language="python")
+    async with py_client(server, session) as doc:
+        assert text_of(doc) == "print('hi')\n"
+        from pycrdt import Map
+
+        meta = doc.get("meta", type=Map).to_py()
+        assert meta == {"language": "python", "title": "Warm-up", "status": "active"}
+
+
+async def test_concurrent_edits_from_several_clients_converge(server):
+    session = await create_session(server)
+    async with py_client(server, session) as a, py_client(server, session) as b, py_client(server, session, "interviewer") as c:
+        async def type_into(doc: Doc, tag: str) -> None:
+            t = doc.get("code", type=Text)
+            for i in range(40):
+                t.insert(len(t) if i % 2 else 0, f"{tag}{i};")
+                await anyio.sleep(0)
+
+        async with anyio.create_task_group() as tg:
+            for doc, tag in ((a, "a"), (b, "b"), (c, "c")):
+                tg.start_soon(type_into, doc, tag)
+        await wait_for(lambda: text_of(a) == text_of(b) == text_of(c) and len(text_of(a)) > 3 * 40 * 3)
+        for tag in "abc":
+            for i in range(40):
+                assert f"{tag}{i};" in text_of(a)
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        r = await http.get(f"/api/sessions/{session['id']}/code", headers=auth(session["tokens"]["observer"]))
+        assert r.json()["code"] == text_of(a)
+
+
+edit = st.tuples(st.integers(0, 2), st.floats(0, 1), st.one_of(st.text(min_size=1, max_size=5), st.integers(1, 4)))
+
+
+# No shrinking phase: each example talks to a real server, so shrinking would take minutes.
+@settings(max_examples=12, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(edit, min_size=1, max_size=30))
+def test_random_interleavings_converge(server, edits):
+    """Property: whatever the interleaving of inserts/deletes from three clients, all converge
+    to the same text, and the server's stored text equals it."""
+
+    async def scenario() -> None:
+        session = await create_session(server)
+        async with py_client(server, session) as a, py_client(server, session) as b, py_client(server, session, "interviewer") as c:
+            docs = (a, b, c)
+            for who, where, what in edits:
+                t = docs[who].get("code", type=Text)
+                s = str(t)
+                ci = int(where * len(s))  # a character index; pycrdt wants UTF-8 byte offsets
+                b0 = len(s[:ci].encode())
+                if isinstance(what, str):
+                    t.insert(b0, what)
+                elif ci < len(s):
+                    del t[b0 : b0 + len(s[ci : ci + what].encode())]
+                if who == 0:
+                    await anyio.sleep(0)
+            await wait_for(lambda: text_of(a) == text_of(b) == text_of(c), timeout=10)
+            final = text_of(a)
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            r = await http.get(f"/api/sessions/{session['id']}/code", headers=auth(session["tokens"]["observer"]))
+            assert r.json()["code"] == final
+
+    anyio.run(scenario)
+
+
+async def test_observer_edits_never_reach_others_or_storage(server):
+    session = await create_session(server, code="base")
+    async with py_client(server, session, "candidate") as cand, py_client(server, session, "observer") as obs:
+        obs.get("code", type=Text).insert(0, "OBSERVER")
+        cand.get("code", type=Text).insert(4, "+cand")
+        await wait_for(lambda: "+cand" in text_of(obs))
+        await anyio.sleep(0.3)
+        assert "OBSERVER" not in text_of(cand)
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        r = await http.get(f"/api/sessions/{session['id']}/code", headers=auth(session["tokens"]["interviewer"]))
+        assert r.json()["code"] == "base+cand"
+    async with py_client(server, session) as late:
+        assert text_of(late) == "base+cand"
+
+
+async def _expect_refusal(url: str) -> tuple[int, str, list[bytes]]:
+    received: list[bytes] = []
+    async with aconnect_ws(url) as ws:
+        try:
+            with anyio.fail_after(5):
+                while True:
+                    received.append(await ws.receive_bytes())
+        except WebSocketDisconnect as exc:
+            return exc.code, exc.reason, received
+    raise AssertionError("not closed")
+
+
+@pytest.mark.parametrize(
+    "case,code",
+    [("missing", 4401), ("garbage", 4401), ("foreign", 4403), ("unknown_session", 4403), ("expired", 4401)],
+)
+async def test_refused_tokens_get_a_44xx_close_and_no_data(server, case, code):
+    import jwt
+
+    session = await create_session(server, code="secret interview code")
+    other = await create_session(server)
+    sid, token = session["id"], session["tokens"]["candidate"]
+    if case == "missing":
+        url = f"{server.ws_url}/{sid}"
+    elif case == "garbage":
+        url = f"{server.ws_url}/{sid}?token=not-a-token"
+    elif case == "foreign":
+        url = f"{server.ws_url}/{sid}?token={other['tokens']['interviewer']}"
+    elif case == "unknown_session":
+        url = f"{server.ws_url}/AAAAAAAAAAAAAAAAAAAAAA?token={token}"
+    else:
+        secret = (server.data_dir / "secret.key").read_text().strip()
+        expired = jwt.encode({"sid": sid, "role": "candidate", "exp": 1}, secret, algorithm="HS256")
+        url = f"{server.ws_url}/{sid}?token={expired}"
+    close_code, reason, received = await _expect_refusal(url)
+    assert close_code == code
+    assert reason
+    assert received == []
+
+
+async def test_concurrent_first_joins_all_sync(server):
+    session = await create_session(server, code="hello")
+    results: list[str] = []
+
+    async def join() -> None:
+        async with py_client(server, session) as doc:
+            results.append(text_of(doc))
+
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as tg:
+            for _ in range(8):
+                tg.start_soon(join)
+    assert results == ["hello"] * 8
+
+
+async def test_oversized_message_closes_only_that_connection_with_1009(server):
+    session = await create_session(server)
+    url = f"{server.ws_url}/{session['id']}?token={session['tokens']['candidate']}"
+    async with py_client(server, session) as healthy:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed
+
+        async with connect(url, max_size=None) as ws:
+            big = p.sync_frame(p.SYNC_UPDATE, b"\x00" * (5 * 1024 * 1024))
+            with pytest.raises(ConnectionClosed) as info:
+                with anyio.fail_after(10):
+                    await ws.send(big)
+                    while True:
+                        await ws.recv()
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+        healthy.get("code", type=Text).insert(0, "still fine")
+        async with py_client(server, session) as other:
+            await wait_for(lambda: text_of(other) == "still fine")
+
+
+@pytest.mark.parametrize(
+    "frame,code",
+    [
+        (b"", 1007),
+        (bytes([0, 2, 50, 1, 2]), 1007),  # truncated update
+        (p.sync_frame(p.SYNC_UPDATE, b"\xff\xff\xff\xff"), 1007),  # not a Yjs update
+        (bytes([9, 1, 2]), 1007),  # unknown message type
+        (bytes([1, 5, 1, 1, 1, 200, 1]), 1007),  # truncated awareness
+        ("text frame", 1003),
+    ],
+)
+async def test_malformed_frames_close_that_connection(server, frame, code):
+    session = await create_session(server, code="keep me")
+    url = f"{server.ws_url}/{session['id']}?token={session['tokens']['candidate']}"
+    async with py_client(server, session) as healthy:
+        async with aconnect_ws(url) as ws:
+            await ws.receive_bytes()  # server's sync step 1
+            if isinstance(frame, str):
+                await ws.send_text(frame)
+            else:
+                await ws.send_bytes(frame)
+            with pytest.raises(WebSocketDisconnect) as info:
+                with anyio.fail_after(5):
+                    while True:
+                        await ws.receive_bytes()
+            assert info.value.code == code
+        healthy.get("code", type=Text).insert(0, ">")
+        async with py_client(server, session) as other:
+            await wait_for(lambda: text_of(other) == ">keep me")
+
+
+def spawn_raw_client(url: str, state: str | None = None) -> subprocess.Popen[str]:
+    args = [sys.executable, str(Path(__file__).parent / "raw_client.py"), url] + ([state] if state else [])
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+async def test_client_dying_mid_broadcast_does_not_affect_others(server):
+    session = await create_session(server)
+    url = f"{server.ws_url}/{session['id']}?token={session['tokens']['candidate']}"
+    async with py_client(server, session) as writer, py_client(server, session) as watcher:
+        t = writer.get("code", type=Text)
+        for _ in range(5):
+            doomed = spawn_raw_client(url)
+            for i in range(50):
+                t.insert(len(t), "x")
+                if i == 25:
+                    doomed.kill()  # SIGKILL while broadcasts to it are in flight
+                await anyio.sleep(0)
+            doomed.wait()
+        await wait_for(lambda: text_of(watcher) == "x" * 250)
+
+
+async def test_non_reading_client_is_closed_not_buffered(tmp_path):
+    """A client that stops reading (SIGSTOP) fills its bounded queue and is closed with 1013;
+    everyone else keeps syncing."""
+    from .conftest import ServerProcess
+
+    srv = ServerProcess(tmp_path / "data", ["--send-queue-messages", "1000", "--send-queue-bytes", "2000000"])
+    srv.start()
+    try:
+        session = await create_session(srv)
+        url = f"{srv.ws_url}/{session['id']}?token={session['tokens']['candidate']}"
+        async with py_client(srv, session) as writer, py_client(srv, session) as watcher:
+            lazy = spawn_raw_client(url)
+            lazy.send_signal(signal.SIGSTOP)
+            try:
+                t = writer.get("code", type=Text)
+                rnd = random.Random(7)
+                watched = watcher.get("code", type=Text)
+                for i in range(800):  # 16 MB: more than the kernel's socket buffers hold
+                    # incompressible, in case a WebSocket extension would shrink the frames
+                    t.insert(len(t), "".join(rnd.choices(string.ascii_letters, k=20_000)))
+                    await anyio.sleep(0.002)
+                await wait_for(lambda: len(watched) == 800 * 20_000, timeout=60)
+                await wait_for(lambda: "send queue full" in srv.log(), timeout=10)
+            finally:
+                lazy.kill()
+                lazy.wait()
+    finally:
+        srv.stop()
