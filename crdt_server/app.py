@@ -82,7 +82,8 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         secret = load_secret(settings.secret, settings.data_dir)
         store = open_store(settings)
-        server = SessionServer(store, grace=settings.room_grace, snapshot_every=settings.snapshot_every)
+        server = SessionServer(store, grace=settings.room_grace, snapshot_every=settings.snapshot_every,
+                               persist=settings.persistence == "write-ahead")
         c = AppContext(
             settings=settings,
             store=store,

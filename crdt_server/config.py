@@ -25,12 +25,17 @@ class Settings:
     host: str = _opt("127.0.0.1", "Address to listen on.")
     port: int = _opt(3000, "TCP port to listen on.")
     data_dir: Path = _opt(Path("./data"), "Directory for the SQLite database and the signing secret.")
-    database_url: str = _opt("", "Overrides --data-dir: sqlite:///path/to/file.db.")
+    database_url: str = _opt("", "Overrides --data-dir for the database: sqlite:///relative.db or sqlite:////absolute/path.db.")
     log_level: str = _opt("info", "Logging level.", choices=("debug", "info", "warning", "error"))
     durability: str = _opt(
         "normal",
         "SQLite synchronous mode: 'normal' survives a crash of the server process, 'full' also a power loss.",
         choices=("normal", "full"),
+    )
+    persistence: str = _opt(
+        "write-ahead",
+        "'write-ahead': every update is committed before it is broadcast; 'off': edits are kept in memory only (benchmarks, throwaway servers).",
+        choices=("write-ahead", "off"),
     )
     max_message_size: int = _opt(4 * 1024 * 1024, "Largest WebSocket message in bytes; larger ones close the socket with 1009.")
     send_queue_messages: int = _opt(4096, "Messages queued for one slow WebSocket before it is closed (1013).")
@@ -129,5 +134,11 @@ def config_table() -> str:
     rows = ["| flag | env var | default | meaning |", "|---|---|---|---|"]
     for f in dataclasses.fields(Settings):
         default = "(generated)" if f.name == "secret" else ("(unset)" if f.default == "" else f.default)
+        if isinstance(default, Path):
+            default = f"./{default}"
         rows.append(f"| `--{f.name.replace('_', '-')}` | `{env_name(f.name)}` | `{default}` | {f.metadata['help']} |")
     return "\n".join(rows)
+
+
+if __name__ == "__main__":  # `python -m crdt_server.config` prints the README table
+    print(config_table())

@@ -65,6 +65,7 @@ class SessionRoom(YRoom):
         snapshot_every: int,
         max_pending: int = 10_000,
         read_only: bool = False,
+        persist: bool = True,
     ) -> None:
         super().__init__(ready=True, ydoc=doc, log=log, exception_handler=_log_exception)
         # No server-side presence entry: JS clients would show it as a ghost user (gap 7).
@@ -76,6 +77,7 @@ class SessionRoom(YRoom):
         self.snapshot_every = snapshot_every
         self.max_pending = max_pending
         self.read_only = read_only  # the whole session (status "ended")
+        self.persist = persist
         self.presence: dict[int, p.AwarenessEntry] = {}
         self.users = 0  # REST operations holding the room loaded
         self.gone = False
@@ -104,7 +106,10 @@ class SessionRoom(YRoom):
     async def _commit_and_apply(self, batch: _Batch) -> None:
         records = [UpdateRecord(self.session_id, i.update, i.role, i.conn_id, i.name) for i in batch.items]
         try:
-            seqs = await self.store.append_updates(records)
+            if self.persist:
+                seqs = await self.store.append_updates(records)
+            else:  # --persistence off: sequence numbers in memory only
+                seqs = list(range(self.last_seq + 1, self.last_seq + 1 + len(records)))
         except SessionGone:
             batch.error = SessionGone(self.session_id)
             self.close_all(CLOSE_SESSION_GONE, "session deleted")
@@ -158,7 +163,7 @@ class SessionRoom(YRoom):
     async def snapshot(self) -> None:
         """Store the full state at ``last_seq`` so loading reads a short tail."""
         seq = self.last_seq
-        if seq <= self.snapshot_seq:
+        if seq <= self.snapshot_seq or not self.persist:
             return
         state = self.ydoc.get_update()
         try:

@@ -52,14 +52,14 @@ async def load_document(store: Store, session_id: str) -> tuple[Doc, int, int]:
 class SessionServer(WebsocketServer):
     rooms: dict[str, SessionRoom]  # type: ignore[assignment]
 
-    def __init__(self, store: Store, *, grace: float, snapshot_every: int) -> None:
+    def __init__(self, store: Store, *, grace: float, snapshot_every: int, persist: bool = True) -> None:
         super().__init__(rooms_ready=True, auto_clean_rooms=False, log=log, exception_handler=_log_exception)
         self.store = store
         self.grace = grace
         self.snapshot_every = snapshot_every
+        self.persist = persist
         self._locks: dict[str, anyio.Lock] = {}
         self._unload_scopes: dict[str, anyio.CancelScope] = {}
-        self.read_only_sessions: set[str] = set()
 
     async def get_room(self, name: str) -> SessionRoom:  # type: ignore[override]
         room = self.rooms.get(name)
@@ -82,6 +82,7 @@ class SessionServer(WebsocketServer):
                     snapshot_seq=snapshot_seq,
                     snapshot_every=self.snapshot_every,
                     read_only=session.status == "ended",
+                    persist=self.persist,
                 )
                 assert self._task_group is not None, "SessionServer is not running"
                 await self._task_group.start(room.start)

@@ -1,0 +1,37 @@
+# crdt-server: Yjs-compatible collaborative coding-interview server.
+# Run:  docker run -p 3000:3000 -v crdt-data:/data \
+#         --security-opt seccomp=unconfined --security-opt apparmor=unconfined --init crdt-server
+# (the security options let the code sandbox create namespaces; see README "Docker").
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    UV_LINK_MODE=copy \
+    UV_PROJECT_ENVIRONMENT=/app/.venv \
+    PATH=/app/.venv/bin:$PATH \
+    CRDT_SERVER_HOST=0.0.0.0 \
+    CRDT_SERVER_PORT=3000 \
+    CRDT_SERVER_DATA_DIR=/data
+
+# Runtimes for candidates' code (python is the base image's) and the sandbox itself.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends bubblewrap libseccomp2 nodejs \
+    && rm -rf /var/lib/apt/lists/*
+
+RUN pip install --no-cache-dir uv==0.13.9
+
+WORKDIR /app
+COPY pyproject.toml uv.lock README.md ./
+COPY crdt_server ./crdt_server
+RUN uv sync --frozen --no-dev
+
+RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin crdt \
+    && mkdir -p /data && chown crdt /data
+VOLUME ["/data"]
+USER 10001
+
+EXPOSE 3000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('CRDT_SERVER_PORT', '3000'), timeout=4)"]
+CMD ["crdt-server"]
