@@ -41,6 +41,7 @@ class Settings:
     send_queue_messages: int = _opt(4096, "Messages queued for one slow WebSocket before it is closed (1013).")
     send_queue_bytes: int = _opt(16 * 1024 * 1024, "Bytes queued for one slow WebSocket before it is closed (1013).")
     room_grace: float = _opt(30.0, "Seconds an empty room stays loaded before it is flushed and unloaded.")
+    presence_interval: float = _opt(0.05, "Seconds over which presence (awareness) updates of a room are coalesced into one broadcast (0 = relay each at once).")
     snapshot_every: int = _opt(2000, "Write a document snapshot after this many updates since the last one.")
     shutdown_timeout: float = _opt(5.0, "Seconds SIGTERM waits for connections before forcing them closed.")
     ws_ping_interval: float = _opt(20.0, "Seconds between WebSocket pings (detects dropped TCP connections).")

@@ -262,3 +262,29 @@ async def test_non_reading_client_is_closed_not_buffered(tmp_path):
                 lazy.wait()
     finally:
         srv.stop()
+
+
+async def test_presence_bursts_are_coalesced_and_the_newest_state_wins(server):
+    from websockets.asyncio.client import connect
+
+    session = await create_session(server)
+    url = f"{server.ws_url}/{session['id']}?token={session['tokens']['candidate']}"
+    async with connect(url) as a, connect(url) as b:
+        await a.recv()
+        await b.recv()
+        for clock in range(1, 31):
+            state = f'{{"user":{{"name":"Zoë","color":"#123"}},"cursor":{{"anchor":{clock},"head":{clock}}}}}'
+            await a.send(p.awareness_frame([p.AwarenessEntry(77, clock, state.encode())]))
+        frames = []
+        with anyio.move_on_after(1.0):
+            while True:
+                frame = await b.recv()
+                if frame[0] == p.MSG_AWARENESS:
+                    frames.append(p.parse_awareness(frame))
+        assert 1 <= len(frames) < 30  # coalesced, not relayed one by one
+        last = frames[-1][-1]
+        assert (last.client_id, last.clock) == (77, 30)
+        assert "Zoë".encode() in last.state  # UTF-8 byte length prefix round-trips
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        r = await http.get(f"/api/sessions/{session['id']}/participants", headers=auth(session["tokens"]["observer"]))
+        assert r.json()["participants"] == []  # both left

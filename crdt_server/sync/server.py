@@ -52,12 +52,14 @@ async def load_document(store: Store, session_id: str) -> tuple[Doc, int, int]:
 class SessionServer(WebsocketServer):
     rooms: dict[str, SessionRoom]  # type: ignore[assignment]
 
-    def __init__(self, store: Store, *, grace: float, snapshot_every: int, persist: bool = True) -> None:
+    def __init__(self, store: Store, *, grace: float, snapshot_every: int, persist: bool = True,
+                 presence_interval: float = 0.05) -> None:
         super().__init__(rooms_ready=True, auto_clean_rooms=False, log=log, exception_handler=_log_exception)
         self.store = store
         self.grace = grace
         self.snapshot_every = snapshot_every
         self.persist = persist
+        self.presence_interval = presence_interval
         self._locks: dict[str, anyio.Lock] = {}
         self._unload_scopes: dict[str, anyio.CancelScope] = {}
 
@@ -83,6 +85,7 @@ class SessionServer(WebsocketServer):
                     snapshot_every=self.snapshot_every,
                     read_only=session.status == "ended",
                     persist=self.persist,
+                    presence_interval=self.presence_interval,
                 )
                 assert self._task_group is not None, "SessionServer is not running"
                 await self._task_group.start(room.start)
