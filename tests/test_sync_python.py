@@ -288,3 +288,33 @@ async def test_presence_bursts_are_coalesced_and_the_newest_state_wins(server):
     async with httpx.AsyncClient(base_url=server.base_url) as http:
         r = await http.get(f"/api/sessions/{session['id']}/participants", headers=auth(session["tokens"]["observer"]))
         assert r.json()["participants"] == []  # both left
+
+
+async def test_presence_of_a_silently_dropped_connection_is_removed(tmp_path):
+    """A peer that vanishes without FIN/RST (here: SIGSTOP, so it answers no pings) is detected
+    by WebSocket pings and its presence removed for the others."""
+    from websockets.asyncio.client import connect
+
+    from .conftest import ServerProcess
+
+    srv = ServerProcess(tmp_path / "data", ["--ws-ping-interval", "0.5", "--ws-ping-timeout", "0.5"])
+    srv.start()
+    try:
+        session = await create_session(srv)
+        url = f"{srv.ws_url}/{session['id']}?token={session['tokens']['candidate']}"
+        async with connect(url) as watcher:
+            await watcher.recv()
+            ghost = spawn_raw_client(url, '{"user":{"name":"Ghost"}}')
+            try:
+                ghost.send_signal(signal.SIGSTOP)
+                removed = False
+                with anyio.fail_after(10):
+                    while not removed:
+                        frame = await watcher.recv()
+                        if frame[0] == p.MSG_AWARENESS:
+                            removed = any(e.client_id == 424242 and e.removed for e in p.parse_awareness(frame))
+            finally:
+                ghost.kill()
+                ghost.wait()
+    finally:
+        srv.stop()
