@@ -55,6 +55,24 @@ class Settings:
     connect_rate: float = _opt(5.0, "WebSocket connection attempts per second per client IP, on average (0 = unlimited).")
     connect_burst: int = _opt(50, "WebSocket connection attempts one client IP may make in a burst.")
     cors_origins: str = _opt("", "Comma-separated origins allowed for CORS and WebSocket Origin checks (empty: same origin only).")
+    execution: str = _opt("on", "Offer Run (code execution); 'off' answers 503 to execution requests.", choices=("on", "off"))
+    sandbox_require: str = _opt(
+        "any",
+        "Lowest sandbox mode to start with: 'full' refuses to start unless namespaces, seccomp and cgroups all work.",
+        choices=("any", "degraded", "full"),
+    )
+    exec_workers: int = _opt(0, "Concurrent runs (0 = number of CPU cores).")
+    exec_queue_size: int = _opt(16, "Runs waiting for a worker before new ones get 429.")
+    run_timeout: float = _opt(5.0, "Default wall-clock limit of a run, seconds.")
+    run_timeout_max: float = _opt(10.0, "Largest wall-clock limit a request may ask for, seconds.")
+    compile_timeout: float = _opt(15.0, "Wall-clock limit of a compile step, seconds.")
+    run_output_limit: int = _opt(64 * 1024, "Bytes of stdout and of stderr kept per run; more kills the run (truncated).")
+    run_memory_mb: int = _opt(256, "Memory limit of a run (all its processes), MiB.")
+    run_max_processes: int = _opt(64, "Processes/threads a run may have at once.")
+    run_tmp_mb: int = _opt(64, "Size of a run's private /tmp, MiB.")
+    run_rate: float = _opt(0.5, "Runs per second one session may start, on average.")
+    run_burst: int = _opt(5, "Runs one session may start in a burst.")
+    sandbox_uid_base: int = _opt(60000, "Worker slot i runs code as uid/gid base+i (never the server's user or root).")
     secret: str = _opt("", "Token signing secret (default: generated once, kept in the data directory).")
     api_key: str = _opt("", "When set, POST /api/sessions and POST /api/execute need 'Authorization: Bearer <key>'.")
 

@@ -54,7 +54,17 @@ class ServerProcess:
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CRDT_SERVER_")}
-        env.update({"CRDT_SERVER_CONNECT_RATE": "0", "CRDT_SERVER_CREATE_RATE": "0"}, **self.env)
+        env.update(
+            {
+                "CRDT_SERVER_CONNECT_RATE": "0",
+                "CRDT_SERVER_CREATE_RATE": "0",
+                # Run is off unless a test asks for it (start-up probes every toolchain), and every
+                # server gets its own sandbox uids: a starting server kills leftovers of its uids.
+                "CRDT_SERVER_EXECUTION": "off",
+                "CRDT_SERVER_SANDBOX_UID_BASE": str(100_000 + (self.port % 10_000) * 16),
+            },
+            **self.env,
+        )
         args = [sys.executable, "-m", "crdt_server", "--port", str(self.port), "--data-dir", str(self.data_dir),
                 "--log-level", "info", *self.extra_args]
         log = open(self.log_path, "ab")
