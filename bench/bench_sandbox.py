@@ -2,7 +2,8 @@
 
     sudo uv run python bench/bench_sandbox.py [--runs 30] [--burst 60] [--degraded] [--uvloop]
 
-Per-run latency: median (and p90) of N sequential runs after 3 warm-ups, both for a bare
+Per-run latency: median (and p90) of N sequential runs after 3 warm-ups (bare and sandboxed
+interleaved, so load from elsewhere hits both alike), both for a bare
 `python3 -c 'print(1)'` / `node -e 'console.log(1)'` spawned the same async way with a clean
 environment, and for ExecutionService.run() of the same program. Throughput: `--burst` runs
 submitted at once to a pool of `workers` slots (queue large enough to hold them all).
@@ -11,6 +12,8 @@ submitted at once to a pool of `workers` slots (queue large enough to hold them 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import statistics
 import subprocess
 import sys
@@ -22,7 +25,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from crdt_server.execution import ExecutionService, ExecutionSettings  # noqa: E402
+from crdt_server.execution import ExecutionService, ExecutionSettings
 
 PROGRAMS = {
     "python": (["/usr/bin/python3", "-c", "print(1)"], "print(1)\n"),
@@ -35,14 +38,16 @@ async def bare(argv: list[str]) -> None:
     await anyio.run_process(argv, env=CLEAN_ENV, stdin=subprocess.DEVNULL)
 
 
-async def measure(fn: Callable[[], Awaitable[object]], runs: int) -> list[float]:
-    for _ in range(3):
+async def measure(fns: list[Callable[[], Awaitable[object]]], runs: int) -> list[list[float]]:
+    """Interleaved (a, b, a, b...) so that load from elsewhere hits both alike."""
+    for fn in fns * 3:
         await fn()
-    samples = []
+    samples: list[list[float]] = [[] for _ in fns]
     for _ in range(runs):
-        started = time.perf_counter()
-        await fn()
-        samples.append((time.perf_counter() - started) * 1000)
+        for fn, out in zip(fns, samples, strict=True):
+            started = time.perf_counter()
+            await fn()
+            out.append((time.perf_counter() - started) * 1000)
     return samples
 
 
@@ -59,8 +64,10 @@ async def main(args: argparse.Namespace) -> None:
         use_namespaces=not args.degraded,
         probe_languages=False,
     )
+    logging.getLogger("crdt_server.execution").setLevel(logging.ERROR)  # not one warning per run
     async with ExecutionService(settings) as svc:
         print(f"sandbox mode: {svc.mode}  workers: {settings.workers}  layers: {svc.layers}")
+        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print()
         print(f"{'language':<11} {'bare median':>12} {'sandbox median':>15} {'sandbox p90':>12} {'overhead':>9}"
               f" {'saturated runs/s':>17}")
@@ -70,8 +77,7 @@ async def main(args: argparse.Namespace) -> None:
                 result = await svc.run(language=language, code=code)
                 assert result.stdout == "1\n", result
 
-            bare_ms = await measure(lambda argv=argv: bare(argv), args.runs)
-            box_ms = await measure(sandboxed, args.runs)
+            bare_ms, box_ms = await measure([lambda argv=argv: bare(argv), sandboxed], args.runs)
             started = time.perf_counter()
             async with anyio.create_task_group() as tg:
                 for _ in range(args.burst):
@@ -79,6 +85,9 @@ async def main(args: argparse.Namespace) -> None:
             rate = args.burst / (time.perf_counter() - started)
             b, s = statistics.median(bare_ms), statistics.median(box_ms)
             print(f"{language:<11} {b:>9.1f} ms {s:>12.1f} ms {p90(box_ms):>9.1f} ms {s - b:>6.1f} ms {rate:>17.1f}")
+
+
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

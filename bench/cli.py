@@ -42,7 +42,9 @@ def parse_args(argv=None):
                         "server in the 'ours' column (harness self-check). Default: %(default)r")
     p.add_argument("--json", metavar="OUT.json", help="also write every figure (and the config) as JSON")
     p.add_argument("--workers", type=int, default=None,
-                   help="node load-generator processes for the multi-room scenarios (typing, idle); default 1")
+                   help="node load-generator processes per scenario (default: 1; 2 for joinstorm, presence "
+                        "and bigroom-500). A single room is split by observers: only the writer's process "
+                        "measures latency, the others count deliveries")
     p.add_argument("--duration", type=float, default=None,
                    help="override the measured window of typing/bigroom/presence/idle (seconds)")
     p.add_argument("--reader-role", default="observer", choices=("observer", "candidate", "interviewer"),
@@ -135,8 +137,20 @@ def render_notes(results: dict, descriptions: dict) -> str:
                 continue
             m = s["metrics"]
             bits = []
+            if m.get("_count_only_observers"):
+                bits.append(f"latency measured at the {m['_latency_observers']} observers in the writer's process; "
+                            f"{m['_count_only_observers']} more in another process count deliveries only")
             if m.get("_connect_failed"):
-                bits.append(f"{m['_connect_failed']} clients failed to sync")
+                bits.append(f"{m['_connect_failed']} clients never synced (dropped)")
+            if m.get("_connect_reconnects"):
+                bits.append(f"{m['_connect_reconnects']} socket closes while connecting")
+            planned, sent = m.get("_updates_planned"), m.get("updates sent")
+            if planned and sent is not None and sent < 0.95 * planned:
+                bits.append(f"writers sent only {sent} of {planned} planned edits (load generator behind)")
+            other = m.get("_other_cpu_pct")
+            if other is not None and other > 25:
+                bits.append(f"OTHER LOAD: processes outside the benchmark used {other:.0f}% of a core "
+                            "meanwhile; figures are noisy")
             if m.get("_deflate") is not None:
                 bits.append(f"permessage-deflate {'on' if m['_deflate'] else 'off'}")
             cpu = m.get("client CPU (% of a core, max worker)")
@@ -156,8 +170,6 @@ def render_notes(results: dict, descriptions: dict) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     sizes = quick_sizes() if args.quick else Sizes()
-    if args.workers:
-        sizes.workers = args.workers
     if args.duration:
         sizes.typing_duration = sizes.bigroom_duration = sizes.presence_duration = args.duration
         sizes.idle_window = args.duration
@@ -170,8 +182,15 @@ def main(argv=None) -> int:
     selected = list(table)
     if args.only:
         want = [w.strip() for w in args.only.split(",") if w.strip()]
-        selected = [k for k in table if any(k == w or k.startswith(w + "-") or k.split("-")[0] == w for w in want)]
-        if not selected:
+        # bigroom-200/-500 name the full sizes; with --quick they map to the quick sizes by position
+        full_sizes = list(Sizes().bigroom_observers)
+        for i, w in enumerate(want):
+            if w not in table and w.startswith("bigroom-") and w[8:].isdigit() and int(w[8:]) in full_sizes:
+                want[i] = f"bigroom-{sizes.bigroom_observers[full_sizes.index(int(w[8:]))]}"
+        matches = lambda k, w: k == w or k.split("-")[0] == w  # noqa: E731
+        unknown = [w for w in want if not any(matches(k, w) for k in table)]
+        selected = [k for k in table if any(matches(k, w) for w in want)]
+        if unknown or not selected:
             print(f"bench: unknown scenario {args.only!r}; choose from {', '.join(table)}", file=sys.stderr)
             return 2
     descriptions = {k: table[k][0] for k in selected}
@@ -183,6 +202,12 @@ def main(argv=None) -> int:
     logdir = BENCH_DIR / "out" / stamp
     logdir.mkdir(parents=True, exist_ok=True)
     log(f"bench: logs in {logdir} (RLIMIT_NOFILE={nofile}); scenarios: {', '.join(selected)}")
+    b0, o0 = procs.system_busy_seconds(), procs.own_cpu_seconds()
+    time.sleep(2.0)
+    busy = 100 * ((procs.system_busy_seconds() - b0) - (procs.own_cpu_seconds() - o0)) / 2.0
+    if busy > 25:
+        log(f"bench: warning: the machine is already busy ({busy:.0f}% of a core) before the benchmark; "
+            "results will be noisy (see the OTHER LOAD notes)")
     if nofile < 2 * sizes.idle_sockets + 1000 and "idle" in selected:
         log(f"bench: warning: RLIMIT_NOFILE {nofile} may be too low for {sizes.idle_sockets} idle sockets")
 
@@ -220,7 +245,11 @@ def main(argv=None) -> int:
                         if label == "ours":
                             ours_broken = str(e)
                         continue
-                    log(f"  {label}: server pid {side.measured_pid()} ({procs.comm(side.measured_pid())}) on port {side.port}; running ...")
+                    tree = procs.children_of(side.measured_pid())
+                    log(f"  {label}: server pid {side.measured_pid()} ({procs.comm(side.measured_pid())}) on port "
+                        f"{side.port}" + (f", measured with {len(tree) - 1} descendant(s): "
+                                           + ", ".join(procs.comm(p)[:40] for p in tree[1:4]) if len(tree) > 1 else "")
+                        + "; running ...")
                     metrics = fn(side, args, logdir, name)
                     results[name][label] = {"status": "ok", "metrics": metrics,
                                             "seconds": round(time.monotonic() - t0, 1)}

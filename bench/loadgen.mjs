@@ -5,14 +5,15 @@
 //
 // Real yjs 13.6 + y-websocket 3 clients. The worker talks to the harness with one JSON object
 // per line: on stdout it prints {"event":"ready",...} once all its clients are synced and
-// {"event":"result",...} after the measured phase; on stdin it reads the commands "start" and
-// "stop". Anything else goes to stderr. It exits on "stop", on stdin EOF (harness gone) and when
+// {"event":"result",...} after the measured phase; on stdin it reads the commands "start",
+// "drain {room: sent}" (observers-only workers) and "stop". Anything else goes to stderr. It exits on "stop", on stdin EOF (harness gone) and when
 // its hard deadline (spec.deadlineS) passes, so it can never outlive the harness for long.
 //
 // Modes (spec.mode):
 //   rooms      rooms of 1 writer + N observers; writer appends a marker "#<seq>$" at F edits/s;
 //              observers (same process, same clock) timestamp arrival -> latency samples.
-//              Optional presence: every client updates its awareness cursor at presenceHz.
+//              Optional presence: every observer updates its awareness cursor at presenceHz.
+//              With spec.secondary the worker holds only observers (deliveries counted only).
 //   idle       N clients spread over rooms connect, sync and then sit idle for durationS.
 //   joinstorm  one filler writes docBytes of text; on "start" `joiners` clients are created at
 //              once and the time until each is synced (and holds the full text) is recorded.
@@ -60,6 +61,7 @@ class BenchWebSocket extends WebSocket {
     super.onmessage = typeof fn !== 'function'
       ? fn
       : (ev) => {
+          if (!(ev.data instanceof ArrayBuffer)) return fn(ev)
           const u = new Uint8Array(ev.data, 0, Math.min(2, ev.data.byteLength))
           if (this.benchStep2At === null && u[0] === 0 && u[1] === 1) this.benchStep2At = now()
           if (rxCounting) {
@@ -76,13 +78,25 @@ class BenchWebSocket extends WebSocket {
 const commandWaiters = new Map()
 const rl = readline.createInterface({ input: process.stdin })
 rl.on('line', (line) => {
-  const cmd = line.trim()
+  const text = line.trim()
+  const sp = text.indexOf(' ')
+  const cmd = sp < 0 ? text : text.slice(0, sp)
+  const arg = sp < 0 ? '' : text.slice(sp + 1)
   if (cmd === 'stop') { shutdown(0); return } // at any time, also mid-scenario
   const w = commandWaiters.get(cmd)
-  if (w) { commandWaiters.delete(cmd); w() }
+  if (w) { commandWaiters.delete(cmd); w(arg) } else pendingCommands.set(cmd, arg) // early: keep it
 })
 rl.on('close', () => { log('stdin closed, exiting'); shutdown(0) })
-const waitCommand = (cmd) => new Promise(resolve => commandWaiters.set(cmd, resolve))
+const pendingCommands = new Map()
+const waitCommand = (cmd) => new Promise(resolve => {
+  if (pendingCommands.has(cmd)) {
+    const arg = pendingCommands.get(cmd)
+    pendingCommands.delete(cmd)
+    resolve(arg)
+  } else {
+    commandWaiters.set(cmd, resolve)
+  }
+})
 
 // ---------------------------------------------------------------- clients
 const allProviders = []
@@ -174,13 +188,13 @@ async function connectAll (clients, concurrency, deadlineS) {
   await Promise.all(ws)
   let failed = 0
   for (const c of clients) {
-    if (!c.synced) {
+    if (!c.everSynced) { // never synced: drop it (one that synced and is reconnecting stays)
       failed++
       c.failed = true
       c.provider.destroy()
     }
   }
-  if (failed) log(`${failed} of ${clients.length} clients not synced within ${deadlineS}s`)
+  if (failed) log(`${failed} of ${clients.length} clients never synced within ${deadlineS}s`)
   return failed
 }
 
@@ -214,9 +228,13 @@ const LOOP_RES_MS = 10
 const round2 = (x) => Math.round(x * 100) / 100
 
 // ---------------------------------------------------------------- mode: rooms
+// A room's writer and the observers that measure latency share this process (one clock). With
+// spec.secondary, this worker holds only extra observers of rooms whose writer is in another
+// worker: they count deliveries (no latency), and drain on the harness's "drain {room: sent}".
 async function modeRooms () {
   const MARK = /#(\d+)\$/g
-  const rooms = spec.rooms.map((r, ri) => ({ ...r, ri, sendTimes: [], seq: 0, writer: null, observers: [] }))
+  const secondary = spec.secondary === true
+  const rooms = spec.rooms.map((r, ri) => ({ ...r, ri, sendTimes: [], seq: 0, writer: null, observers: [], delivered: 0 }))
   const samples = []
   let delivered = 0
   let awarenessApplied = 0
@@ -225,8 +243,10 @@ async function modeRooms () {
   const timeline = [] // max latency per second of the window, by send time (diagnostic)
   const clients = []
   for (const room of rooms) {
-    room.writer = makeClient(room.name, room.writerParams, { connect: false })
-    clients.push(room.writer)
+    if (!secondary) {
+      room.writer = makeClient(room.name, room.writerParams, { connect: false })
+      clients.push(room.writer)
+    }
     for (let i = 0; i < spec.observersPerRoom; i++) {
       const c = makeClient(room.name, room.readerParams, { connect: false })
       c.text.observe((ev) => {
@@ -234,6 +254,7 @@ async function modeRooms () {
         for (const d of ev.delta) {
           if (typeof d.insert !== 'string') continue
           for (const m of d.insert.matchAll(MARK)) {
+            if (secondary) { delivered++; room.delivered++; continue }
             const seq = Number(m[1])
             const sent = room.sendTimes[seq]
             if (sent === undefined) continue
@@ -245,8 +266,9 @@ async function modeRooms () {
           }
         }
       })
-      c.provider.awareness.on('update', (_chg, origin) => {
-        if (measuring && origin === c.provider) awarenessApplied++
+      c.provider.awareness.on('update', ({ added, updated, removed }, origin) => {
+        // client states received and applied (a coalesced message can carry many)
+        if (measuring && origin === c.provider) awarenessApplied += added.length + updated.length + removed.length
       })
       room.observers.push(c)
       clients.push(c)
@@ -254,10 +276,9 @@ async function modeRooms () {
   }
   const tc0 = now()
   const failed = await connectAll(clients, spec.connectConcurrency ?? 50, spec.connectTimeoutS ?? 60)
-  emit({ event: 'ready', clients: clients.length, failed, connectMs: now() - tc0, deflate: deflateNegotiated })
+  emit({ event: 'ready', clients: clients.length, failed, connectMs: now() - tc0, deflate: deflateNegotiated, reconnects })
 
-  await waitCommand('start')
-  // let the join traffic (awareness of late joiners) settle before measuring
+  await waitCommand('start') // the harness has let the join-time awareness traffic settle
   const meter = startClientMeter()
   measuring = true
   const reconnects0 = reconnects
@@ -268,7 +289,7 @@ async function modeRooms () {
   const period = 1000 / spec.editsPerSec
   for (const room of rooms) {
     const w = room.writer
-    if (w.failed) continue // writer never synced: the room sends nothing (and expects nothing)
+    if (!w || w.failed) continue // no writer here, or it never synced: the room sends nothing (and expects nothing)
     const phase = (room.ri / rooms.length) * period
     let k = 0
     const tick = () => {
@@ -305,6 +326,11 @@ async function modeRooms () {
   }
   await sleep(durMs + 20)
   for (const t of timers) clearTimeout(t)
+  if (secondary) {
+    // the primary worker has the writers: the harness tells us how much each room sent
+    const sentBy = JSON.parse(await waitCommand('drain'))
+    for (const r of rooms) r.seq = sentBy[r.name] ?? 0
+  }
   const sent = rooms.reduce((a, r) => a + r.seq, 0)
   // expected: every synced observer should see every edit of its room's writer
   const expectedFor = () => rooms.reduce((a, r) => a + r.seq * r.observers.filter(o => o.everSynced).length, 0)
@@ -316,6 +342,10 @@ async function modeRooms () {
     event: 'result',
     mode: 'rooms',
     sent,
+    planned: secondary ? 0 : rooms.filter(r => !r.writer.failed).length * Math.floor(spec.editsPerSec * spec.durationS),
+    sentByRoom: Object.fromEntries(rooms.map(r => [r.name, r.seq])),
+    secondary,
+    observers: rooms.reduce((a, r) => a + r.observers.filter(o => o.everSynced).length, 0),
     expected: expectedFor(),
     delivered,
     samples,
@@ -339,7 +369,7 @@ async function modeIdle () {
   }
   const tc0 = now()
   const failed = await connectAll(clients, spec.connectConcurrency ?? 100, spec.connectTimeoutS ?? 60)
-  emit({ event: 'ready', clients: clients.length, failed, connectMs: now() - tc0, deflate: deflateNegotiated })
+  emit({ event: 'ready', clients: clients.length, failed, connectMs: now() - tc0, deflate: deflateNegotiated, reconnects })
   await waitCommand('start')
   const meter = startClientMeter()
   const reconnects0 = reconnects

@@ -245,9 +245,14 @@ class RssSampler(threading.Thread):
         self._stop_evt = threading.Event()
 
     def run(self) -> None:
+        pids: list[int] = []
+        last_scan = 0.0
         while not self._stop_evt.is_set():
             try:
-                self.peak = max(self.peak, tree_rss_bytes(self.root_fn()))
+                if time.monotonic() - last_scan > 1.0:  # re-scan /proc for the tree once a second
+                    pids = children_of(self.root_fn())
+                    last_scan = time.monotonic()
+                self.peak = max(self.peak, sum(rss_bytes(p) for p in pids))
             except Exception:
                 pass
             self._stop_evt.wait(self.interval)
@@ -272,3 +277,22 @@ def comm(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()[:80]
     except OSError:
         return "?"
+
+
+def system_busy_seconds() -> float:
+    """CPU seconds the whole machine (all cores) spent in processes (user+nice+system), from
+    /proc/stat. Interrupt/softirq time is left out: much of it is the benchmark's own loopback
+    traffic and cannot be attributed to a process."""
+    try:
+        f = Path("/proc/stat").read_text().splitlines()[0].split()
+    except OSError:
+        return 0.0
+    # cpu user nice system idle iowait irq softirq steal guest guest_nice
+    vals = [int(x) for x in f[1:4]]
+    return sum(vals) / CLK_TCK
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this harness process (all threads)."""
+    t = os.times()
+    return t.user + t.system

@@ -50,7 +50,6 @@ class Sizes:
     presence_duration: float = 20.0
     # common
     drain: float = 5.0
-    workers: int = 1
 
 
 def quick_sizes() -> Sizes:
@@ -90,6 +89,7 @@ class Worker:
     def __init__(self, spec: dict, logdir: Path, tag: str, idx: int):
         self.idx = idx
         spec = dict(spec, workerId=idx)
+        self.spec = spec
         self.spec_path = logdir / f"{tag}-worker{idx}.spec.json"
         self.spec_path.write_text(json.dumps(spec))
         node = shutil.which("node") or "node"
@@ -156,6 +156,7 @@ class Phase:
     rss_ready: int  # server RSS once every client was synced
     rss_after: int  # server RSS at the end of the measured phase
     rss_peak: int  # peak sampled over the whole scenario
+    other_cpu_s: float  # CPU used by everything else on the machine during the phase
 
 
 def run_phase(server: ServerSide, specs: list[dict], logdir: Path, tag: str,
@@ -178,17 +179,33 @@ def run_phase(server: ServerSide, specs: list[dict], logdir: Path, tag: str,
         readies += [w.expect("ready", ready_timeout) for w in workers[len(readies):]]
         time.sleep(settle)  # let join-time traffic (awareness fan-out to every peer) settle
         rss_ready = server.rss_bytes()
-        cpu0, t0 = server.cpu_seconds(), time.monotonic()
+        cpu0, t0, busy0, own0 = (server.cpu_seconds(), time.monotonic(), procs.system_busy_seconds(),
+                                 procs.own_cpu_seconds())
         for w in workers:
             w.send("start")
-        results = [w.expect("result", result_timeout) for w in workers]
-        cpu1, t1 = server.cpu_seconds(), time.monotonic()
+        primaries = [w for w in workers if not w.spec.get("secondary")]
+        secondaries = [w for w in workers if w.spec.get("secondary")]
+        results = [w.expect("result", result_timeout) for w in primaries]
+        if secondaries:  # observers-only workers: tell them what each room's writer sent
+            sent_by: dict = {}
+            for r in results:
+                sent_by.update(r.get("sentByRoom") or {})
+            for w in secondaries:
+                w.send("drain " + json.dumps(sent_by))
+            results += [w.expect("result", result_timeout) for w in secondaries]
+        cpu1, t1, busy1, own1 = (server.cpu_seconds(), time.monotonic(), procs.system_busy_seconds(),
+                                 procs.own_cpu_seconds())
         rss_after = server.rss_bytes()
     finally:
         for w in workers:
+            w.send("stop")  # all at once; each then gets up to 5 s to exit before it is killed
+        for w in workers:
             w.stop()
         peak = sampler.stop()
-    return Phase(readies, results, cpu1 - cpu0, t1 - t0, rss_before, rss_ready, rss_after, max(peak, rss_after))
+    client_cpu = sum(r.get("client", {}).get("cpuS", 0.0) for r in results)
+    other = max(0.0, (busy1 - busy0) - (cpu1 - cpu0) - client_cpu - (own1 - own0))
+    return Phase(readies, results, cpu1 - cpu0, t1 - t0, rss_before, rss_ready, rss_after, max(peak, rss_after),
+                 other)
 
 
 def split(xs: list, n: int) -> list[list]:
@@ -217,6 +234,8 @@ def client_summary(ph: Phase) -> dict:
 def base_common(ph: Phase, args) -> dict:
     failed = sum(r.get("failed", 0) for r in ph.readies)
     return {
+        "_other_cpu_pct": 100 * ph.other_cpu_s / ph.wall_s if ph.wall_s else None,
+        "_connect_reconnects": sum(r.get("reconnects", 0) for r in ph.readies),
         "_connect_failed": failed,
         "_deflate": ph.readies[0].get("deflate") if ph.readies else None,
         "_workers": len(ph.readies),
@@ -227,33 +246,42 @@ def base_common(ph: Phase, args) -> dict:
 def _rooms_scenario(server, args, logdir, tag, *, n_rooms, observers, rate, duration, presence_hz=0.0,
                     workers=1, concurrency=50):
     rooms = server.create_rooms(n_rooms)
+    base = {
+        "mode": "rooms",
+        "url": server.ws_url,
+        "editsPerSec": rate,
+        "durationS": duration,
+        "presenceHz": presence_hz,
+        "drainS": args.sizes.drain,
+        "connectConcurrency": concurrency,
+        "connectTimeoutS": CONNECT_DEADLINE_S,
+        "deflate": not args.no_deflate,
+        "deadlineS": 120 + duration + args.sizes.drain + 60,
+    }
     specs = []
-    for chunk in split(rooms, workers):
-        specs.append({
-            "mode": "rooms",
-            "url": server.ws_url,
-            "rooms": [r.spec() for r in chunk],
-            "observersPerRoom": observers,
-            "editsPerSec": rate,
-            "durationS": duration,
-            "presenceHz": presence_hz,
-            "drainS": args.sizes.drain,
-            "connectConcurrency": concurrency,
-            "connectTimeoutS": CONNECT_DEADLINE_S,
-            "deflate": not args.no_deflate,
-            "deadlineS": 120 + duration + args.sizes.drain + 60,
-        })
+    if n_rooms >= workers:
+        # whole rooms per worker: every worker has writers and measures latency
+        for chunk in split(rooms, workers):
+            specs.append(dict(base, rooms=[r.spec() for r in chunk], observersPerRoom=observers))
+    else:
+        # fewer rooms than workers (one big room): worker 0 has the writers and the latency
+        # observers; the others hold the remaining observers and only count deliveries
+        shares = [len(range(i, observers, workers)) for i in range(workers)]
+        for i, share in enumerate(shares):
+            specs.append(dict(base, rooms=[r.spec() for r in rooms], observersPerRoom=share, secondary=i > 0,
+                              connectConcurrency=max(1, concurrency // workers)))
     n_clients = n_rooms * (observers + 1)
     ph = run_phase(server, specs, logdir, tag, ready_timeout=CONNECT_DEADLINE_S + 30,
                    result_timeout=duration + args.sizes.drain + 30,
                    settle=1.0 + (observers + 1) ** 2 / 50_000)
     samples = [x for r in ph.results for x in r["samples"]]
-    sent = sum(r["sent"] for r in ph.results)
+    sent = sum(r["sent"] for r in ph.results if not r.get("secondary"))
     expected = sum(r["expected"] for r in ph.results)
     delivered = sum(r["delivered"] for r in ph.results)
     out = {}
     out.update(latency_stats(samples))
     out["updates sent"] = sent
+    out["_updates_planned"] = sum(r.get("planned", 0) for r in ph.results)
     out["deliveries (observer x update)"] = delivered
     out["deliveries missing"] = expected - delivered
     out["server CPU per delivered update (us)"] = 1e6 * ph.cpu_s / delivered if delivered else None
@@ -264,25 +292,34 @@ def _rooms_scenario(server, args, logdir, tag, *, n_rooms, observers, rate, dura
     out.update(client_summary(ph))
     out.update(base_common(ph, args))
     out["_clients"] = n_clients
+    out["_latency_observers"] = sum(r.get("observers", 0) for r in ph.results if not r.get("secondary"))
+    out["_count_only_observers"] = sum(r.get("observers", 0) for r in ph.results if r.get("secondary"))
     out["_awareness_applied_per_s"] = sum(r["awarenessAppliedPerS"] for r in ph.results)
     out["_server_cpu_s"] = ph.cpu_s
     out["_window_s"] = ph.wall_s
-    if len(ph.results) == 1:
-        out["_latency_max_per_second_ms"] = ph.results[0]["timelineMaxMs"]
+    timeline: list = []
+    for r in ph.results:
+        for i, v in enumerate(r.get("timelineMaxMs") or []):
+            if i >= len(timeline):
+                timeline.append(v)
+            else:
+                timeline[i] = max(timeline[i], v)
+    out["_latency_max_per_second_ms"] = timeline
     return out
 
 
 def scenario_typing(server, args, logdir, tag):
     s = args.sizes
     return _rooms_scenario(server, args, logdir, tag, n_rooms=s.typing_rooms, observers=s.typing_clients - 1,
-                           rate=s.typing_rate, duration=s.typing_duration, workers=s.workers)
+                           rate=s.typing_rate, duration=s.typing_duration, workers=args.workers or 1)
 
 
 def make_bigroom(n_obs):
     def scenario_bigroom(server, args, logdir, tag):
         s = args.sizes
         return _rooms_scenario(server, args, logdir, tag, n_rooms=1, observers=n_obs,
-                               rate=s.bigroom_rate, duration=s.bigroom_duration, concurrency=25)
+                               rate=s.bigroom_rate, duration=s.bigroom_duration, concurrency=25,
+                               workers=args.workers or (2 if n_obs >= 300 else 1))
     return scenario_bigroom
 
 
@@ -290,8 +327,8 @@ def scenario_presence(server, args, logdir, tag):
     s = args.sizes
     out = _rooms_scenario(server, args, logdir, tag, n_rooms=1, observers=s.presence_clients,
                           rate=s.presence_rate, duration=s.presence_duration, presence_hz=s.presence_hz,
-                          concurrency=25)
-    out["awareness updates applied by clients (/s)"] = out.pop("_awareness_applied_per_s")
+                          concurrency=25, workers=args.workers or (2 if s.presence_clients >= 100 else 1))
+    out["awareness states applied by clients (/s)"] = out.pop("_awareness_applied_per_s")
     return out
 
 
@@ -300,7 +337,7 @@ def scenario_idle(server, args, logdir, tag):
     per_room = max(1, s.idle_sockets // s.idle_rooms)
     rooms = server.create_rooms(s.idle_rooms)
     specs = []
-    for chunk in split(rooms, s.workers):
+    for chunk in split(rooms, args.workers or 1):
         specs.append({
             "mode": "idle",
             "url": server.ws_url,
@@ -335,7 +372,7 @@ def scenario_idle(server, args, logdir, tag):
 def scenario_joinstorm(server, args, logdir, tag):
     s = args.sizes
     room = server.create_rooms(1)[0]
-    n_workers = max(1, min(s.storm_workers, s.storm_joiners))
+    n_workers = max(1, min(args.workers or s.storm_workers, s.storm_joiners))
     specs = []
     for i in range(n_workers):
         specs.append({

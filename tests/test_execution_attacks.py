@@ -17,11 +17,11 @@ from crdt_server.execution import ExecutionService
 
 try:
     from tests.conftest_execution import (
-        anyio_backend,  # noqa: F401
+        anyio_backend,
         assert_healthy,
         assert_no_leftovers,
         sandbox_uids,
-        service,  # noqa: F401
+        service,
     )
 except ImportError:  # tests/ not a package
     from conftest_execution import (  # type: ignore[no-redef]
@@ -46,7 +46,7 @@ async def svc(service: ExecutionService) -> AsyncIterator[ExecutionService]:
     assert_no_leftovers(sandbox_uids())
 
 
-async def timed(svc: ExecutionService, language: str, code: str, **kw: object):  # noqa: ANN201
+async def timed(svc: ExecutionService, language: str, code: str, **kw: object):
     started = time.monotonic()
     result = await svc.run(language=language, code=code, timeout=kw.pop("timeout", TIMEOUT), **kw)  # type: ignore[arg-type]
     return result, time.monotonic() - started
@@ -68,14 +68,14 @@ async def test_thread_bomb(svc: ExecutionService) -> None:
             "        threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n        n += 1\n"
             "except RuntimeError:\n    print('stopped at', n)\n")
     result, wall = await timed(svc, "python", code)
-    assert "stopped at" in result.stdout, result
+    assert "stopped at" in result.stdout, (result, wall)
     assert int(result.stdout.split()[-1]) < svc.settings.max_processes
     assert wall < BOUND
 
 
 async def test_memory_bomb_one_process(svc: ExecutionService) -> None:
     code = "x = []\nwhile True:\n    x.append(b'x' * (16 << 20))\n"
-    result, wall = await timed(svc, "python", code)
+    result, _ = await timed(svc, "python", code)
     assert result.exit_code != 0 and not result.timed_out, result
     assert result.oom_killed or "MemoryError" in result.stderr, result
     if svc.layers["cgroup"]:
@@ -219,7 +219,7 @@ async def test_server_secrets_environment_and_files(svc: ExecutionService, tmp_p
         for line in result.stdout.splitlines():
             if line.startswith(("/", "'/")) and line.split()[-1] in ("True", "False"):
                 assert line.endswith("False"), line
-        pids = eval(result.stdout.split("pids ", 1)[1].splitlines()[0])  # noqa: S307 - our own output
+        pids = eval(result.stdout.split("pids ", 1)[1].splitlines()[0])
         assert len(pids) <= 3, pids  # bwrap's init, python, maybe the listing itself: not the host
         assert str(os.getpid()) not in pids
         assert "root:x:0:0" in result.stdout and "cloudsdk" not in result.stdout  # fake /etc/passwd
@@ -289,7 +289,7 @@ async def test_cpu_burning_threads_do_not_starve_the_server(svc: ExecutionServic
 async def test_kill_everything(svc: ExecutionService) -> None:
     code = (f"kill -9 {os.getpid()} 2>/dev/null || echo 'no server pid'\n"
             "kill -9 -1\nkill -9 1\nkill -9 $PPID\necho survived\n")
-    result, wall = await timed(svc, "bash", code)
+    result, _ = await timed(svc, "bash", code)
     assert "no server pid" in result.stdout and "survived" in result.stdout, result
     code = ("import os, signal, subprocess\nchild = subprocess.Popen(['sleep', '100'])\n"
             "os.kill(-1, signal.SIGKILL)\nprint('alive', child.wait())\n")
@@ -338,7 +338,7 @@ async def test_privileged_syscalls_are_denied(svc: ExecutionService) -> None:
     result, _ = await timed(svc, "python", code)
     lines = result.stdout.splitlines()
     for line in lines[:7]:
-        name, ret, err = line.split()
+        _, ret, err = line.split()
         assert ret == "-1" and int(err) in (errno.EPERM, errno.EACCES, errno.ENOSYS), line
     assert "CapEff:\\t0000000000000000" in lines[7] and "NoNewPrivs:\\t1" in lines[7], lines[7]
     assert "Seccomp:\\t2" in lines[7]

@@ -143,3 +143,20 @@ async def test_degraded_memory_bomb_several_processes(svc: ExecutionService) -> 
     if "alive" in result.stdout:
         assert int(result.stdout.split()[1]) <= 1, result
     assert result.oom_killed or "MemoryError" in result.stderr, result
+
+
+async def test_degraded_disk_fill_is_stopped(svc: ExecutionService) -> None:
+    """No tmpfs without namespaces: the scratch dir is on the host disk, so its size is watched."""
+    code = (
+        "import os\n"
+        "for i in range(64):\n"
+        "    try:\n"
+        "        with open(f'fill{i}', 'wb') as f:\n"
+        "            for _ in range(16):\n"
+        "                f.write(b'\\0' * (1 << 20))\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "print('wrote everything')\n"
+    )
+    result = await svc.run(language="python", code=code, timeout=10)
+    assert "wrote everything" not in result.stdout and result.exit_code == 137, result

@@ -3,6 +3,7 @@ settings validation, and that the event loop keeps running during runs."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from crdt_server.execution import (
     ExecutionSettings,
     QueueFull,
     RateLimited,
+    SandboxError,
     SandboxUnavailable,
     SessionBusy,
 )
@@ -167,7 +169,7 @@ async def test_require_full_refuses_to_start_without_namespaces() -> None:
     assert svc.mode == "unavailable"
     parent = _memory_cgroup_parent()
     if parent is not None and parent.exists():  # nothing left behind by the failed start
-        assert not (parent / f"{GROUP_PREFIX}{__import__('os').getpid()}").exists()
+        assert not list(parent.glob(f"{GROUP_PREFIX}{os.getpid()}-*"))
 
 
 async def test_cgroups_and_state_removed_on_close() -> None:
@@ -182,7 +184,7 @@ async def test_cgroups_and_state_removed_on_close() -> None:
     assert not state_dir.exists()
     parent = _memory_cgroup_parent()
     if layers["cgroup"] == "v1" and parent is not None:
-        assert not (parent / f"{GROUP_PREFIX}{__import__('os').getpid()}").exists()
+        assert not list(parent.glob(f"{GROUP_PREFIX}{os.getpid()}-*"))
     with pytest.raises(SandboxUnavailable):
         await svc.run(language="python", code="print(1)")
 
@@ -222,3 +224,44 @@ async def test_runs_under_uvloop_too(anyio_backend: object) -> None:
         result = await svc.run(language="python", code="while True: pass\n", timeout=0.5)
         assert result.timed_out and time.monotonic() - started < 0.5 + 3
     assert_no_leftovers(sandbox_uids(62700))
+
+
+async def test_no_uid_switch_means_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never run submitted code as the server's own uid: without CAP_SETUID there is no sandbox."""
+    import crdt_server.execution.service as service_module
+
+    monkeypatch.setattr(service_module, "can_switch_uid", lambda: (False, "simulated: not root"))
+    svc = ExecutionService(test_settings(require="any", uid_base=62900))
+    await svc.start()
+    try:
+        assert svc.mode == "unavailable" and svc.languages() == []
+        assert svc.layers["reasons"]["uidSwitch"] == "simulated: not root"
+        with pytest.raises(SandboxUnavailable):
+            await svc.run(language="python", code="print(1)")
+    finally:
+        await svc.aclose()
+    with pytest.raises(SandboxUnavailable):
+        await ExecutionService(test_settings(require="degraded", uid_base=62900)).start()
+
+
+async def test_fork_server_killed_mid_run_is_replaced() -> None:
+    require_bwrap()
+    import signal
+
+    async with ExecutionService(test_settings(workers=1, uid_base=63400)) as svc:
+        forkserver = svc._sandbox._forkservers[0]  # type: ignore[union-attr]
+        async with anyio.create_task_group() as tg:
+
+            async def kill_soon() -> None:
+                await anyio.sleep(0.5)
+                assert forkserver.pid is not None
+                os.kill(forkserver.pid, signal.SIGKILL)
+
+            tg.start_soon(kill_soon)
+            started = time.monotonic()
+            with pytest.raises(SandboxError, match="fork server"):
+                await svc.run(language="python", code=SLEEP.format(30), timeout=10)
+            assert time.monotonic() - started < 5
+        assert_no_leftovers(sandbox_uids(63400, 1), wait=3)
+        result = await svc.run(language="python", code="print('back')\n")
+        assert result.stdout == "back\n", result

@@ -1,8 +1,13 @@
-"""Reading JSON bodies: size limit (413), syntax (400), schema (422)."""
+"""Reading JSON bodies: size limit (413), syntax (400), schema (422).
+
+Any body at all must end in one of these answers: invalid UTF-8, unpaired surrogates, numbers
+with thousands of digits and absurd nesting are all client errors, never a 500.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -13,31 +18,58 @@ from .errors import ApiError
 
 M = TypeVar("M", bound=BaseModel)
 
+_DECIMAL = re.compile(r"[0-9]{1,19}")
 
-async def read_model(request: Request, model: type[M], *, allow_empty: bool = False) -> M:
-    limit = ctx(request).settings.max_body_size
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "payload_too_large", f"The body is larger than {limit} bytes.")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "payload_too_large", f"The body is larger than {limit} bytes.")
+    if declared is not None and (not _DECIMAL.fullmatch(declared) or int(declared) > limit):
+        raise _too_large(limit)
     body = bytearray()
     try:
         async for chunk in request.stream():
             body += chunk
             if len(body) > limit:
-                raise ApiError(413, "payload_too_large", f"The body is larger than {limit} bytes.")
+                raise _too_large(limit)
     except ClientDisconnect:
         raise ApiError(400, "bad_request", "The client went away while sending the body.") from None
-    if not body.strip() and allow_empty:
-        body = bytearray(b"{}")
+    return bytes(body)
+
+
+def parse_json(body: bytes) -> object:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):  # includes "too many digits" for huge integers
         raise ApiError(400, "malformed_json", "The body is not valid JSON.") from None
+    except RecursionError:
+        raise ApiError(400, "malformed_json", "The body is nested too deeply.") from None
+    try:  # JSON may spell unpaired surrogates ("\ud800"); nothing downstream can store them
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "malformed_json", "The body contains an unpaired UTF-16 surrogate.") from None
+    except (RecursionError, ValueError):
+        raise ApiError(400, "malformed_json", "The body is nested too deeply.") from None
+    return data
+
+
+async def read_model(request: Request, model: type[M], *, allow_empty: bool = False) -> M:
+    body = await read_body(request, ctx(request).settings.max_body_size)
+    if allow_empty and not body.strip():
+        body = b"{}"
+    data = parse_json(body)
     if not isinstance(data, dict):
         raise ApiError(422, "invalid_field", "The body must be a JSON object.")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(x) for x in first["loc"]) or "body"
+        if len(where) > 80:
+            where = where[:77] + "..."
         raise ApiError(422, "invalid_field", f"{where}: {first['msg']}") from None
+    except RecursionError:
+        raise ApiError(400, "malformed_json", "The body is nested too deeply.") from None

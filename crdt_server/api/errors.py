@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -25,6 +27,14 @@ _HTTP_CODES = {
 }
 
 
+class ApiJSONResponse(JSONResponse):
+    """JSON rendered ASCII-only: strings that came from clients (awareness names, cursors, echoed
+    field names) may hold unpaired surrogates, which cannot be encoded as UTF-8 but can be escaped."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -35,7 +45,10 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+    headers = dict(headers or {})
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return ApiJSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
 async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -46,7 +59,11 @@ async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "error")
-    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    message = exc.detail if isinstance(exc.detail, str) and exc.detail else code.replace("_", " ")
+    if exc.status_code == 404:
+        message = "No such endpoint."
+    elif exc.status_code == 405:
+        message = "This method is not allowed on this endpoint."
     return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
 
 

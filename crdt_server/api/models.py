@@ -8,7 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 LANGUAGE_PATTERN = r"^[a-z][a-z0-9+#._-]{0,31}$"
+MAX_TITLE = 200
 Status = Literal["active", "ended"]
+Role = Literal["interviewer", "candidate", "observer"]
+
+_LANGUAGE = "Language id, lower case (e.g. `python`, `javascript`, `c++`); editors read it from the `meta` map."
+_CODE = "Source text. At most `--max-code-size` bytes as UTF-8 (default 1 MiB)."
+_TIME = "Unix time in seconds."
 
 
 class Model(BaseModel):
@@ -16,33 +22,41 @@ class Model(BaseModel):
 
 
 class CreateSession(Model):
-    title: str = Field("", max_length=200)
-    language: str = Field("python", pattern=LANGUAGE_PATTERN)
-    code: str = ""
+    """Every field is optional; an empty body (or no body) creates an untitled Python session."""
+
+    title: str = Field("", max_length=MAX_TITLE, description="Shown to every participant.")
+    language: str = Field("python", pattern=LANGUAGE_PATTERN, description=_LANGUAGE)
+    code: str = Field("", description="Starter code. " + _CODE)
 
 
 class UpdateSession(Model):
-    title: str | None = Field(None, max_length=200)
-    language: str | None = Field(None, pattern=LANGUAGE_PATTERN)
-    status: Status | None = None
+    """Fields left out (or null) stay as they are."""
+
+    title: str | None = Field(None, max_length=MAX_TITLE)
+    language: str | None = Field(None, pattern=LANGUAGE_PATTERN, description=_LANGUAGE)
+    status: Status | None = Field(
+        None, description="`ended` makes the session read-only for everyone; `active` reopens it."
+    )
 
 
 class SaveCode(Model):
-    code: str
-    language: str | None = Field(None, pattern=LANGUAGE_PATTERN)
+    code: str = Field(description="The complete new text; applied to the live document as a minimal edit. " + _CODE)
+    language: str | None = Field(None, pattern=LANGUAGE_PATTERN, description="Also switch the language. " + _LANGUAGE)
 
 
 class Session(Model):
     id: str
     title: str
     language: str
-    status: Status
-    created_at: float = Field(description="Unix time, seconds")
-    updated_at: float
-    expires_at: float
+    status: Status = Field(description="`ended`: read-only for everyone.")
+    created_at: float = Field(description=_TIME)
+    updated_at: float = Field(description=_TIME + " Last edit or change.")
+    expires_at: float = Field(description=_TIME + " Deleted when inactive until then; every edit postpones it.")
 
 
 class Tokens(Model):
+    """Signed, expiring bearer tokens, one per role; each is valid for this session only."""
+
     interviewer: str
     candidate: str
     observer: str
@@ -50,38 +64,43 @@ class Tokens(Model):
 
 class CreatedSession(Session):
     tokens: Tokens
-    ws_url: str = Field(description="Path of the WebSocket endpoint; connect with ?token=…")
+    ws_url: str = Field(description="Path of the WebSocket endpoint; connect with `?token=…`.")
 
 
 class Code(Model):
-    code: str
+    code: str = Field(description="The live document's text (Y.Text `code`).")
     language: str
-    updated_at: float
+    updated_at: float = Field(description=_TIME)
 
 
 class Participant(Model):
     connection_id: str
-    role: Literal["interviewer", "candidate", "observer"]
-    connected_at: float
-    name: str | None = None
-    color: str | None = None
-    cursor: Any | None = None
+    role: Role
+    connected_at: float = Field(description=_TIME)
+    name: str | None = Field(None, description="`user.name` from the connection's awareness state.")
+    color: str | None = Field(None, description="`user.color` from the connection's awareness state.")
+    cursor: Any | None = Field(
+        None, description="`cursor` from the awareness state as the editor set it (Yjs relative positions)."
+    )
 
 
 class Participants(Model):
-    participants: list[Participant]
+    participants: list[Participant] = Field(description="One entry per live WebSocket connection, oldest first.")
 
 
 class HistoryEvent(Model):
-    seq: int
-    ts: float
-    type: str
-    data: dict[str, Any]
+    seq: int = Field(description="Increasing; pass the last one seen as `?after=`.")
+    ts: float = Field(description=_TIME)
+    type: str = Field(
+        description="`created`, `participant_joined`, `participant_left`, `title_changed`, `language_changed`, "
+        "`status_changed`, `code_saved`, and (with execution) `run`."
+    )
+    data: dict[str, Any] = Field(description="Depends on `type`: e.g. `{role, name, connectionId}`, `{from, to, by}`.")
 
 
 class History(Model):
-    events: list[HistoryEvent]
-    next_after: int | None = Field(None, description="Pass as ?after= to read the next page; null at the end")
+    events: list[HistoryEvent] = Field(description="Oldest first.")
+    next_after: int | None = Field(None, description="Pass as `?after=` to read the next page; null at the end.")
 
 
 class Health(Model):
@@ -92,8 +111,8 @@ class Health(Model):
 
 
 class ErrorBody(Model):
-    code: str
-    message: str
+    code: str = Field(description="Machine-readable, snake_case (e.g. `session_not_found`).")
+    message: str = Field(description="A human sentence.")
 
 
 class Error(Model):

@@ -10,6 +10,7 @@ itself runs under, and are removed on shutdown.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -46,17 +47,10 @@ class SlotCgroup:
                 pass
         return found
 
-    def kill(self) -> int:
-        """SIGKILL everything in the group; returns how many pids were signalled."""
-        if self.kind == "v2" and (self.join_dirs[0] / "cgroup.kill").exists():
-            victims = self.pids()
-            if victims:
-                try:
-                    (self.join_dirs[0] / "cgroup.kill").write_text("1")
-                except OSError:
-                    pass
-            return len(victims)
-        victims = self.pids()
+    def kill(self, exclude: frozenset[int] | set[int] = frozenset()) -> int:
+        """SIGKILL everything in the group except `exclude` (the slot's fork server, which
+        lives in the group on purpose); returns how many pids were signalled."""
+        victims = self.pids() - set(exclude)
         for pid in victims:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -176,7 +170,7 @@ def _remove_stale(parent: Path) -> None:
         return
     for base in candidates:
         try:
-            pid = int(base.name[len(GROUP_PREFIX):])
+            pid = int(base.name[len(GROUP_PREFIX):].split("-")[0])
         except ValueError:
             continue
         if pid == os.getpid() or Path(f"/proc/{pid}").exists():
@@ -186,11 +180,14 @@ def _remove_stale(parent: Path) -> None:
 
 
 class CgroupManager:
-    """Creates <own cgroup>/crdt-exec-<pid>/slot<N> groups with memory and pids limits."""
+    """Creates <own cgroup>/crdt-exec-<pid>-<n>/slot<N> groups with memory and pids limits."""
+
+    _instances = itertools.count()
 
     def __init__(self) -> None:
         self.kind = ""
         self._bases: list[Path] = []
+        self._instance = next(self._instances)  # several services may live in one process (tests)
 
     def setup(self, slots: int, memory_bytes: int, pids_max: int) -> list[SlotCgroup]:
         own = _own_cgroups()
@@ -213,7 +210,7 @@ class CgroupManager:
 
     def _make_base(self, parent: Path) -> Path:
         _remove_stale(parent)
-        base = parent / f"{GROUP_PREFIX}{os.getpid()}"
+        base = parent / f"{GROUP_PREFIX}{os.getpid()}-{self._instance}"
         if base.exists():
             _kill_group_tree(base)
             _remove_tree(base)

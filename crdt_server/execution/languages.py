@@ -4,7 +4,7 @@ Argv templates use placeholders resolved per run: tool paths ({python}, {gcc}...
 (read-only dir holding the source), {src}, {tmp} (private writable tmpfs), {exe}, {main},
 {heap_mb}. A toolchain outside /usr (rustup under /root, a GOROOT in /opt) is bind-mounted
 read-only at /opt/<lang>; if the sandbox uid cannot traverse its host path it is "staged"
-through a private mount namespace (see sandbox.py). Whether a language is offered is decided
+through a private mount namespace (see _forkserver.py). Whether a language is offered is decided
 by actually running it in the sandbox at start-up (service.py), not by its presence on disk.
 """
 
@@ -144,7 +144,7 @@ def _simple(lang: str, **tools: str) -> LocateFn:
 
 def _host_output(argv: list[str]) -> str | None:
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _launcher
+from . import _forkserver
 from .settings import MODES
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def can_switch_uid() -> tuple[bool, str]:
 
 
 def landlock_abi() -> int:
-    return _launcher.landlock_abi()
+    return _forkserver.landlock_abi()
 
 
 def mode_rank(mode: str) -> int:

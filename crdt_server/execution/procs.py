@@ -1,10 +1,11 @@
 """Process hygiene: child-subreaper, killing a slot uid's leftovers, reaping their zombies.
 
-Zombies count against RLIMIT_NPROC (per uid, host-wide): when bwrap's outer process is
-killed its in-namespace init is orphaned, and a PID 1 that reaps lazily lets them pile up
-until every run fails with "Can't fork". The server therefore becomes a child subreaper and
-reaps, *by pid*, only zombies whose uid is a sandbox uid: a blanket waitpid(-1) would steal
-exit statuses from the event loop's own child watcher.
+Zombies count against RLIMIT_NPROC (per uid, host-wide): bwrap's in-namespace init routinely
+outlives bwrap's outer process and is orphaned, and a PID 1 that reaps lazily lets such
+zombies pile up until every run fails with "Can't fork". Each slot's fork server is a
+subreaper that reaps everything below it; the server process is one too, as a second line
+(if a fork server dies), and then reaps *by pid* only zombies whose uid is a sandbox uid: a
+blanket waitpid(-1) would steal exit statuses from the event loop's own child watcher.
 """
 
 from __future__ import annotations

@@ -1,16 +1,15 @@
 """Spawn one program in a sandbox and supervise it without ever blocking the event loop.
 
-Full mode: a chain of small execs, each doing one thing, so no preexec_fn is needed (unsafe
-in a threaded server, unsupported by uvloop):
+Each slot has a fork server (forkserver.py, _forkserver.py) that already sits in the slot's memory+pids
+cgroups. For a run it forks, sets rlimits/nice/oom_score_adj, drops to the slot uid and
+execs, in "bwrap" mode (full):
 
-    [unshare -m: stage toolchains the slot uid cannot reach]  (rare: rustup under /root)
-    [sh: join the slot's memory+pids cgroups]                  (when the host has them)
-    prlimit (CPU, NPROC, FSIZE, NOFILE, CORE) -> nice -> setpriv (slot uid, no groups)
-    -> bwrap (all namespaces, empty read-only root, /usr read-only, private /tmp tmpfs,
-       cleared env, new session, seccomp from an fd) -> program
+    bwrap --unshare-all --disable-userns --die-with-parent --new-session --cap-drop ALL
+          empty root, /usr read-only, fake /etc/passwd, private /tmp and /dev/shm tmpfs (sized),
+          sources read-only in /box, cleared env, seccomp deny-list from an fd  -> program
 
-Degraded mode (no user namespaces): a stdlib Python launcher (_launcher.py) does the same
-as root (cgroups, rlimits, nice, Landlock, uid drop, seccomp) and execs the program.
+and in "direct" mode (degraded, no user namespaces) it applies Landlock and seccomp itself
+and execs the program.
 
 Compiled languages compile inside the same sandbox: a bash driver runs the compiler with its
 output on a dedicated pipe, reports the exit status on another pipe, then execs the program,
@@ -26,51 +25,40 @@ import os
 import shlex
 import shutil
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
-from anyio.abc import ByteReceiveStream, ByteSendStream, Process
 
-from . import _launcher
 from .cgroups import SlotCgroup
 from .errors import SandboxError
+from .forkserver import LAUNCH_ENV, ForkServer, ForkServerGone
 from .languages import Mount
 from .procs import kill_and_reap, processes_of
 from .settings import ExecutionSettings
 
 log = logging.getLogger(__name__)
 
-LAUNCH_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 ROOT_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "nsswitch.conf")
 LEFTOVER_GRACE = 2.0  # seconds spent killing/reaping a slot's leftovers before giving up
+SHM_SIZE = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Tools:
-    """Host binaries the launch chain uses (absolute paths)."""
+    """Host binaries used inside/around the sandbox (absolute paths)."""
 
-    sh: str | None
-    bash: str | None
     bwrap: str | None
-    prlimit: str | None
-    setpriv: str | None
-    nice: str | None
-    unshare: str | None
-    mount: str | None
+    bash: str | None
 
     @classmethod
     def find(cls) -> Tools:
-        def which(name: str) -> str | None:
-            return shutil.which(name, path=LAUNCH_ENV["PATH"])
-
-        return cls(*(which(n) for n in ("sh", "bash", "bwrap", "prlimit", "setpriv", "nice", "unshare", "mount")))
+        return cls(shutil.which("bwrap", path=LAUNCH_ENV["PATH"]), shutil.which("bash", path=LAUNCH_ENV["PATH"]))
 
 
 @dataclass(frozen=True)
@@ -78,7 +66,7 @@ class Slot:
     index: int
     uid: int
     cgroup: SlotCgroup | None
-    host_dir: Path  # degraded mode: holds box/ (sources, read-only) and tmp/ (scratch)
+    host_dir: Path  # direct mode: holds box/ (sources, read-only) and tmp/ (scratch)
 
 
 @dataclass(frozen=True)
@@ -114,17 +102,52 @@ class Outcome:
 class _RunState:
     limit: int
     deadline: float
-    phase: str  # "compile" | "run"
     deadline_changed: anyio.Event = field(default_factory=anyio.Event)
     stdout: bytearray = field(default_factory=bytearray)
     stderr: bytearray = field(default_factory=bytearray)
     compile_output: bytearray = field(default_factory=bytearray)
     compile_status: int | None = None
+    returncode: int | None = None
     timed_out: bool = False
     truncated: bool = False
     killed: bool = False
-    open_streams: int = 0
+    open_streams: int = 2
     streams_done: anyio.Event = field(default_factory=anyio.Event)
+
+
+class _Fds:
+    """Pipe/memfd bookkeeping for one run; every fd is closed exactly once."""
+
+    def __init__(self) -> None:
+        self.give: list[int] = []  # installed in the child as fd 0, 1, 2, 3...
+        self._open: set[int] = set()
+
+    def track(self, fd: int) -> int:
+        self._open.add(fd)
+        return fd
+
+    def handover(self, fd: int) -> int:
+        """Hand `fd` to the child; returns its number there."""
+        self.track(fd)
+        self.give.append(fd)
+        return len(self.give) - 1
+
+    def pipe(self) -> tuple[int, int]:
+        r, w = os.pipe()
+        return self.track(r), self.track(w)
+
+    def close(self, fd: int) -> None:
+        if fd in self._open:
+            self._open.discard(fd)
+            os.close(fd)
+
+    def close_given(self) -> None:
+        for fd in self.give:
+            self.close(fd)
+
+    def close_all(self) -> None:
+        for fd in list(self._open):
+            self.close(fd)
 
 
 def _memfd(name: str, data: bytes) -> int:
@@ -136,6 +159,23 @@ def _memfd(name: str, data: bytes) -> int:
     return fd
 
 
+def _disk_usage(root: Path, stop_above: int) -> int:
+    """Bytes allocated under `root` (no symlinks followed); stops counting past `stop_above`."""
+    total = 0
+    stack = [str(root)]
+    while stack and total <= stop_above:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    st = entry.stat(follow_symlinks=False)
+                    total += st.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+        except OSError:
+            continue
+    return total
+
+
 def _exit_code(returncode: int | None) -> int:
     if returncode is None:
         return 137
@@ -143,9 +183,9 @@ def _exit_code(returncode: int | None) -> int:
 
 
 class Sandbox:
-    """Runs Programs for the worker pool; one instance per service, one run per slot at a time.
+    """Runs Programs for the worker pool; one run per slot at a time.
 
-    mechanism "bwrap" (namespaces) or "launcher" (degraded: no namespaces).
+    mechanism "bwrap" (namespaces: the full sandbox) or "direct" (degraded: no namespaces).
     """
 
     def __init__(
@@ -158,19 +198,35 @@ class Sandbox:
         seccomp_program: bytes | None,
         landlock_abi: int = 0,
     ) -> None:
+        if mechanism not in ("bwrap", "direct"):
+            raise ValueError(f"unknown sandbox mechanism {mechanism!r}")
         self.settings = settings
         self.mechanism = mechanism
         self.tools = tools
         self.state_dir = state_dir
         self.seccomp_program = seccomp_program
         self.landlock_abi = landlock_abi
-        self._active: set[int] = set()  # pids the event loop still waits for
+        self._forkservers: dict[int, ForkServer] = {}
         self._dirty: set[int] = set()  # slots whose leftovers could not be cleared yet
         self._root_args = self._make_root_args()
 
-    @property
-    def active_pids(self) -> frozenset[int]:
-        return frozenset(self._active)
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self, slots: list[Slot]) -> None:
+        self._prepare_state(slots)
+        for slot in slots:
+            # direct mode: the fork server applies this filter itself; bwrap gets it per run.
+            forkserver = ForkServer(slot, self.seccomp_program if self.mechanism == "direct" else None)
+            self._forkservers[slot.index] = forkserver
+            await forkserver.start()
+
+    async def aclose(self) -> None:
+        for forkserver in self._forkservers.values():
+            await forkserver.aclose()
+        self._forkservers.clear()
+
+    def forkserver_pids(self) -> set[int]:
+        return {s.pid for s in self._forkservers.values() if s.pid is not None}
 
     # --- layout ------------------------------------------------------------------------
 
@@ -183,8 +239,8 @@ class Sandbox:
     def stage_dir(self, mount: Mount) -> Path:
         return self.state_dir / "stage" / mount.sandbox.strip("/").replace("/", "_")
 
-    def prepare_state(self, slots: list[Slot]) -> None:
-        """Create the fake /etc files, staging mountpoints and degraded-mode slot dirs."""
+    def _prepare_state(self, slots: list[Slot]) -> None:
+        """Fake /etc files, staging mountpoints, direct-mode slot dirs; all root-owned."""
         etc = self.state_dir / "etc"
         etc.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "stage").mkdir(exist_ok=True)
@@ -197,13 +253,15 @@ class Sandbox:
             )
             (etc / f"group.{slot.index}").write_text(f"root:x:0:\nsandbox:x:{u}:\nnogroup:x:65534:\n")
             slot.host_dir.mkdir(mode=0o755, exist_ok=True)
-            self._reset_slot_dirs(slot)
         for path in self.state_dir.rglob("*"):
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
         os.chmod(self.state_dir, 0o755)
+        if self.mechanism == "direct":
+            for slot in slots:
+                self._reset_slot_dirs(slot)
 
     def _reset_slot_dirs(self, slot: Slot) -> None:
-        """Degraded mode: fresh box/ (root:slot 0750) and tmp/ (slot 0700) for every run."""
+        """Direct mode: fresh box/ (root:slot 0750) and tmp/ (slot 0700) for every run."""
         box, tmp = slot.host_dir / "box", slot.host_dir / "tmp"
         for d in (box, tmp):
             if d.exists():
@@ -227,9 +285,9 @@ class Sandbox:
         args += ["--ro-bind", str(self.state_dir / "etc" / "hosts"), "/etc/hosts"]
         return args
 
-    # --- argv ----------------------------------------------------------------------------
+    # --- requests ------------------------------------------------------------------------
 
-    def _rlimits(self, program: Program) -> dict[str, tuple[int, int]]:
+    def _rlimits(self, program: Program, slot: Slot) -> dict[str, tuple[int, int]]:
         s = self.settings
         cpu = math.ceil(max(program.timeout, program.compile_timeout if program.compile else 0)) + 1
         fsize = s.max_file_size_mb * 1024 * 1024
@@ -240,6 +298,9 @@ class Sandbox:
             "RLIMIT_NOFILE": (s.max_open_files, s.max_open_files),
             "RLIMIT_CORE": (0, 0),
         }
+        no_memory_cgroup = slot.cgroup is None or slot.cgroup.memory_dir is None
+        if no_memory_cgroup and program.address_space_ok:  # then per-process RLIMIT_AS is all we have
+            limits["RLIMIT_AS"] = (s.memory_bytes, s.memory_bytes)
         return limits
 
     def _driver(self, program: Program, tmp: str, status_fd: int, compile_fd: int) -> list[str]:
@@ -260,31 +321,11 @@ class Sandbox:
         env.update(program.env)
         return env
 
-    def _full_argv(self, slot: Slot, program: Program, inner: list[str], fds: list[int], info_fd: int) -> list[str]:
-        s, t = self.settings, self.tools
-        assert t.bwrap and t.prlimit and t.setpriv and t.sh
+    def _bwrap_request(self, slot: Slot, program: Program, inner: list[str], fds: _Fds, info_fd: int) -> dict[str, Any]:
+        s = self.settings
+        assert self.tools.bwrap
         uid = str(slot.uid)
-        chain: list[str] = []
-        staged = [m for m in program.mounts if m.staged]
-        if staged:
-            assert t.unshare and t.mount
-            for m in staged:  # empty root-owned mountpoint, only ever mounted in a private ns
-                self.stage_dir(m).mkdir(mode=0o755, exist_ok=True)
-            chain += [t.unshare, "--mount", "--propagation", "private", "--"]
-        procs = slot.cgroup.procs_files if slot.cgroup else ()
-        if staged or procs:
-            lines = [f"{t.mount} --bind {shlex.quote(m.host)} {shlex.quote(str(self.stage_dir(m)))} || exit 125"
-                     for m in staged]
-            lines += [f"echo $$ > {shlex.quote(f)} || exit 125" for f in procs]
-            lines.append('exec "$@"')
-            chain += [t.sh, "-c", "\n".join(lines), "sh"]
-        limits = self._rlimits(program)
-        chain += [t.prlimit, *(f"--{_PRLIMIT[k]}={a}:{b}" for k, (a, b) in limits.items()), "--"]
-        if t.nice and s.nice:
-            chain += [t.nice, "-n", str(s.nice)]
-        chain += [t.setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
-
-        b = [t.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
+        b = [self.tools.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
              "--new-session", "--cap-drop", "ALL", "--uid", uid, "--gid", uid, "--hostname", "sandbox",
              "--info-fd", str(info_fd)]
         b += self._root_args
@@ -296,119 +337,103 @@ class Sandbox:
                 b += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
         b += ["--proc", "/proc", "--dev", "/dev",
               "--size", str(s.tmp_size_mb * 1024 * 1024), "--tmpfs", "/tmp",
-              "--size", str(16 * 1024 * 1024), "--tmpfs", "/dev/shm"]
+              "--size", str(SHM_SIZE), "--tmpfs", "/dev/shm"]
+        stage = []
         for m in program.mounts:
+            if m.staged:
+                target = self.stage_dir(m)
+                target.mkdir(mode=0o755, exist_ok=True)  # only ever mounted in a private namespace
+                stage.append([m.host, str(target)])
             b += ["--ro-bind", str(self.stage_dir(m)) if m.staged else m.host, m.sandbox]
         for name, data in program.files.items():
-            fd = _memfd(name, data)
-            fds.append(fd)
-            b += ["--ro-bind-data", str(fd), f"/box/{name}"]
+            b += ["--ro-bind-data", str(fds.handover(_memfd(name, data))), f"/box/{name}"]
         b += ["--remount-ro", "/", "--chdir", "/tmp", "--clearenv"]
         for key, value in self._env(program, "/tmp").items():
             b += ["--setenv", key, value]
         if self.seccomp_program:
-            seccomp_fd = _memfd("seccomp", self.seccomp_program)
-            fds.append(seccomp_fd)
-            b += ["--seccomp", str(seccomp_fd)]
-        return chain + b + ["--", *inner]
+            b += ["--seccomp", str(fds.handover(_memfd("seccomp", self.seccomp_program)))]
+        return {
+            "argv": [*b, "--", *inner],
+            "env": LAUNCH_ENV,
+            "cwd": "/",
+            "stage": stage,
+            "seccomp": False,  # bwrap installs it after setting up the namespaces
+        }
 
-    def _degraded_argv(self, slot: Slot, program: Program, inner: list[str], fds: list[int]) -> list[str]:
+    def _direct_request(self, slot: Slot, program: Program, inner: list[str]) -> dict[str, Any]:
         box, tmp = self.paths(slot)
         for name, data in program.files.items():
             path = slot.host_dir / "box" / name
             path.write_bytes(data)
             os.chown(path, 0, slot.uid)
             os.chmod(path, 0o640)
-        limits = self._rlimits(program)
-        if slot.cgroup is None or slot.cgroup.memory_dir is None:
-            if program.address_space_ok:  # no memory cgroup: per-process RLIMIT_AS is all we have
-                limits["RLIMIT_AS"] = (self.settings.memory_bytes, self.settings.memory_bytes)
-        seccomp_fd = -1
-        if self.seccomp_program:
-            seccomp_fd = _memfd("seccomp", self.seccomp_program)
-            fds.append(seccomp_fd)
         read_only = ["/usr", *ROOT_DIRS, *(f"/etc/{n}" for n in (*ETC_FILES, "passwd", "group", "hosts")),
                      *(f"/etc/{n}" for n in program.etc), "/proc", "/dev/urandom", "/dev/random", box,
                      *(m.host for m in program.mounts)]
-        spec = {
-            "cgroup_procs": list(slot.cgroup.procs_files) if slot.cgroup else [],
-            "rlimits": {k: list(v) for k, v in limits.items()},
-            "nice": self.settings.nice,
-            "cwd": tmp,
-            "landlock_abi": self.landlock_abi,
-            "read_only": read_only,
-            "read_write": [tmp, "/dev/null", "/dev/zero", "/dev/full"],
-            "uid": slot.uid,
-            "gid": slot.uid,
-            "seccomp_fd": seccomp_fd,
-            "argv": inner,
-            "env": self._env(program, tmp),
-        }
-        return [sys.executable, "-I", "-S", _launcher.__file__, json.dumps(spec)]
+        landlock = None
+        if self.landlock_abi:
+            landlock = {"abi": self.landlock_abi, "read_only": read_only,
+                        "read_write": [tmp, "/dev/null", "/dev/zero", "/dev/full"]}
+        return {"argv": inner, "env": self._env(program, tmp), "cwd": tmp, "landlock": landlock,
+                "seccomp": bool(self.seccomp_program)}
 
     # --- supervision -----------------------------------------------------------------------
 
     async def execute(self, slot: Slot, program: Program) -> Outcome:
-        if self.mechanism not in ("bwrap", "launcher"):
-            raise SandboxError(f"unknown sandbox mechanism {self.mechanism!r}")
-        if slot.index in self._dirty:
-            if not await self.clear_slot(slot):
-                raise SandboxError(f"slot {slot.index} still has processes of uid {slot.uid}")
-        passed: list[int] = []
-        keep: list[int] = []
-        status_r = compile_r = info_r = -1
+        forkserver = self._forkservers[slot.index]
+        if slot.index in self._dirty and not await self.clear_slot(slot):
+            raise SandboxError(f"slot {slot.index} still has processes of uid {slot.uid}")
+        fds = _Fds()
         try:
+            in_r, in_w = fds.pipe()
+            out_r, out_w = fds.pipe()
+            err_r, err_w = fds.pipe()
+            for fd in (in_r, out_w, err_w):
+                fds.handover(fd)
+            status_r = compile_r = info_r = -1
             _, tmp = self.paths(slot)
+            inner = list(program.run)
             if program.compile:
-                status_r, status_w = os.pipe()
-                compile_r, compile_w = os.pipe()
-                keep += [status_r, compile_r]
-                passed += [status_w, compile_w]
-                inner = self._driver(program, tmp, status_w, compile_w)
-            else:
-                inner = list(program.run)
+                status_r, status_w = fds.pipe()
+                compile_r, compile_w = fds.pipe()
+                inner = self._driver(program, tmp, fds.handover(status_w), fds.handover(compile_w))
             if self.mechanism == "bwrap":
-                info_r, info_w = os.pipe()  # bwrap reports its in-namespace init's host pid here
-                keep.append(info_r)
-                passed.append(info_w)
-                argv = self._full_argv(slot, program, inner, passed, info_w)
+                info_r, info_w = fds.pipe()  # bwrap reports its in-namespace init's host pid here
+                request = self._bwrap_request(slot, program, inner, fds, fds.handover(info_w))
             else:
-                argv = self._degraded_argv(slot, program, inner, passed)
+                request = self._direct_request(slot, program, inner)
+            request.update(
+                rlimits={k: list(v) for k, v in self._rlimits(program, slot).items()},
+                nice=self.settings.nice,
+                uid=slot.uid,
+                gid=slot.uid,
+                fd_targets=list(range(len(fds.give))),
+            )
+            for fd in (in_w, out_r, err_r, status_r, compile_r, info_r):
+                if fd >= 0:
+                    os.set_blocking(fd, False)
             oom_before = slot.cgroup.oom_kills() if slot.cgroup else 0
             started = time.monotonic()
-            process = await anyio.open_process(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=LAUNCH_ENV,
-                start_new_session=True,
-                pass_fds=passed,
-            )
+            pid = await forkserver.spawn(request, fds.give)
         except BaseException:
-            for fd in passed + keep:
-                os.close(fd)
-            if self.mechanism == "launcher":
+            fds.close_all()
+            if self.mechanism == "direct":
                 self._reset_slot_dirs(slot)
             raise
-        for fd in passed:
-            os.close(fd)
-        self._active.add(process.pid)
+        fds.close_given()
         state = _RunState(
             limit=self.settings.output_limit,
             deadline=started + (program.compile_timeout if program.compile else program.timeout),
-            phase="compile" if program.compile else "run",
         )
         try:
-            await self._supervise(process, slot, program, state, status_r, compile_r)
+            await self._supervise(pid, forkserver, slot, program, state, fds, in_w, out_r, err_r, status_r, compile_r)
             duration = time.monotonic() - started
         finally:
             with anyio.CancelScope(shield=True):
-                await self._finish(process, slot, state, info_r)
-                for fd in keep:
-                    os.close(fd)
+                await self._finish(pid, forkserver, slot, state, info_r)
+                fds.close_all()
         oom = bool(slot.cgroup and slot.cgroup.oom_kills() > oom_before)
-        exit_code = _exit_code(process.returncode)
+        exit_code = _exit_code(state.returncode)
         compile_error = False
         if program.compile:
             if state.compile_status is not None and state.compile_status != 0:
@@ -430,44 +455,60 @@ class Sandbox:
             oom_killed=oom,
         )
 
-    def _killer(self, process: Process, slot: Slot, state: _RunState):  # noqa: ANN202
-        def kill() -> None:
-            state.killed = True
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            if slot.cgroup:
-                slot.cgroup.kill()
-
-        return kill
+    def _kill(self, pid: int, slot: Slot, state: _RunState) -> None:
+        state.killed = True
+        try:
+            os.killpg(pid, signal.SIGKILL)  # the fork server made pid a session/group leader
+        except (ProcessLookupError, PermissionError):
+            pass
+        if slot.cgroup:
+            slot.cgroup.kill(exclude=self.forkserver_pids())
 
     async def _supervise(
-        self, process: Process, slot: Slot, program: Program, state: _RunState, status_r: int, compile_r: int
+        self, pid: int, forkserver: ForkServer, slot: Slot, program: Program, state: _RunState, fds: _Fds,
+        in_w: int, out_r: int, err_r: int, status_r: int, compile_r: int,
     ) -> None:
-        kill = self._killer(process, slot, state)
+        def kill() -> None:
+            self._kill(pid, slot, state)
+
         async with anyio.create_task_group() as tg:
-            assert process.stdout and process.stderr and process.stdin
-            state.open_streams = 2
-            tg.start_soon(self._pump, process.stdout, state.stdout, state, kill)
-            tg.start_soon(self._pump, process.stderr, state.stderr, state, kill)
-            tg.start_soon(self._feed, process.stdin, program.stdin)
+            tg.start_soon(self._pump, out_r, state.stdout, state, kill)
+            tg.start_soon(self._pump, err_r, state.stderr, state, kill)
+            tg.start_soon(self._feed, in_w, program.stdin, fds)
             if program.compile:
                 tg.start_soon(self._pump_compile_output, compile_r, state)
                 tg.start_soon(self._watch_status, status_r, state, program.timeout)
             tg.start_soon(self._watchdog, state, kill)
-            await process.wait()
+            if self.mechanism == "direct":  # no tmpfs to cap the scratch dir: watch its size
+                tg.start_soon(self._watch_disk, slot, kill)
+            try:
+                state.returncode = await forkserver.wait_exit(pid)
+            except ForkServerGone:
+                tg.cancel_scope.cancel()  # its runs died with it (--die-with-parent); _finish sweeps
+                gone = True
+            else:
+                gone = False
             # The top process is gone; make sure nothing still holds the pipes, drain, stop.
-            if slot.cgroup and slot.cgroup.pids():
+            if slot.cgroup and slot.cgroup.pids() - self.forkserver_pids():
                 kill()
-            with anyio.move_on_after(1.0):
+            with anyio.move_on_after(0 if gone else 1.0):
                 await state.streams_done.wait()
             tg.cancel_scope.cancel()
+        if gone:
+            raise ForkServerGone(f"slot {slot.index}: the fork server died during the run")
 
-    async def _pump(self, stream: ByteReceiveStream, buf: bytearray, state: _RunState, kill) -> None:  # noqa: ANN001
+    @staticmethod
+    async def _read(fd: int) -> bytes:
+        while True:
+            try:
+                return os.read(fd, 65536)
+            except BlockingIOError:
+                await anyio.wait_readable(fd)
+
+    async def _pump(self, fd: int, buf: bytearray, state: _RunState, kill: Callable[[], None]) -> None:
+        """Capture one stream up to the limit; one byte more kills the run (truncated)."""
         try:
-            while True:
-                chunk = await stream.receive(65536)
+            while chunk := await self._read(fd):
                 room = state.limit - len(buf)
                 if len(chunk) > room:
                     buf += chunk[:room]
@@ -475,40 +516,34 @@ class Sandbox:
                     kill()
                     return
                 buf += chunk
-        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
         finally:
             state.open_streams -= 1
             if state.open_streams <= 0:
                 state.streams_done.set()
 
-    async def _feed(self, stream: ByteSendStream, data: bytes) -> None:
+    async def _feed(self, fd: int, data: bytes, fds: _Fds) -> None:
+        view = memoryview(data)
         try:
-            if data:
-                await stream.send(data)
-            await stream.aclose()
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            while view:
+                try:
+                    view = view[os.write(fd, view) :]
+                except BlockingIOError:
+                    await anyio.wait_writable(fd)
+        except OSError:  # EPIPE: the program does not read its stdin
             pass
-
-    async def _read_fd(self, fd: int) -> bytes:
-        os.set_blocking(fd, False)
-        while True:
-            await anyio.wait_readable(fd)
-            try:
-                return os.read(fd, 65536)
-            except BlockingIOError:
-                continue
+        finally:
+            fds.close(fd)  # EOF for the program
 
     async def _pump_compile_output(self, fd: int, state: _RunState) -> None:
         """Compiler messages: kept up to the output limit, the rest drained (no kill)."""
-        while data := await self._read_fd(fd):
+        while data := await self._read(fd):
             room = state.limit - len(state.compile_output)
             if room > 0:
                 state.compile_output += data[:room]
 
     async def _watch_status(self, fd: int, state: _RunState, run_timeout: float) -> None:
         raw = b""
-        while data := await self._read_fd(fd):
+        while data := await self._read(fd):
             raw += data
             if b"\n" in raw:
                 break
@@ -517,11 +552,10 @@ class Sandbox:
         except ValueError:
             return
         if state.compile_status == 0:
-            state.phase = "run"
             state.deadline = time.monotonic() + run_timeout
             state.deadline_changed.set()
 
-    async def _watchdog(self, state: _RunState, kill) -> None:  # noqa: ANN001
+    async def _watchdog(self, state: _RunState, kill: Callable[[], None]) -> None:
         changed = state.deadline_changed
         while True:
             remaining = state.deadline - time.monotonic()
@@ -533,74 +567,76 @@ class Sandbox:
                 await changed.wait()
                 changed = anyio.Event()  # fired once; from now on only sleep to the new deadline
 
-    async def _finish(self, process: Process, slot: Slot, state: _RunState, info_r: int) -> None:
-        """Always runs (shielded): kill the tree, wait for the top process, clear leftovers."""
-        try:
-            if process.returncode is None:
-                self._killer(process, slot, state)()
-                with anyio.move_on_after(5.0):
-                    await process.wait()
-            if process.returncode is None:
-                log.error("sandbox process %s did not exit after SIGKILL", process.pid)
-        finally:
-            self._active.discard(process.pid)
-            for stream in (process.stdin, process.stdout, process.stderr):
-                if stream is not None:
-                    try:
-                        await stream.aclose()
-                    except (OSError, anyio.BrokenResourceError):
-                        pass
+    async def _watch_disk(self, slot: Slot, kill: Callable[[], None]) -> None:
+        """Direct mode: kill the run once its host scratch dir exceeds tmp_size_mb (checked
+        every 100 ms in a worker thread; RLIMIT_FSIZE bounds how far one file can overshoot)."""
+        limit = self.settings.tmp_size_mb * 1024 * 1024
+        tmp = slot.host_dir / "tmp"
+        while True:
+            await anyio.sleep(0.1)
+            used = await anyio.to_thread.run_sync(_disk_usage, tmp, limit)
+            if used > limit:
+                log.warning("slot %d: scratch dir over %d MB, run killed", slot.index, self.settings.tmp_size_mb)
+                kill()
+                return
+
+    async def _finish(self, pid: int, forkserver: ForkServer, slot: Slot, state: _RunState, info_r: int) -> None:
+        """Always runs (shielded): kill the tree if needed, collect the exit, clear leftovers."""
+        if state.returncode is None:
+            self._kill(pid, slot, state)  # sets state.killed: leftovers are swept below
+            if forkserver.alive:
+                try:
+                    with anyio.move_on_after(5.0):
+                        state.returncode = await forkserver.wait_exit(pid)
+                except ForkServerGone:
+                    pass
+            if state.returncode is None and forkserver.alive:
+                log.error("slot %d: run %d did not exit after SIGKILL; restarting its fork server", slot.index, pid)
+                await forkserver.aclose()
         # bwrap's outer process exits as soon as its init reports the program's status, so the
-        # init (and, for a moment, the rest of the pid namespace) can outlive it, orphaned to
-        # us: wait for that init by pid and reap it. Once it is dead the namespace is empty.
-        # In degraded mode whatever the program daemonised is still alive: kill by uid.
-        clean = info_r >= 0 and await self._reap_init(info_r, slot)
+        # init (and, for a moment, the rest of the pid namespace) can outlive it; the fork
+        # server reaps it. Wait for it via a pidfd: once it is dead the namespace is empty.
+        # In direct mode whatever the program daemonised is still alive: kill it by uid.
+        clean = info_r >= 0 and await self._wait_init(info_r, slot)
         if not clean or state.killed:
             await self.clear_slot(slot)
-        if self.mechanism == "launcher":
+        if self.mechanism == "direct":
             try:
                 self._reset_slot_dirs(slot)
             except OSError as exc:  # state dir removed by a concurrent shutdown
                 log.debug("could not reset slot %d dirs: %s", slot.index, exc)
 
-    async def _reap_init(self, info_r: int, slot: Slot) -> bool:
-        """Wait (async, via a pidfd) for bwrap's in-namespace init to exit and reap it."""
+    async def _wait_init(self, info_r: int, slot: Slot) -> bool:
+        """Wait (async, via a pidfd) until bwrap's in-namespace init has exited."""
         try:
-            os.set_blocking(info_r, False)
             info = json.loads(os.read(info_r, 4096) or b"{}")
             pid = int(info["child-pid"])
         except (OSError, ValueError, KeyError, TypeError):
-            return False  # bwrap died before cloning: nothing was started
+            return False  # bwrap died before cloning, or we could not tell: sweep by uid
         try:
             pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
-            return True  # already reaped by bwrap itself
+            return True
         try:
             if os.stat(f"/proc/{pid}").st_uid != slot.uid:
-                return True  # reaped and the pid reused by someone else: not ours
+                return True  # already reaped and the pid reused: not ours
             with anyio.move_on_after(LEFTOVER_GRACE) as scope:
                 await anyio.wait_readable(pidfd)
-            if scope.cancelled_caught:
-                return False
-            try:
-                os.waitpid(pid, os.WNOHANG)  # ours if bwrap exited first (we are its subreaper)
-            except ChildProcessError:
-                pass  # still bwrap's child, or already reaped
-            return True
+            return not scope.cancelled_caught
         except OSError:
             return True
         finally:
             os.close(pidfd)
 
     async def clear_slot(self, slot: Slot) -> bool:
-        """Kill and reap every process of the slot uid; True when none is left."""
+        """Kill every process of the slot uid (and reap ours); True when none is left."""
         deadline = time.monotonic() + LEFTOVER_GRACE
         uids = {slot.uid}
         while True:
             if slot.cgroup:
-                slot.cgroup.kill()
-            kill_and_reap(uids, protect=self._active)
-            if not [p for p in processes_of(uids) if p.pid not in self._active]:
+                slot.cgroup.kill(exclude=self.forkserver_pids())
+            kill_and_reap(uids)
+            if not processes_of(uids):
                 self._dirty.discard(slot.index)
                 return True
             if time.monotonic() > deadline:
@@ -609,17 +645,3 @@ class Sandbox:
                             LEFTOVER_GRACE)
                 return False
             await anyio.sleep(0.01)
-
-    def reap_background(self, uids: set[int]) -> None:
-        """Reap (never kill) sandbox zombies orphaned to us; safe while runs are in flight."""
-        kill_and_reap(uids, protect=self._active, kill=False)
-
-
-_PRLIMIT = {
-    "RLIMIT_CPU": "cpu",
-    "RLIMIT_NPROC": "nproc",
-    "RLIMIT_FSIZE": "fsize",
-    "RLIMIT_NOFILE": "nofile",
-    "RLIMIT_CORE": "core",
-    "RLIMIT_AS": "as",
-}

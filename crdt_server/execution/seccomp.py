@@ -1,7 +1,7 @@
 """Seccomp deny-list, compiled once with libseccomp (pyseccomp) into a BPF program.
 
-bwrap loads it from an fd (`--seccomp FD`) just before exec'ing the program; the degraded
-launcher installs the same bytes with prctl. A deny-list (default ALLOW) keeps every runtime
+bwrap loads it from an fd (`--seccomp FD`) just before exec'ing the program; in degraded
+mode the fork server installs it with prctl. A deny-list (default ALLOW) keeps every runtime
 working; what it removes is kernel attack surface and sandbox-escape primitives (ptrace,
 mount, new namespaces, keyrings, bpf, perf, io_uring, kexec, modules, TIOCSTI...).
 Foreign architectures (i386, x32) are killed by libseccomp's bad-arch default.

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import pwd
 import shutil
-import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import anyio
 
@@ -82,7 +80,7 @@ class ExecutionService:
     def languages(self) -> list[LanguageInfo]:
         return [lang.info for lang in self._languages.values()]
 
-    async def __aenter__(self) -> ExecutionService:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -201,38 +199,37 @@ class ExecutionService:
 
         if not s.use_namespaces:
             layers.reasons["namespaces"] = "disabled by settings (use_namespaces=False)"
+        elif tools.bwrap is None:
+            layers.reasons["namespaces"] = "bwrap not found (apt-get install bubblewrap)"
         else:
-            missing = [n for n in ("bwrap", "prlimit", "setpriv", "sh") if getattr(tools, n) is None]
-            if missing:
-                layers.reasons["namespaces"] = f"missing {', '.join(missing)} (apt-get install bubblewrap util-linux)"
+            sandbox = Sandbox(s, mechanism="bwrap", tools=tools, state_dir=self._state_dir, seccomp_program=bpf_full)
+            error = await self._smoke_test(sandbox)
+            if error is None:
+                layers.namespaces = True
+                self._sandbox = sandbox
             else:
-                sandbox = Sandbox(s, mechanism="bwrap", tools=tools, state_dir=self._state_dir,
-                                  seccomp_program=bpf_full)
-                sandbox.prepare_state(self._slots)
-                error = await self._smoke_test(sandbox)
-                if error is None:
-                    layers.namespaces = True
-                    self._sandbox = sandbox
-                else:
-                    layers.reasons["namespaces"] = error
+                layers.reasons["namespaces"] = error
         if self._sandbox is None:
-            sandbox = Sandbox(s, mechanism="launcher", tools=tools, state_dir=self._state_dir,
+            sandbox = Sandbox(s, mechanism="direct", tools=tools, state_dir=self._state_dir,
                               seccomp_program=bpf_degraded, landlock_abi=layers.landlock_abi)
-            sandbox.prepare_state(self._slots)
             error = await self._smoke_test(sandbox)
             if error is None:
                 self._sandbox = sandbox
             else:
                 layers.uid_switch = False
-                layers.reasons["launcher"] = error
+                layers.reasons["direct"] = error
 
     async def _smoke_test(self, sandbox: Sandbox) -> str | None:
+        """Start the slots' fork servers and run /usr/bin/true; on failure undo and say why."""
         program = Program(files={}, run=("/usr/bin/true",), timeout=PROBE_TIMEOUT)
         try:
+            await sandbox.start(self._slots)
             outcome = await sandbox.execute(self._slots[0], program)
-        except (OSError, SandboxError) as exc:
+        except (OSError, SandboxError, TimeoutError, ValueError) as exc:
+            await sandbox.aclose()
             return f"{sandbox.mechanism} failed to start: {exc}"
         if outcome.exit_code != 0:
+            await sandbox.aclose()
             detail = outcome.stderr.decode(errors="replace").strip()[:500]
             return f"{sandbox.mechanism} test run exited {outcome.exit_code}: {detail}"
         return None
@@ -271,7 +268,7 @@ class ExecutionService:
         located = await anyio.to_thread.run_sync(spec.locate)
         if isinstance(located, str):
             return self._skip(spec.name, located)
-        if self._sandbox.mechanism == "launcher" and any(m.staged for m in located.mounts):
+        if self._sandbox.mechanism == "direct" and any(m.staged for m in located.mounts):
             return self._skip(spec.name, f"toolchain at {located.mounts[0].host} is not reachable by the "
                                          "sandbox uid and can only be staged with namespaces")
         compile_argv, _, _ = spec.commands(located.variant)
@@ -388,11 +385,7 @@ class ExecutionService:
         with anyio.CancelScope(shield=True):
             sandbox = self._sandbox
             if sandbox is not None:
-                for pid in list(sandbox.active_pids):
-                    try:
-                        os.killpg(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
+                await sandbox.aclose()  # the fork servers kill their current runs on EOF
                 for slot in self._slots:
                     await sandbox.clear_slot(slot)
             await anyio.to_thread.run_sync(self._cgroups.cleanup)

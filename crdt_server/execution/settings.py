@@ -10,12 +10,20 @@ import os
 from dataclasses import dataclass
 
 MODES = ("unavailable", "degraded", "full")
+
+
+def _cores() -> int:
+    """CPUs this process may run on (respects taskset/cpuset, unlike os.cpu_count())."""
+    try:
+        return len(os.sched_getaffinity(0)) or 2
+    except (AttributeError, OSError):
+        return os.cpu_count() or 2
 REQUIRE_CHOICES = ("any", "degraded", "full")
 
 
 @dataclass(frozen=True)
 class ExecutionSettings:
-    workers: int = os.cpu_count() or 2
+    workers: int = _cores()  # concurrent runs; more than cores only stretches wall time
     queue_size: int = 16
     default_timeout: float = 5.0
     max_timeout: float = 10.0

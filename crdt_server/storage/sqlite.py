@@ -371,7 +371,8 @@ def _updates(c: sqlite3.Connection, session_id: str, after: int, limit: int) -> 
 
 
 def _insert_events(c: sqlite3.Connection, events: list[EventRecord]) -> None:
+    # Only for sessions that still exist: a "left" event racing a DELETE leaves no orphan row.
     c.executemany(
-        "INSERT INTO events (session_id, ts, type, data) VALUES (?, ?, ?, ?)",
-        [(e.session_id, e.ts or time.time(), e.type, json.dumps(e.data, separators=(",", ":"))) for e in events],
+        "INSERT INTO events (session_id, ts, type, data) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?)",
+        [(e.session_id, e.ts or time.time(), e.type, json.dumps(e.data, separators=(",", ":")), e.session_id) for e in events],
     )

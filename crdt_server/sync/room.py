@@ -152,7 +152,7 @@ class SessionRoom(YRoom):
             raise SessionGone(self.session_id)
         batch = self._batch
         batch.items.append(
-            _Pending(update, conn, conn.role if conn else role, conn.id if conn else "server", name or _conn_name(self, conn))
+            _Pending(update, conn, conn.role if conn else role, conn.id if conn else "server", name or (conn.name if conn else "") or "")
         )
         self._wakeup.set()
         return batch
@@ -196,7 +196,6 @@ class SessionRoom(YRoom):
                 conn.enqueue(p.awareness_frame(live))
             await self._receive_loop(conn)
         finally:
-            conn.name = _conn_name(self, conn) or None
             self.clients.discard(conn)
             self._remove_presence(conn)
 
@@ -261,6 +260,9 @@ class SessionRoom(YRoom):
                     conn.client_ids.discard(entry.client_id)
                 else:
                     conn.client_ids.add(entry.client_id)
+                    # Remembered on the connection: the update log and the "left" event name the
+                    # author even after a graceful leave has removed the state.
+                    conn.name = _display_name(_state(entry)) or conn.name
         if self.presence_interval <= 0:
             # Relay as is to everyone, the sender included: the echo keeps a lone client alive.
             self._broadcast_presence_frame(frame)
@@ -337,20 +339,17 @@ def _state(entry: p.AwarenessEntry | None) -> Any:
         return None
     try:
         return json.loads(entry.state)
-    except ValueError:
+    except (ValueError, RecursionError):  # client data: malformed or absurdly nested
         return None
 
 
-def _conn_name(room: SessionRoom, conn: Connection | None) -> str:
-    if conn is None:
-        return ""
-    for client_id in conn.client_ids:
-        state = _state(room.presence.get(client_id))
-        if isinstance(state, dict) and isinstance(state.get("user"), dict):
-            name = state["user"].get("name")
-            if isinstance(name, str):
-                return name[:100]
-    return ""
+def _display_name(state: Any) -> str | None:
+    """``state.user.name``, made safe to store: at most 100 characters of valid UTF-8."""
+    user = state.get("user") if isinstance(state, dict) else None
+    name = user.get("name") if isinstance(user, dict) else None
+    if not isinstance(name, str) or not name:
+        return None
+    return name[:100].encode("utf-8", "replace").decode("utf-8")
 
 
 def _log_exception(exc: Exception, logger: logging.Logger) -> bool:
