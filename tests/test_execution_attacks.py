@@ -15,22 +15,13 @@ import pytest
 
 from crdt_server.execution import ExecutionService
 
-try:
-    from tests.conftest_execution import (
-        anyio_backend,
-        assert_healthy,
-        assert_no_leftovers,
-        sandbox_uids,
-        service,
-    )
-except ImportError:  # tests/ not a package
-    from conftest_execution import (  # type: ignore[no-redef]
-        anyio_backend,  # noqa: F401
-        assert_healthy,
-        assert_no_leftovers,
-        sandbox_uids,
-        service,  # noqa: F401
-    )
+from .conftest_execution import (  # fixtures: anyio_backend, service
+    anyio_backend,  # noqa: F401
+    assert_healthy,
+    assert_no_leftovers,
+    sandbox_uids,
+    service,  # noqa: F401
+)
 
 pytestmark = pytest.mark.anyio
 

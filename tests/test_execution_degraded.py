@@ -14,16 +14,7 @@ import pytest
 
 from crdt_server.execution import ExecutionService
 
-try:
-    from tests.conftest_execution import anyio_backend, assert_no_leftovers, require_bwrap, sandbox_uids, test_settings
-except ImportError:  # tests/ not a package
-    from conftest_execution import (  # type: ignore[no-redef]
-        anyio_backend,
-        assert_no_leftovers,
-        require_bwrap,
-        sandbox_uids,
-        test_settings,
-    )
+from .conftest_execution import anyio_backend, assert_no_leftovers, require_bwrap, sandbox_uids, test_settings
 
 __all__ = ["anyio_backend"]
 pytestmark = pytest.mark.anyio

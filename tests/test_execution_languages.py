@@ -10,10 +10,7 @@ import pytest
 
 from crdt_server.execution import ExecutionService, InvalidRequest, UnknownLanguage
 
-try:
-    from tests.conftest_execution import anyio_backend, service
-except ImportError:  # tests/ not a package
-    from conftest_execution import anyio_backend, service  # type: ignore[no-redef]  # noqa: F401
+from .conftest_execution import anyio_backend, service  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.anyio
 

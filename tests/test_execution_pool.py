@@ -22,16 +22,7 @@ from crdt_server.execution import (
 from crdt_server.execution.cgroups import GROUP_PREFIX
 from crdt_server.execution.pool import RunPool
 
-try:
-    from tests.conftest_execution import anyio_backend, assert_no_leftovers, require_bwrap, sandbox_uids, test_settings
-except ImportError:  # tests/ not a package
-    from conftest_execution import (  # type: ignore[no-redef]
-        anyio_backend,
-        assert_no_leftovers,
-        require_bwrap,
-        sandbox_uids,
-        test_settings,
-    )
+from .conftest_execution import anyio_backend, assert_no_leftovers, require_bwrap, sandbox_uids, test_settings
 
 __all__ = ["anyio_backend"]
 pytestmark = pytest.mark.anyio

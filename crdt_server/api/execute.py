@@ -60,6 +60,7 @@ class ExecutionResult(Model):
     language: str
     sandbox: str = Field(description="'full' or 'degraded': how isolated this run was")
     compile_error: bool = False
+    compile_output: str = Field("", description="Compiler messages, for compiled languages")
     oom_killed: bool = False
     run_id: str | None = None
 
@@ -84,11 +85,7 @@ def service(c: AppContext) -> ExecutionService:
 
 
 def _result(r: RunResult, run_id: str | None = None) -> ExecutionResult:
-    return ExecutionResult(
-        stdout=r.stdout, stderr=r.stderr, exit_code=r.exit_code, timed_out=r.timed_out, truncated=r.truncated,
-        duration_ms=r.duration_ms, language=r.language, sandbox=r.sandbox, compile_error=r.compile_error,
-        oom_killed=r.oom_killed, run_id=run_id,
-    )
+    return ExecutionResult.model_validate({**r.as_json(), "runId": run_id})
 
 
 async def _run(svc: ExecutionService, **kwargs: Any) -> RunResult:

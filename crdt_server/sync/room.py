@@ -311,23 +311,6 @@ class SessionRoom(YRoom):
             self.presence.clear()
             self._presence_out.clear()
 
-    def participants(self) -> list[dict[str, Any]]:
-        """One entry per live connection, with name/color/cursor from its presence state."""
-        out = []
-        for conn in sorted(self.clients, key=lambda c: c.connected_at):
-            entry: dict[str, Any] = {"connectionId": conn.id, "role": conn.role, "connectedAt": conn.connected_at}
-            for client_id in conn.client_ids:
-                state = _state(self.presence.get(client_id))
-                if isinstance(state, dict):
-                    user = state.get("user")
-                    if isinstance(user, dict):
-                        entry.setdefault("name", user.get("name"))
-                        entry.setdefault("color", user.get("color"))
-                    if "cursor" in state:
-                        entry.setdefault("cursor", state.get("cursor"))
-            out.append(entry)
-        return out
-
     def close_all(self, code: int, reason: str) -> None:
         self.gone = code == CLOSE_SESSION_GONE or self.gone
         for conn in list(self.clients):
