@@ -8,21 +8,13 @@ import sys
 import uvicorn
 
 from .app import create_app
-from .config import load_settings
+from .config import Settings, load_settings
 from .logs import install_redaction
 
 
-def main(argv: list[str] | None = None) -> None:
-    settings = load_settings(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        settings.sqlite_path
-    except ValueError as exc:
-        raise SystemExit(f"crdt-server: {exc}") from None
-    config = uvicorn.Config(
+def uvicorn_config(settings: Settings) -> uvicorn.Config:
+    """The one uvicorn configuration (the tests start the app in-process with it too)."""
+    return uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -40,6 +32,19 @@ def main(argv: list[str] | None = None) -> None:
         access_log=False,  # URLs carry tokens (?token=…): never log them
         lifespan="on",
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = load_settings(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings.sqlite_path
+    except ValueError as exc:
+        raise SystemExit(f"crdt-server: {exc}") from None
+    config = uvicorn_config(settings)
     install_redaction()  # uvicorn.Config has just configured its log handlers
     uvicorn.Server(config).run()
 

@@ -4,6 +4,11 @@ Why: pycrdt-websocket sends with one task per message and lets a failed send rai
 room (gaps 2 and 11 in ../shared/design/pycrdt-websocket-gaps.md). Here ``enqueue`` never
 blocks and never raises; a client that does not read fills its queue and is closed with 1013
 instead of making the server buffer without bound.
+
+Fan-out fast path: a broadcast is framed once (``wire_frame``) and, for every recipient whose
+queue is empty and whose socket is writable, written straight to its transport — one
+``write`` per recipient instead of a task wake-up and four ASGI/WebSocket layers. Anything
+else (backpressure, a send in flight, another server implementation) takes the queue.
 """
 
 from __future__ import annotations
@@ -15,10 +20,44 @@ from collections import deque
 
 import anyio
 from starlette.websockets import WebSocket
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 log = logging.getLogger(__name__)
 
 CLOSE_SLOW_CONSUMER = 1013
+
+
+def wire_frame(message: bytes) -> bytes:
+    """One binary WebSocket frame as sent by a server (unmasked, no extension), ready to write."""
+    return Frame(Opcode.BINARY, message).serialize(mask=False)
+
+
+def _direct_protocol(websocket: WebSocket) -> object | None:
+    """uvicorn's websockets-sansio protocol behind this socket, if that is what serves it.
+
+    With uvicorn's ``websockets-sansio`` the ASGI ``send`` is a bound method of the protocol,
+    which owns the transport; Starlette wraps it in closures (exception handling), which are
+    unwrapped here. Anything unexpected (another server, an extension such as permessage-deflate
+    negotiated) disables the fast path.
+    """
+    send = getattr(websocket, "_send", None)
+    for _ in range(6):
+        proto = getattr(send, "__self__", None)
+        if proto is not None and all(hasattr(proto, a) for a in ("transport", "conn", "writable", "close_sent")):
+            return None if getattr(proto.conn, "extensions", None) else proto
+        inner = [c.cell_contents for c in (getattr(send, "__closure__", None) or ()) if callable(_contents(c))]
+        if len(inner) != 1:
+            return None
+        send = inner[0]
+    return None
+
+
+def _contents(cell: object) -> object:
+    try:
+        return cell.cell_contents  # type: ignore[attr-defined]
+    except ValueError:  # an empty cell
+        return None
 
 
 class Connection:
@@ -46,6 +85,8 @@ class Connection:
         self._max_bytes = max_bytes
         self._wakeup = anyio.Event()
         self._close_request: tuple[int, str] | None = None
+        self._sending = False
+        self._direct = _direct_protocol(websocket)
         self.closed = anyio.Event()
 
     @property
@@ -56,9 +97,12 @@ class Connection:
     def read_only(self) -> bool:
         return self.role == "observer"
 
-    def enqueue(self, message: bytes) -> None:
-        """Queue one frame for this client; close it if it is too far behind. Never raises."""
+    def enqueue(self, message: bytes, wire: bytes | None = None) -> None:
+        """Send one message to this client: written at once when nothing is pending (``wire`` is
+        its pre-built frame), else queued; a client too far behind is closed. Never raises."""
         if self._close_request is not None or self.closed.is_set():
+            return
+        if wire is not None and not self._queue and not self._sending and self._write_now(wire):
             return
         if len(self._queue) >= self._max_messages or self._queued_bytes + len(message) > self._max_bytes:
             log.warning("closing connection %s: send queue full (client not reading)", self.id)
@@ -67,6 +111,19 @@ class Connection:
         self._queue.append(message)
         self._queued_bytes += len(message)
         self._wakeup.set()
+
+    def _write_now(self, wire: bytes) -> bool:
+        proto = self._direct
+        if proto is None:
+            return False
+        try:
+            if (proto.writable.is_set() and not proto.close_sent and proto.conn.state is State.OPEN  # type: ignore[attr-defined]
+                    and not proto.transport.is_closing()):  # type: ignore[attr-defined]
+                proto.transport.write(wire)  # type: ignore[attr-defined]
+                return True
+        except Exception as exc:  # a dying transport: let the queue path find out
+            log.debug("direct write to %s failed: %r", self.id, exc)
+        return False
 
     async def send(self, message: bytes) -> None:  # pycrdt Channel API
         self.enqueue(message)
@@ -89,7 +146,11 @@ class Connection:
                 while self._queue and self._close_request is None:
                     message = self._queue.popleft()
                     self._queued_bytes -= len(message)
-                    await ws.send_bytes(message)
+                    self._sending = True
+                    try:
+                        await ws.send_bytes(message)
+                    finally:
+                        self._sending = False
                 if self._close_request is not None:
                     code, reason = self._close_request
                     await ws.close(code=code, reason=reason)

@@ -28,7 +28,7 @@ from pycrdt.websocket import YRoom
 from ..storage import Store, UpdateRecord
 from ..storage.sqlite import SessionGone
 from . import protocol as p
-from .connection import Connection
+from .connection import Connection, wire_frame
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +133,10 @@ class SessionRoom(YRoom):
                 log.warning("session %s: stored update could not be applied: %r", self.session_id, exc)
                 continue
             frame = p.sync_frame(p.SYNC_UPDATE, item.update)
+            wire = wire_frame(frame)  # framed once for every recipient
             for conn in conns:
                 if conn is not item.conn:
-                    conn.enqueue(frame)
+                    conn.enqueue(frame, wire)
         self.last_seq = seqs[-1]
         batch.done.set()
         if self.last_seq - self.snapshot_seq >= self.snapshot_every:
@@ -290,8 +291,9 @@ class SessionRoom(YRoom):
             self._broadcast_presence_frame(p.awareness_frame(entries))
 
     def _broadcast_presence_frame(self, frame: bytes) -> None:
+        wire = wire_frame(frame)
         for other in self.clients:
-            other.enqueue(frame)
+            other.enqueue(frame, wire)
 
     def _remove_presence(self, conn: Connection) -> None:
         """Tell the others that this connection's clients left (same clock, null state, as the

@@ -1,0 +1,56 @@
+"""The broadcast fast path engages with the server's own uvicorn configuration.
+
+Runs the app in-process (same ``uvicorn_config`` as ``crdt-server``) so the test can look at
+the live connections: every socket must be able to take pre-framed broadcasts directly.
+"""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+import uvicorn
+from pycrdt import Text
+
+from crdt_server.cli import uvicorn_config
+from crdt_server.config import load_settings
+from crdt_server.sync.connection import wire_frame
+
+from .conftest import create_session, free_port, py_client, text_of, wait_for
+
+pytestmark = pytest.mark.anyio
+
+
+class InProcess:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}/ws/sessions"
+
+
+async def test_broadcasts_are_written_directly_and_arrive(tmp_path):
+    port = free_port()
+    settings = load_settings(["--port", str(port), "--data-dir", str(tmp_path / "data"), "--execution", "off",
+                              "--connect-rate", "0", "--create-rate", "0", "--log-level", "warning"], {})
+    config = uvicorn_config(settings)
+    config.loop = "asyncio"  # the test's own event loop
+    server = uvicorn.Server(config)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+        await wait_for(lambda: server.started, timeout=10)
+        try:
+            srv = InProcess(port)
+            s = await create_session(srv)
+            async with py_client(srv, s) as a, py_client(srv, s) as b:
+                room = config.app.state.ctx.server.rooms[s["id"]]
+                assert len(room.clients) == 2
+                assert all(c._direct is not None for c in room.clients)
+                a.get("code", type=Text).insert(0, "through the fast path")
+                await wait_for(lambda: text_of(b) == "through the fast path")
+        finally:
+            server.should_exit = True
+
+
+def test_wire_frame_is_an_unmasked_binary_frame():
+    assert wire_frame(b"\x00\x02\x01x") == b"\x82\x04\x00\x02\x01x"
+    big = wire_frame(b"y" * 300)
+    assert big[:4] == b"\x82\x7e\x01\x2c" and big[4:] == b"y" * 300
