@@ -1,16 +1,20 @@
-"""SQLite store: WAL mode, one writer with group commit, readers on worker threads.
+"""SQLite store: WAL mode, one writer thread with group commit, readers on worker threads.
 
 Why group commit: the sync layer awaits every append before it broadcasts (write-ahead), so
-commits are on the latency path. One writer task takes *everything* queued while the previous
-transaction was in flight and commits it in one transaction, in a worker thread so the event
-loop never blocks. Each operation runs under its own SAVEPOINT so one failing operation does
-not roll back its neighbours in the batch.
+commits are on the latency path. A dedicated writer thread takes *everything* queued while
+the previous transaction was in flight and commits it in one transaction, so the event loop
+never blocks. Operations reach it through a thread-safe queue and their waiters are woken with
+one ``call_soon_threadsafe`` per batch: no event-loop round trip between an append and its
+commit. Each operation runs under its own SAVEPOINT so one failing operation does not roll
+back its neighbours in the batch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import queue
 import sqlite3
 import threading
 import time
@@ -20,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
 
 from .base import EventRecord, SessionRecord, StoreClosed, UpdateRecord
 
@@ -78,14 +81,14 @@ class SessionGone(LookupError):
 @dataclass
 class _Op:
     fn: Callable[[sqlite3.Connection], Any]
+    done: anyio.Event = field(default_factory=anyio.Event)
     result: Any = None
     error: BaseException | None = None
 
 
-@dataclass
-class _Batch:
-    ops: list[_Op] = field(default_factory=list)
-    done: anyio.Event = field(default_factory=anyio.Event)
+def _wake(ops: list[_Op]) -> None:
+    for op in ops:
+        op.done.set()
 
 
 def _connect(path: Path, durability: str) -> sqlite3.Connection:
@@ -111,32 +114,36 @@ class SQLiteStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self._next = _Batch()
-        self._wakeup = anyio.Event()
-        self._tg: TaskGroup | None = None
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._stop_checkpoints = threading.Event()
         self._closed = False
         self.commits = 0  # transactions committed (for benchmarks and tests)
 
     # lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> SQLiteStore:
         await self.open()
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        self._tg.start_soon(self._writer_loop)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-        assert self._tg is not None
-        self._tg.cancel_scope.cancel()
-        await self._tg.__aexit__(None, None, None)
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = await anyio.to_thread.run_sync(self._open_writer)
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._writer_thread, name="sqlite-writer", daemon=True)
+        self._thread.start()
+        self._checkpointer = threading.Thread(target=self._checkpoint_thread, name="sqlite-checkpoint", daemon=True)
+        self._checkpointer.start()
 
     def _open_writer(self) -> sqlite3.Connection:
         conn = _connect(self.path, self.durability)
+        # Checkpoints (which fsync) run in their own thread, never inside a commit that a
+        # broadcast is waiting for; see _checkpoint_thread.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         for target in range(version, len(MIGRATIONS)):
             conn.execute("BEGIN IMMEDIATE")
@@ -152,13 +159,14 @@ class SQLiteStore:
         """Commit what is queued, then refuse further writes."""
         if self._closed:
             return
-        if self._next.ops:
-            batch = self._next
-            self._wakeup.set()
-            with anyio.CancelScope(shield=True):
-                await batch.done.wait()
         self._closed = True
         with anyio.CancelScope(shield=True):
+            if self._thread is not None:
+                self._queue.put(None)  # after everything already queued
+                await anyio.to_thread.run_sync(self._thread.join)
+            if self._checkpointer is not None:
+                self._stop_checkpoints.set()
+                await anyio.to_thread.run_sync(self._checkpointer.join)
             await anyio.to_thread.run_sync(self._close_connections)
 
     def _close_connections(self) -> None:
@@ -177,33 +185,67 @@ class SQLiteStore:
 
     # plumbing ----------------------------------------------------------------------------
     async def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        if self._closed or self._tg is None:
+        if self._closed or self._thread is None:
             raise StoreClosed("store is closed")
         op = _Op(fn)
-        batch = self._next
-        batch.ops.append(op)
-        self._wakeup.set()
-        await batch.done.wait()
+        self._queue.put(op)
+        # A queued operation is committed even if its caller goes away meanwhile.
+        with anyio.CancelScope(shield=True):
+            await op.done.wait()
         if op.error is not None:
             raise op.error
         return op.result
 
-    async def _writer_loop(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup = anyio.Event()
-            batch, self._next = self._next, _Batch()
-            if not batch.ops:
-                continue
-            # A commit that has started must finish and wake its waiters even during shutdown.
-            with anyio.CancelScope(shield=True):
+    def _writer_thread(self) -> None:
+        """Take everything queued, commit it in one transaction, wake the waiters; repeat."""
+        assert self._loop is not None
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            ops = [first]
+            while True:
                 try:
-                    await anyio.to_thread.run_sync(self._run_batch, batch.ops)
-                except BaseException as exc:  # the whole transaction failed
-                    log.exception("storage commit failed")
-                    for op in batch.ops:
-                        op.error = op.error or exc
-                batch.done.set()
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                ops.append(nxt)
+            try:
+                self._run_batch(ops)
+            except BaseException as exc:  # the whole transaction failed
+                log.exception("storage commit failed")
+                for op in ops:
+                    op.error = op.error or exc
+            try:
+                self._loop.call_soon_threadsafe(_wake, ops)
+            except RuntimeError:  # the event loop is gone (interpreter shutdown): nobody waits
+                return
+
+    def _checkpoint_thread(self, interval: float = 1.0) -> None:
+        """Copy the WAL back into the database every ``interval`` s while there are new commits.
+
+        PASSIVE never blocks the writer; the fsync it does costs this thread, not a commit.
+        A final checkpoint runs at close.
+        """
+        conn = _connect(self.path, self.durability)
+        try:
+            done = self.commits
+            while True:
+                stopping = self._stop_checkpoints.wait(interval)
+                if self.commits != done or stopping:
+                    done = self.commits
+                    try:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    except sqlite3.Error as exc:
+                        log.warning("WAL checkpoint failed: %r", exc)
+                if stopping:
+                    return
+        finally:
+            conn.close()
 
     def _run_batch(self, ops: list[_Op]) -> None:
         conn = self._writer
