@@ -206,7 +206,8 @@ def create_app(settings: Settings) -> Starlette:
         store = open_store(settings)
         server = SessionServer(store, grace=settings.room_grace, snapshot_every=settings.snapshot_every,
                                persist=settings.persistence == "write-ahead",
-                               presence_interval=settings.presence_interval)
+                               presence_interval=settings.presence_interval,
+                               max_pending=settings.room_pending_updates)
         c = AppContext(
             settings=settings,
             store=store,

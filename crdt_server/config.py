@@ -40,6 +40,7 @@ class Settings:
     max_message_size: int = _opt(4 * 1024 * 1024, "Largest WebSocket message in bytes; larger ones close the socket with 1009.")
     send_queue_messages: int = _opt(4096, "Messages queued for one slow WebSocket before it is closed (1013).")
     send_queue_bytes: int = _opt(16 * 1024 * 1024, "Bytes queued for one slow WebSocket before it is closed (1013).")
+    room_pending_updates: int = _opt(10_000, "Updates a room holds ahead of their commit before it stops reading its sockets (backpressure).")
     room_grace: float = _opt(30.0, "Seconds an empty room stays loaded before it is flushed and unloaded.")
     presence_interval: float = _opt(0.05, "Seconds over which presence (awareness) updates of a room are coalesced into one broadcast (0 = relay each at once).")
     snapshot_every: int = _opt(2000, "Write a document snapshot after this many updates since the last one.")

@@ -53,13 +53,14 @@ class SessionServer(WebsocketServer):
     rooms: dict[str, SessionRoom]  # type: ignore[assignment]
 
     def __init__(self, store: Store, *, grace: float, snapshot_every: int, persist: bool = True,
-                 presence_interval: float = 0.05) -> None:
+                 presence_interval: float = 0.05, max_pending: int = 10_000) -> None:
         super().__init__(rooms_ready=True, auto_clean_rooms=False, log=log, exception_handler=_log_exception)
         self.store = store
         self.grace = grace
         self.snapshot_every = snapshot_every
         self.persist = persist
         self.presence_interval = presence_interval
+        self.max_pending = max_pending
         self._locks: dict[str, anyio.Lock] = {}
         self._unload_scopes: dict[str, anyio.CancelScope] = {}
 
@@ -86,6 +87,7 @@ class SessionServer(WebsocketServer):
                     read_only=session.status == "ended",
                     persist=self.persist,
                     presence_interval=self.presence_interval,
+                    max_pending=self.max_pending,
                 )
                 assert self._task_group is not None, "SessionServer is not running"
                 await self._task_group.start(room.start)
