@@ -37,7 +37,7 @@ from .config import Settings
 from .execution import ExecutionService, ExecutionSettings
 from .limits import TokenBuckets
 from .storage import open_store
-from .sync import SessionServer
+from .sync import RoomOptions, SessionServer
 from .tokens import TokenSigner, load_secret
 
 log = logging.getLogger(__name__)
@@ -204,10 +204,11 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         secret = load_secret(settings.secret, settings.data_dir)
         store = open_store(settings)
-        server = SessionServer(store, grace=settings.room_grace, snapshot_every=settings.snapshot_every,
-                               persist=settings.persistence == "write-ahead",
-                               presence_interval=settings.presence_interval,
-                               max_pending=settings.room_pending_updates)
+        server = SessionServer(store, RoomOptions(
+            grace=settings.room_grace, snapshot_every=settings.snapshot_every,
+            persist=settings.persistence == "write-ahead", presence_interval=settings.presence_interval,
+            max_pending=settings.room_pending_updates,
+        ))
         c = AppContext(
             settings=settings,
             store=store,

@@ -53,20 +53,28 @@ class _Batch:
         self.error: BaseException | None = None
 
 
+@dataclass(frozen=True)
+class RoomOptions:
+    """How every room behaves; built once from the settings."""
+
+    grace: float = 30.0  # seconds an empty room stays loaded
+    snapshot_every: int = 2000  # updates between snapshots
+    persist: bool = True  # False: --persistence off
+    presence_interval: float = 0.05  # presence coalescing window (0 = relay at once)
+    max_pending: int = 10_000  # updates ahead of their commit before sockets stop being read
+
+
 class SessionRoom(YRoom):
     def __init__(
         self,
         session_id: str,
         doc: Doc,
         store: Store,
+        options: RoomOptions,
         *,
         last_seq: int,
         snapshot_seq: int,
-        snapshot_every: int,
-        max_pending: int = 10_000,
         read_only: bool = False,
-        persist: bool = True,
-        presence_interval: float = 0.05,
     ) -> None:
         super().__init__(ready=True, ydoc=doc, log=log, exception_handler=_log_exception)
         # No server-side presence entry: JS clients would show it as a ghost user (gap 7).
@@ -75,19 +83,15 @@ class SessionRoom(YRoom):
         self.store = store
         self.last_seq = last_seq
         self.snapshot_seq = snapshot_seq
-        self.snapshot_every = snapshot_every
-        self.max_pending = max_pending
+        self.options = options
         self.read_only = read_only  # the whole session (status "ended")
-        self.persist = persist
         self.presence: dict[int, p.AwarenessEntry] = {}
-        self.presence_interval = presence_interval
         self._presence_out: dict[int, p.AwarenessEntry] = {}
         self._presence_flush_scheduled = False
         self.users = 0  # REST operations holding the room loaded
         self.gone = False
         self._batch = _Batch()
         self._wakeup = anyio.Event()
-        self.text_name = "code"
 
     # -- YRoom overrides ---------------------------------------------------------------------
     def send_server_awareness(self, type: str, changes: Any) -> None:
@@ -110,7 +114,7 @@ class SessionRoom(YRoom):
     async def _commit_and_apply(self, batch: _Batch) -> None:
         records = [UpdateRecord(self.session_id, i.update, i.role, i.conn_id, i.name) for i in batch.items]
         try:
-            if self.persist:
+            if self.options.persist:
                 seqs = await self.store.append_updates(records)
             else:  # --persistence off: sequence numbers in memory only
                 seqs = list(range(self.last_seq + 1, self.last_seq + 1 + len(records)))
@@ -139,7 +143,7 @@ class SessionRoom(YRoom):
                     conn.enqueue(frame, wire)
         self.last_seq = seqs[-1]
         batch.done.set()
-        if self.last_seq - self.snapshot_seq >= self.snapshot_every:
+        if self.last_seq - self.snapshot_seq >= self.options.snapshot_every:
             await self.snapshot()
 
     # -- updates ---------------------------------------------------------------------------
@@ -168,7 +172,7 @@ class SessionRoom(YRoom):
     async def snapshot(self) -> None:
         """Store the full state at ``last_seq`` so loading reads a short tail."""
         seq = self.last_seq
-        if seq <= self.snapshot_seq or not self.persist:
+        if seq <= self.snapshot_seq or not self.options.persist:
             return
         state = self.ydoc.get_update()
         try:
@@ -234,7 +238,7 @@ class SessionRoom(YRoom):
                 conn.enqueue(p.sync_frame(p.SYNC_STEP2, reply))
             elif not (conn.read_only or self.read_only):  # gap 8: drop [0,1]/[0,2] from read-only peers
                 batch = self.queue_update(msg.payload, conn)
-                if len(batch.items) >= self.max_pending:  # backpressure: stop reading this socket
+                if len(batch.items) >= self.options.max_pending:  # backpressure: stop reading this socket
                     await batch.done.wait()
         elif kind == p.MSG_AWARENESS:
             self._apply_presence(conn, frame)
@@ -264,7 +268,7 @@ class SessionRoom(YRoom):
                     # Remembered on the connection: the update log and the "left" event name the
                     # author even after a graceful leave has removed the state.
                     conn.name = _display_name(_state(entry)) or conn.name
-        if self.presence_interval <= 0:
+        if self.options.presence_interval <= 0:
             # Relay as is to everyone, the sender included: the echo keeps a lone client alive.
             self._broadcast_presence_frame(frame)
         elif accepted:
@@ -283,7 +287,7 @@ class SessionRoom(YRoom):
             self._task_group.start_soon(self._flush_presence_later)
 
     async def _flush_presence_later(self) -> None:
-        await anyio.sleep(self.presence_interval)
+        await anyio.sleep(self.options.presence_interval)
         self._presence_flush_scheduled = False
         entries = list(self._presence_out.values())
         self._presence_out.clear()

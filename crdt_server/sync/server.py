@@ -21,7 +21,7 @@ from pycrdt.websocket import WebsocketServer
 
 from ..storage import Store
 from .connection import Connection
-from .room import CLOSE_SESSION_GONE, SessionRoom
+from .room import CLOSE_SESSION_GONE, RoomOptions, SessionRoom
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +52,10 @@ async def load_document(store: Store, session_id: str) -> tuple[Doc, int, int]:
 class SessionServer(WebsocketServer):
     rooms: dict[str, SessionRoom]  # type: ignore[assignment]
 
-    def __init__(self, store: Store, *, grace: float, snapshot_every: int, persist: bool = True,
-                 presence_interval: float = 0.05, max_pending: int = 10_000) -> None:
+    def __init__(self, store: Store, options: RoomOptions) -> None:
         super().__init__(rooms_ready=True, auto_clean_rooms=False, log=log, exception_handler=_log_exception)
         self.store = store
-        self.grace = grace
-        self.snapshot_every = snapshot_every
-        self.persist = persist
-        self.presence_interval = presence_interval
-        self.max_pending = max_pending
+        self.options = options
         self._locks: dict[str, anyio.Lock] = {}
         self._unload_scopes: dict[str, anyio.CancelScope] = {}
 
@@ -78,16 +73,8 @@ class SessionServer(WebsocketServer):
                     raise SessionNotFound(name)
                 doc, last_seq, snapshot_seq = await load_document(self.store, name)  # gap 3
                 room = SessionRoom(
-                    name,
-                    doc,
-                    self.store,
-                    last_seq=last_seq,
-                    snapshot_seq=snapshot_seq,
-                    snapshot_every=self.snapshot_every,
-                    read_only=session.status == "ended",
-                    persist=self.persist,
-                    presence_interval=self.presence_interval,
-                    max_pending=self.max_pending,
+                    name, doc, self.store, self.options,
+                    last_seq=last_seq, snapshot_seq=snapshot_seq, read_only=session.status == "ended",
                 )
                 assert self._task_group is not None, "SessionServer is not running"
                 await self._task_group.start(room.start)
@@ -133,7 +120,7 @@ class SessionServer(WebsocketServer):
 
     async def _unload_after_grace(self, name: str, room: SessionRoom, scope: anyio.CancelScope) -> None:
         with scope:
-            await anyio.sleep(self.grace)
+            await anyio.sleep(self.options.grace)
             if room.clients or room.users:
                 return
             self._unload_scopes.pop(name, None)
