@@ -318,3 +318,31 @@ async def test_presence_of_a_silently_dropped_connection_is_removed(tmp_path):
                 ghost.wait()
     finally:
         srv.stop()
+
+
+async def test_a_connection_cannot_change_or_remove_another_connections_presence(server):
+    from websockets.asyncio.client import connect
+
+    session = await create_session(server)
+    url = f"{server.ws_url}/{session['id']}?token="
+    async with connect(url + session["tokens"]["interviewer"]) as owner, \
+            connect(url + session["tokens"]["candidate"]) as spoofer, \
+            connect(url + session["tokens"]["observer"]) as watcher:
+        for ws in (owner, spoofer, watcher):
+            await ws.recv()
+        await owner.send(p.awareness_frame([p.AwarenessEntry(5, 1, b'{"user":{"name":"Interviewer"}}')]))
+        await anyio.sleep(0.3)
+        # the candidate tries to rename the interviewer, then to make them vanish
+        await spoofer.send(p.awareness_frame([p.AwarenessEntry(5, 9, b'{"user":{"name":"Mallory"}}')]))
+        await spoofer.send(p.awareness_frame([p.AwarenessEntry(5, 10, b"null")]))
+        seen: list[p.AwarenessEntry] = []
+        with anyio.move_on_after(1.0):
+            while True:
+                frame = await watcher.recv()
+                if frame[0] == p.MSG_AWARENESS:
+                    seen.extend(p.parse_awareness(frame))
+        assert [e.clock for e in seen if e.client_id == 5] == [1]
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            r = await http.get(f"/api/sessions/{session['id']}/participants", headers=auth(session["tokens"]["observer"]))
+        names = [x.get("name") for x in r.json()["participants"]]
+        assert "Interviewer" in names and "Mallory" not in names

@@ -88,6 +88,8 @@ class SessionRoom(YRoom):
         self.presence: dict[int, p.AwarenessEntry] = {}
         self._presence_out: dict[int, p.AwarenessEntry] = {}
         self._presence_flush_scheduled = False
+        # clientID -> the live connection that introduced it; only that one may change it
+        self._owners: dict[int, Connection] = {}
         self.users = 0  # REST operations holding the room loaded
         self.gone = False
         self._batch = _Batch()
@@ -255,6 +257,9 @@ class SessionRoom(YRoom):
     def _apply_presence(self, conn: Connection, frame: bytes) -> None:
         accepted = []
         for entry in p.parse_awareness(frame):
+            owner = self._owners.get(entry.client_id)
+            if owner is not None and owner is not conn:
+                continue  # another live connection's clientID: no spoofing or removing others
             current = self.presence.get(entry.client_id)
             if current is None or entry.clock > current.clock or (
                 entry.clock == current.clock and entry.removed and not current.removed
@@ -263,8 +268,10 @@ class SessionRoom(YRoom):
                 accepted.append(entry)
                 if entry.removed:
                     conn.client_ids.discard(entry.client_id)
+                    self._owners.pop(entry.client_id, None)
                 else:
                     conn.client_ids.add(entry.client_id)
+                    self._owners[entry.client_id] = conn
                     # Remembered on the connection: the update log and the "left" event name the
                     # author even after a graceful leave has removed the state.
                     conn.name = _display_name(_state(entry)) or conn.name
@@ -304,6 +311,8 @@ class SessionRoom(YRoom):
         reference server does, so a client that reconnects is accepted at its next renewal)."""
         removed = []
         for client_id in conn.client_ids:
+            if self._owners.get(client_id) is conn:
+                del self._owners[client_id]
             entry = self.presence.get(client_id)
             if entry is not None and not entry.removed:
                 gone = p.AwarenessEntry(client_id, entry.clock, b"null")
