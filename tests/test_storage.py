@@ -117,3 +117,13 @@ async def test_close_commits_what_is_queued(tmp_path):
         sid = await make(store)
     async with SQLiteStore(path) as store:
         assert (await store.get_session(sid)) is not None
+
+
+async def test_reads_reuse_a_bounded_pool_of_connections(tmp_path):
+    async with SQLiteStore(tmp_path / "db.sqlite") as store:
+        sid = await make(store)
+        for _ in range(3):
+            async with anyio.create_task_group() as tg:
+                for _ in range(8):
+                    tg.start_soon(store.get_session, sid)
+        assert len(store._readers) <= 8  # not one more per burst (or per worker thread)

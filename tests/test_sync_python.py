@@ -346,3 +346,44 @@ async def test_a_connection_cannot_change_or_remove_another_connections_presence
             r = await http.get(f"/api/sessions/{session['id']}/participants", headers=auth(session["tokens"]["observer"]))
         names = [x.get("name") for x in r.json()["participants"]]
         assert "Interviewer" in names and "Mallory" not in names
+
+
+async def test_an_update_that_makes_yrs_panic_does_not_break_the_session(fresh_server):
+    """A crafted update that decodes fine but makes Yrs panic on apply (pyo3 PanicException, a
+    BaseException) is skipped: the room keeps serving, and the session still loads after a restart."""
+    from pycrdt import Array, Map
+
+    from .conftest import ServerProcess
+
+    srv: ServerProcess = fresh_server
+    cid = 0x14787C53D269CE  # the client id the crafted bytes below refer to
+    session = await create_session(srv)
+    url = f"{srv.ws_url}/{session['id']}?token={session['tokens']['candidate']}"
+    doc: Doc = Doc(client_id=cid)
+    async with aconnect_ws(url) as ws:
+        from pycrdt import Provider
+        from pycrdt.websocket.websocket import HttpxWebsocket
+
+        async with Provider(doc, HttpxWebsocket(ws, session["id"])) as provider:
+            with anyio.fail_after(10):
+                await provider.synced.wait()
+            t = doc.get("code", type=Text)
+            t.insert(0, "hello world")
+            doc.get("meta", type=Map)["x"] = 1
+            doc.get("runs", type=Array).append(Map({"a": 1}))
+            del t[0:3]
+            async with py_client(srv, session) as watcher:
+                await wait_for(lambda: text_of(watcher) == "lo world")
+                bad = bytes.fromhex(
+                    "0100ced3c99ec58f9e0a00015704636f64650384ced3c99ec58f9e0a02086c6f20876f726c642801046d6574610178"
+                    "017c3f80000007010472756e73012800ced3c99ec58f9e0a0c0161017c3f80000001ced35e9ec58f9e0a010003"
+                )
+                await ws.send_bytes(p.sync_frame(p.SYNC_UPDATE, bad))
+                await anyio.sleep(0.3)
+                t.insert(0, ">")
+                await wait_for(lambda: text_of(watcher) == ">lo world")
+    srv.kill9()  # no final snapshot: the reload replays the log, crafted update included
+    srv.start()
+    async with py_client(srv, session) as again:
+        assert text_of(again) == ">lo world"
+    assert "skipping unreadable update" in srv.log()

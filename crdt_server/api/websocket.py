@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import AsyncExitStack
 
 import anyio
 from starlette.websockets import WebSocket
@@ -48,14 +49,19 @@ async def session_socket(websocket: WebSocket) -> None:
     record = await c.store.get_session(sid)
     if record is None or record.expires_at <= time.time():
         return await refuse(websocket, 4404, "session not found")
-    try:
-        await c.server.get_room(sid)  # load before accepting, so a broken session is refused cleanly
-    except SessionNotFound:
-        return await refuse(websocket, 4404, "session not found")
+    async with AsyncExitStack() as stack:
+        try:  # loaded before accepting (a broken session is refused cleanly), and held loaded
+            # until this handler ends, however it ends: the idle unload is scheduled then
+            await stack.enter_async_context(c.server.room(sid))
+        except SessionNotFound:
+            return await refuse(websocket, 4404, "session not found")
+        await _serve(c, websocket, sid, claims.role)
 
+
+async def _serve(c, websocket: WebSocket, sid: str, role: str) -> None:  # type: ignore[no-untyped-def]
     await websocket.accept()
     s = c.settings
-    conn = Connection(websocket, session_id=sid, role=claims.role,
+    conn = Connection(websocket, session_id=sid, role=role,
                       max_messages=s.send_queue_messages, max_bytes=s.send_queue_bytes)
     await _event(c, sid, "participant_joined", {"role": conn.role, "connectionId": conn.id})
     try:

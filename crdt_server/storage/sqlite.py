@@ -111,7 +111,9 @@ class SQLiteStore:
         self.durability = durability
         self.session_ttl = session_ttl
         self._writer: sqlite3.Connection | None = None
-        self._local = threading.local()
+        # Reader connections are pooled, not per thread: anyio retires idle worker threads, and
+        # per-thread connections would then leak. The pool never exceeds peak read concurrency.
+        self._idle_readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
@@ -267,19 +269,24 @@ class SQLiteStore:
             conn.execute("ROLLBACK")
             raise
 
-    def _reader(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
+    def _with_reader(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        try:
+            conn = self._idle_readers.get_nowait()
+        except queue.Empty:
             conn = _connect(self.path, self.durability)
-            self._local.conn = conn
             with self._readers_lock:
                 self._readers.append(conn)
-        return conn
+        try:
+            return fn(conn)
+        finally:
+            if conn.in_transaction:  # a read that failed halfway
+                conn.rollback()
+            self._idle_readers.put(conn)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         if self._closed:
             raise StoreClosed("store is closed")
-        return await anyio.to_thread.run_sync(lambda: fn(self._reader()))
+        return await anyio.to_thread.run_sync(self._with_reader, fn)
 
     # sessions ----------------------------------------------------------------------------
     async def create_session(self, session: SessionRecord, initial_update: bytes, event: EventRecord) -> None:

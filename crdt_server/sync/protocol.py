@@ -128,3 +128,10 @@ def awareness_frame(entries: list[AwarenessEntry]) -> bytes:
         body += write_var_uint(e.clock)
         body += write_var_bytes(e.state)
     return bytes((MSG_AWARENESS,)) + write_var_bytes(bytes(body))
+
+
+def is_crdt_failure(exc: BaseException) -> bool:
+    """True for errors pycrdt raises on bad input: ValueError and friends, and pyo3's
+    ``PanicException`` (a BaseException) when Yrs panics on a crafted update — the document
+    stays usable after one. Cancellation and interpreter exits are not failures."""
+    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"

@@ -93,6 +93,7 @@ class SessionRoom(YRoom):
         self.users = 0  # REST operations holding the room loaded
         self.gone = False
         self._batch = _Batch()
+        self._inflight: _Batch | None = None
         self._wakeup = anyio.Event()
 
     # -- YRoom overrides ---------------------------------------------------------------------
@@ -105,13 +106,24 @@ class SessionRoom(YRoom):
 
     async def _broadcast_updates(self) -> None:
         """The ingest loop: commit a batch, then apply and broadcast it (write-ahead, gap 4)."""
-        while True:
-            await self._wakeup.wait()
-            self._wakeup = anyio.Event()
-            batch, self._batch = self._batch, _Batch()
-            if batch.items:
-                with anyio.CancelScope(shield=True):
-                    await self._commit_and_apply(batch)
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup = anyio.Event()
+                batch, self._batch = self._batch, _Batch()
+                if batch.items:
+                    self._inflight = batch
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            await self._commit_and_apply(batch)
+                        finally:
+                            batch.done.set()  # whatever happened, nobody waits forever
+                            self._inflight = None
+        finally:  # the room is stopping: updates queued behind were never committed
+            pending = self._batch
+            if pending.items and not pending.done.is_set():
+                pending.error = SessionGone(self.session_id)
+                pending.done.set()
 
     async def _commit_and_apply(self, batch: _Batch) -> None:
         records = [UpdateRecord(self.session_id, i.update, i.role, i.conn_id, i.name) for i in batch.items]
@@ -135,7 +147,9 @@ class SessionRoom(YRoom):
         for item in batch.items:
             try:
                 self.ydoc.apply_update(item.update)
-            except Exception as exc:  # stored but unusable: loading skips it the same way
+            except BaseException as exc:  # stored but unusable: loading skips it the same way
+                if not p.is_crdt_failure(exc):
+                    raise
                 log.warning("session %s: stored update could not be applied: %r", self.session_id, exc)
                 continue
             frame = p.sync_frame(p.SYNC_UPDATE, item.update)
@@ -146,14 +160,19 @@ class SessionRoom(YRoom):
         self.last_seq = seqs[-1]
         batch.done.set()
         if self.last_seq - self.snapshot_seq >= self.options.snapshot_every:
-            await self.snapshot()
+            try:
+                await self.snapshot()
+            except Exception:  # the log has everything; a missed snapshot only slows the next load
+                log.exception("session %s: snapshot failed", self.session_id)
 
     # -- updates ---------------------------------------------------------------------------
     def queue_update(self, update: bytes, conn: Connection | None = None, *, role: str = "server", name: str = "") -> _Batch:
         """Validate an update and queue it for the next commit; the batch's ``done`` fires once applied."""
         try:
             get_state(update)  # decodes the whole update: garbage never reaches the log
-        except Exception:
+        except BaseException as exc:
+            if not p.is_crdt_failure(exc):
+                raise
             raise p.ProtocolError("malformed Yjs update") from None
         if self.gone:
             raise SessionGone(self.session_id)
@@ -184,7 +203,9 @@ class SessionRoom(YRoom):
             pass
 
     async def flush(self) -> None:
-        """Wait for queued updates to be committed and applied, then snapshot."""
+        """Wait for the batch being committed and the queued one, then snapshot."""
+        if self._inflight is not None:
+            await self._inflight.done.wait()
         batch = self._batch
         if batch.items:
             self._wakeup.set()
@@ -235,7 +256,9 @@ class SessionRoom(YRoom):
             if msg.kind == p.SYNC_STEP1:
                 try:
                     reply = self.ydoc.get_update(msg.payload)
-                except Exception:
+                except BaseException as exc:
+                    if not p.is_crdt_failure(exc):
+                        raise
                     raise p.ProtocolError("malformed state vector") from None
                 conn.enqueue(p.sync_frame(p.SYNC_STEP2, reply))
             elif not (conn.read_only or self.read_only):  # gap 8: drop [0,1]/[0,2] from read-only peers
@@ -294,8 +317,10 @@ class SessionRoom(YRoom):
             self._task_group.start_soon(self._flush_presence_later)
 
     async def _flush_presence_later(self) -> None:
-        await anyio.sleep(self.options.presence_interval)
-        self._presence_flush_scheduled = False
+        try:
+            await anyio.sleep(self.options.presence_interval)
+        finally:  # also if the room's task group restarts meanwhile
+            self._presence_flush_scheduled = False
         entries = list(self._presence_out.values())
         self._presence_out.clear()
         if entries:

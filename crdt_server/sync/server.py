@@ -21,6 +21,7 @@ from pycrdt.websocket import WebsocketServer
 
 from ..storage import Store
 from .connection import Connection
+from .protocol import is_crdt_failure
 from .room import CLOSE_SESSION_GONE, RoomOptions, SessionRoom
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,9 @@ async def load_document(store: Store, session_id: str) -> tuple[Doc, int, int]:
         for record in tail:
             try:
                 doc.apply_update(record.data)
-            except Exception as exc:
+            except BaseException as exc:
+                if not is_crdt_failure(exc):
+                    raise
                 log.warning("session %s: skipping unreadable update %d: %r", session_id, record.seq, exc)
     last = tail[-1].seq if tail else base
     return doc, last, base
@@ -58,6 +61,7 @@ class SessionServer(WebsocketServer):
         self.options = options
         self._locks: dict[str, anyio.Lock] = {}
         self._unload_scopes: dict[str, anyio.CancelScope] = {}
+        self._unloading: dict[str, anyio.Event] = {}
 
     async def get_room(self, name: str) -> SessionRoom:  # type: ignore[override]
         room = self.rooms.get(name)
@@ -65,22 +69,27 @@ class SessionServer(WebsocketServer):
             self._cancel_unload(name)
             return room
         lock = self._locks.setdefault(name, anyio.Lock())
-        async with lock:  # gap 1: one loader per session; later callers find the room ready
-            room = self.rooms.get(name)
-            if room is None:
-                session = await self.store.get_session(name)
-                if session is None:
-                    raise SessionNotFound(name)
-                doc, last_seq, snapshot_seq = await load_document(self.store, name)  # gap 3
-                room = SessionRoom(
-                    name, doc, self.store, self.options,
-                    last_seq=last_seq, snapshot_seq=snapshot_seq, read_only=session.status == "ended",
-                )
-                assert self._task_group is not None, "SessionServer is not running"
-                await self._task_group.start(room.start)
-                self.rooms[name] = room
-        if self._locks.get(name) is lock and not lock.locked():
-            self._locks.pop(name, None)
+        try:
+            async with lock:  # gap 1: one loader per session; later callers find the room ready
+                unloading = self._unloading.get(name)
+                if unloading is not None:  # its last commits must land before storage is read
+                    await unloading.wait()
+                room = self.rooms.get(name)
+                if room is None:
+                    session = await self.store.get_session(name)
+                    if session is None:
+                        raise SessionNotFound(name)
+                    doc, last_seq, snapshot_seq = await load_document(self.store, name)  # gap 3
+                    room = SessionRoom(
+                        name, doc, self.store, self.options,
+                        last_seq=last_seq, snapshot_seq=snapshot_seq, read_only=session.status == "ended",
+                    )
+                    assert self._task_group is not None, "SessionServer is not running"
+                    await self._task_group.start(room.start)
+                    self.rooms[name] = room
+        finally:
+            if self._locks.get(name) is lock and not lock.locked():
+                self._locks.pop(name, None)
         self._cancel_unload(name)
         return room
 
@@ -121,26 +130,34 @@ class SessionServer(WebsocketServer):
     async def _unload_after_grace(self, name: str, room: SessionRoom, scope: anyio.CancelScope) -> None:
         with scope:
             await anyio.sleep(self.options.grace)
-            if room.clients or room.users:
-                return
-            self._unload_scopes.pop(name, None)
-            await self.unload(name)
+        if self._unload_scopes.get(name) is scope:
+            del self._unload_scopes[name]
+        if scope.cancel_called or room.clients or room.users:
+            return
+        await self.unload(name)
 
     async def unload(self, name: str) -> None:
-        """Flush and stop a room (shielded: a flush that started always finishes)."""
+        """Flush and stop a room (shielded: a flush that started always finishes). A reload of
+        the same session waits until this is done, so it reads every commit of this room."""
         room = self.rooms.pop(name, None)
         if room is None:
             return
-        with anyio.CancelScope(shield=True):
-            try:
-                if not room.gone:
-                    await room.flush()
-            except Exception:
-                log.exception("session %s: final flush failed", name)
-            try:
-                await room.stop()
-            except RuntimeError:
-                pass
+        done = self._unloading[name] = anyio.Event()
+        try:
+            with anyio.CancelScope(shield=True):
+                try:
+                    if not room.gone:
+                        await room.flush()
+                except Exception:
+                    log.exception("session %s: final flush failed", name)
+                try:
+                    await room.stop()
+                except RuntimeError:
+                    pass
+        finally:
+            if self._unloading.get(name) is done:
+                del self._unloading[name]
+            done.set()
 
     async def drop(self, name: str, code: int = CLOSE_SESSION_GONE, reason: str = "session deleted") -> None:
         """Close every socket of a session and unload it without a snapshot (it is being deleted)."""
