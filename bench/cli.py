@@ -42,8 +42,8 @@ def parse_args(argv=None):
                         "server in the 'ours' column (harness self-check). Default: %(default)r")
     p.add_argument("--json", metavar="OUT.json", help="also write every figure (and the config) as JSON")
     p.add_argument("--workers", type=int, default=None,
-                   help="node load-generator processes per scenario (default: 1; 2 for joinstorm, presence "
-                        "and bigroom-500). A single room is split by observers: only the writer's process "
+                   help="node load-generator processes per scenario (default: 1; 2 for joinstorm and presence, "
+                        "3 for bigroom-500). A single room is split by observers: only the writer's process "
                         "measures latency, the others count deliveries")
     p.add_argument("--duration", type=float, default=None,
                    help="override the measured window of typing/bigroom/presence/idle (seconds)")

@@ -319,7 +319,7 @@ def make_bigroom(n_obs):
         s = args.sizes
         return _rooms_scenario(server, args, logdir, tag, n_rooms=1, observers=n_obs,
                                rate=s.bigroom_rate, duration=s.bigroom_duration, concurrency=25,
-                               workers=args.workers or (2 if n_obs >= 300 else 1))
+                               workers=args.workers or (3 if n_obs >= 300 else 1))  # 3: one node process saturates at 500 observers on 2 cores
     return scenario_bigroom
 
 
