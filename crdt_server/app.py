@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 async def health(request: Request) -> Response:
     c = ctx(request)
     db_ok = await c.store.ping()
-    execution = c.extras.get("execution")
+    execution = c.execution
     body = Health(
         status="ok" if db_ok else "degraded",
         version=__version__,
@@ -216,14 +216,14 @@ def create_app(settings: Settings) -> Starlette:
             signer=TokenSigner(secret, settings.token_ttl),
             create_limit=TokenBuckets(settings.create_rate, settings.create_burst),
             connect_limit=TokenBuckets(settings.connect_rate, settings.connect_burst),
+            run_limit=TokenBuckets(settings.run_rate, settings.run_burst),
         )
         app.state.ctx = c
         async with store, server, AsyncExitStack() as stack, anyio.create_task_group() as tg:
             if settings.execution == "on":
                 # Probes the host once (namespaces, cgroups, toolchains); with --sandbox-require
                 # above what works here, this raises and the server refuses to start.
-                c.extras["execution"] = await stack.enter_async_context(ExecutionService(execution_settings(settings)))
-                c.extras["run_limit"] = TokenBuckets(settings.run_rate, settings.run_burst)
+                c.execution = await stack.enter_async_context(ExecutionService(execution_settings(settings)))
             tg.start_soon(sweep_expired, c, min(60.0, max(1.0, settings.session_ttl / 10)))
             try:
                 yield

@@ -112,10 +112,6 @@ def edit_update(doc: Doc, *, code: str | None = None, meta: dict[str, Any] | Non
     return scratch.get_update(before) if changed else None
 
 
-class SessionEnded(Exception):
-    """The session is read-only (status "ended")."""
-
-
 async def submit_changes(
     room: SessionRoom, *, code: str | None = None, meta: dict[str, Any] | None = None,
     run: dict[str, Any] | None = None,
@@ -125,25 +121,6 @@ async def submit_changes(
     if update is not None:
         await room.submit(update, role="server")
     return read_text(room.ydoc)
-
-
-async def apply_changes(
-    server: SessionServer, session_id: str, *, code: str | None = None, meta: dict[str, Any] | None = None,
-    run: dict[str, Any] | None = None, require_writable: bool = False,
-) -> str:
-    """Apply changes to the live document through its room; returns the resulting text.
-
-    With ``require_writable``, raises ``SessionEnded`` if the session is read-only.
-    """
-    async with server.room(session_id) as room:
-        if require_writable and room.read_only:
-            raise SessionEnded(session_id)
-        return await submit_changes(room, code=code, meta=meta, run=run)
-
-
-async def current_text(server: SessionServer, store: Store, session_id: str) -> str:
-    """The live text if the room is loaded, else rebuilt from storage without loading a room."""
-    return (await document_view(server, store, session_id))[0]
 
 
 async def document_view(server: SessionServer, store: Store, session_id: str) -> tuple[str, dict[str, Any]]:

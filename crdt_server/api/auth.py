@@ -57,11 +57,6 @@ def _check(claims: Claims, sid: str, roles: tuple[str, ...]) -> Claims:
     return claims
 
 
-def authorize(request: Request, sid: str, roles: tuple[str, ...]) -> Claims:
-    """401 for a missing/invalid token, 403 for a token of another session or a role not allowed."""
-    return _check(_verify(request), sid, roles)
-
-
 def authorize_session(request: Request, roles: tuple[str, ...]) -> tuple[str, Claims]:
     """The path's session id and the caller's claims, checked in this order:
 

@@ -1,13 +1,13 @@
-"""What request handlers share: settings, store, room registry, token signer."""
+"""What request handlers share: settings, store, room registry, token signer, limits, Run."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
 from ..config import Settings
+from ..execution import ExecutionService
 from ..limits import TokenBuckets
 from ..storage import Store
 from ..sync import SessionServer
@@ -22,7 +22,8 @@ class AppContext:
     signer: TokenSigner
     create_limit: TokenBuckets
     connect_limit: TokenBuckets
-    extras: dict[str, Any] = field(default_factory=dict)
+    run_limit: TokenBuckets  # POST /api/execute, per client IP
+    execution: ExecutionService | None = None  # None with --execution off
 
 
 def client_ip(conn: HTTPConnection) -> str:

@@ -28,14 +28,12 @@ from ..execution import (
     UnknownLanguage,
 )
 from ..storage import EventRecord
-from ..storage.sqlite import SessionGone
-from ..sync import SessionNotFound
-from .auth import authorize_session, require_api_key, session_not_found
+from .auth import authorize_session, require_api_key
 from .body import read_model
 from .context import AppContext, client_ip, ctx
 from .errors import ApiError
 from .models import LANGUAGE_PATTERN, Model
-from .sessions import WRITERS, session_view
+from .sessions import WRITERS, live_room, session_view
 
 
 class ExecuteRequest(Model):
@@ -78,7 +76,7 @@ class Languages(Model):
 
 
 def service(c: AppContext) -> ExecutionService:
-    svc: ExecutionService | None = c.extras.get("execution")
+    svc = c.execution
     if svc is None or svc.mode == "unavailable":
         raise ApiError(503, "execution_unavailable", "Code execution is not available on this server.")
     return svc
@@ -120,7 +118,7 @@ async def execute(request: Request) -> Response:
     require_api_key(request)
     c = ctx(request)
     svc = service(c)
-    retry = c.extras["run_limit"].take(client_ip(request))
+    retry = c.run_limit.take(client_ip(request))
     if retry:
         raise ApiError(429, "rate_limited", "Too many runs from this address; retry later.", {"Retry-After": str(max(1, round(retry)))})
     body = await read_model(request, ExecuteRequest)
@@ -153,10 +151,8 @@ async def session_execute(request: Request) -> Response:
         "stderr": result.stderr, "timedOut": result.timed_out, "truncated": result.truncated,
         "sandbox": result.sandbox,
     }
-    try:
-        await ops.apply_changes(c.server, sid, run=entry)
-    except (SessionNotFound, SessionGone):  # deleted while running
-        raise session_not_found() from None
+    async with live_room(c, sid) as room:  # 404 if the session was deleted while running
+        await ops.submit_changes(room, run=entry)
     await c.store.append_events([EventRecord(sid, "run_finished", {
         "runId": run_id, "exitCode": result.exit_code, "durationMs": result.duration_ms,
         "timedOut": result.timed_out, "sha256": digest,

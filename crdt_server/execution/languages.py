@@ -309,11 +309,3 @@ def parse_version(output: str) -> str:
         if m:
             return m.group(1)
     return output.strip().splitlines()[0][:40] if output.strip() else "unknown"
-
-
-def lookup_table() -> dict[str, LanguageSpec]:
-    table: dict[str, LanguageSpec] = {}
-    for spec in LANGUAGES:
-        for key in (spec.name, *spec.aliases):
-            table[key] = spec
-    return table

@@ -68,9 +68,6 @@ class Reader:
         self.pos = end
         return data
 
-    def at_end(self) -> bool:
-        return self.pos >= len(self.buf)
-
 
 @dataclass(frozen=True)
 class SyncMessage:
