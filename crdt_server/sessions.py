@@ -20,29 +20,12 @@ from pycrdt import Array, Doc, Map, Text
 from .storage import EventRecord, SessionRecord, Store
 from .sync import SessionRoom, SessionServer, load_document
 
-TEXT = "code"
-META = "meta"
-RUNS = "runs"
-MAX_RUNS = 20
+from .document import MAX_RUNS, META, RUNS, TEXT, edit_update, initial_document, read_text, text_edit  # noqa: F401
 
 
 def new_session_id() -> str:
     """128 random bits, URL-safe (the JS client does not encode the room name)."""
     return secrets.token_urlsafe(16)
-
-
-def initial_document(title: str, language: str, code: str, status: str = "active") -> bytes:
-    doc: Doc = Doc()
-    with doc.transaction():
-        meta = doc.get(META, type=Map)
-        meta["language"] = language
-        meta["title"] = title
-        meta["status"] = status
-        doc.get(RUNS, type=Array)
-        text = doc.get(TEXT, type=Text)
-        if code:
-            text.insert(0, code)
-    return doc.get_update()
 
 
 async def create_session(store: Store, *, title: str, language: str, code: str, ttl: float) -> SessionRecord:
@@ -51,65 +34,6 @@ async def create_session(store: Store, *, title: str, language: str, code: str, 
     event = EventRecord(record.id, "created", {"title": title, "language": language}, ts=now)
     await store.create_session(record, initial_document(title, language, code), event)
     return record
-
-
-def read_text(doc: Doc) -> str:
-    return str(doc.get(TEXT, type=Text))
-
-
-def text_edit(old: str, new: str) -> tuple[int, int, str]:
-    """Minimal single-span edit turning ``old`` into ``new``: (start, delete_count, insert), in characters."""
-    limit = min(len(old), len(new))
-    start = 0
-    while start < limit and old[start] == new[start]:
-        start += 1
-    end_old, end_new = len(old), len(new)
-    while end_old > start and end_new > start and old[end_old - 1] == new[end_new - 1]:
-        end_old -= 1
-        end_new -= 1
-    return start, end_old - start, new[start:end_new]
-
-
-def _utf8_len(s: str) -> int:
-    return len(s.encode("utf-8"))
-
-
-def _scratch(doc: Doc) -> Doc:
-    scratch: Doc = Doc()
-    scratch.apply_update(doc.get_update())
-    return scratch
-
-
-def edit_update(doc: Doc, *, code: str | None = None, meta: dict[str, Any] | None = None, run: dict[str, Any] | None = None) -> bytes | None:
-    """The CRDT update that applies the requested changes to ``doc`` (which is not modified); None if no change."""
-    scratch = _scratch(doc)
-    before = scratch.get_state()
-    changed = False
-    with scratch.transaction():
-        if code is not None:
-            text = scratch.get(TEXT, type=Text)
-            old = str(text)
-            start, delete, insert = text_edit(old, code)
-            # pycrdt indexes Y.Text by UTF-8 bytes: convert from characters here, once.
-            b_start = _utf8_len(old[:start])
-            if delete:
-                del text[b_start : b_start + _utf8_len(old[start : start + delete])]
-            if insert:
-                text.insert(b_start, insert)
-            changed = bool(delete or insert)
-        m = scratch.get(META, type=Map)
-        for key, value in (meta or {}).items():
-            if m.get(key) != value:
-                m[key] = value
-                changed = True
-        if run is not None:
-            runs = scratch.get(RUNS, type=Array)
-            runs.append(Map(run))
-            excess = len(runs) - MAX_RUNS
-            if excess > 0:
-                del runs[0:excess]
-            changed = True
-    return scratch.get_update(before) if changed else None
 
 
 async def submit_changes(
@@ -161,34 +85,7 @@ MAX_NAME = 100
 MAX_CURSOR_DEPTH = 16
 
 
-def clean_str(s: str, limit: int | None = None) -> str:
-    """Replace unpaired surrogates (possible in JSON from clients) so the text encodes as UTF-8."""
-    if limit is not None:
-        s = s[:limit]
-    try:
-        s.encode("utf-8")
-        return s
-    except UnicodeEncodeError:
-        return "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in s)
-
-
-def clean_json(value: Any, depth: int = 0) -> Any:
-    """A JSON value from a client, made safe to re-serialise: finite numbers, valid strings, bounded depth."""
-    if depth > MAX_CURSOR_DEPTH:
-        raise ValueError("too deep")
-    if value is None or isinstance(value, bool | int):
-        return value
-    if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError("not finite")
-        return value
-    if isinstance(value, str):
-        return clean_str(value)
-    if isinstance(value, list):
-        return [clean_json(v, depth + 1) for v in value]
-    if isinstance(value, dict):
-        return {clean_str(str(k)): clean_json(v, depth + 1) for k, v in value.items()}
-    raise ValueError("not JSON")
+from .presence import clean_json, clean_str  # noqa: E402,F401
 
 
 def presence_state(room: SessionRoom, client_id: int) -> Any:
