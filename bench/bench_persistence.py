@@ -24,7 +24,7 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from crdt_server.sessions import initial_document  # noqa: E402
+from crdt_server.document import initial_document  # noqa: E402
 from crdt_server.storage import EventRecord, SessionRecord, SQLiteStore, UpdateRecord  # noqa: E402
 from crdt_server.sync import load_document  # noqa: E402
 from crdt_server.sync import protocol as p  # noqa: E402

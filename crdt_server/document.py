@@ -16,6 +16,8 @@ from typing import Any
 
 from pycrdt import Array, Doc, Map, Text
 
+from .execution import RunResult
+
 TEXT = "code"
 META = "meta"
 RUNS = "runs"
@@ -98,3 +100,13 @@ def edit_update(
                 del runs[0:excess]
             changed = True
     return scratch.get_update(before) if changed else None
+
+
+def run_entry(run_id: str, by: str, started_at: float, result: RunResult) -> dict[str, Any]:
+    """A session run as the document's ``runs`` array holds it (what every editor shows)."""
+    return {
+        "id": run_id, "by": by, "language": result.language, "startedAt": started_at,
+        "durationMs": result.duration_ms, "exitCode": result.exit_code, "stdout": result.stdout,
+        "stderr": result.stderr, "timedOut": result.timed_out, "truncated": result.truncated,
+        "sandbox": result.sandbox,
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 
@@ -39,3 +40,8 @@ class TokenBuckets:
             del self._buckets[k]
         if len(self._buckets) >= self.max_keys:
             self._buckets.clear()
+
+
+def retry_after_header(seconds: float) -> str:
+    """A ``Retry-After`` value: whole seconds, rounded up, at least 1."""
+    return str(max(1, math.ceil(seconds)))

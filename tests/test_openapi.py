@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 
 from crdt_server.api.auth import SESSION_ID
 from crdt_server.api.openapi import build_document, to_yaml
-from crdt_server.app import operations
+from crdt_server.api.routes import operations
 
 from .conftest import ROOT, ServerProcess
 

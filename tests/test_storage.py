@@ -9,7 +9,7 @@ import anyio
 import pytest
 from pycrdt import Doc, Text
 
-from crdt_server.sessions import initial_document, read_text
+from crdt_server.document import initial_document, read_text
 from crdt_server.storage import EventRecord, SessionRecord, SQLiteStore, UpdateRecord
 from crdt_server.storage.sqlite import MIGRATIONS, SessionGone
 from crdt_server.sync import load_document

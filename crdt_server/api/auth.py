@@ -1,13 +1,18 @@
-"""Who is asking: bearer tokens for REST, role checks, the optional API key."""
+"""Who is asking: one rule set for REST and WebSocket, two ways to say no.
+
+``check_token`` and ``check_access`` decide; REST answers their refusal with 401/403 (``authorize``)
+and the WebSocket handler with a close code. Only the channel differs, never the rules.
+"""
 
 from __future__ import annotations
 
 import hmac
 import re
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 
-from ..tokens import Claims, InvalidToken
+from ..domain import Role
+from ..tokens import Claims, InvalidToken, TokenSigner
 from .context import ctx
 from .errors import ApiError
 
@@ -16,8 +21,39 @@ SESSION_ID_PATTERN = SESSION_ID.pattern
 MAX_TOKEN_LENGTH = 4096
 
 
-def bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
+class Refused(Exception):
+    """A request or socket that may not proceed: ``unauthorized`` (no valid token) or ``forbidden``."""
+
+    def __init__(self, kind: str, code: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.code = code
+        self.message = message
+
+
+def check_token(signer: TokenSigner, token: str | None) -> Claims:
+    if not token:
+        raise Refused("unauthorized", "unauthorized", "missing token")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise Refused("unauthorized", "invalid_token", "invalid token")
+    try:
+        return signer.verify(token)
+    except InvalidToken as exc:
+        raise Refused("unauthorized", "invalid_token", str(exc)) from None
+    except Exception:  # noqa: BLE001 - whatever a hostile token makes the JWT library raise
+        raise Refused("unauthorized", "invalid_token", "invalid token") from None
+
+
+def check_access(claims: Claims, sid: str, roles: tuple[Role, ...]) -> Claims:
+    if claims.session_id != sid:
+        raise Refused("forbidden", "forbidden", "token is not valid for this session")
+    if claims.role not in roles:
+        raise Refused("forbidden", "forbidden", f"the {claims.role} role may not do this")
+    return claims
+
+
+def bearer(conn: HTTPConnection) -> str | None:
+    header = conn.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         return None
@@ -28,44 +64,26 @@ def session_not_found() -> ApiError:
     return ApiError(404, "session_not_found", "No session with this id (it may have expired or been deleted).")
 
 
-def session_id(request: Request) -> str:
-    sid = request.path_params["session_id"]
-    if not SESSION_ID.match(sid):
-        raise session_not_found()
-    return sid  # type: ignore[no-any-return]
-
-
-def _verify(request: Request) -> Claims:
-    token = bearer(request)
-    if token is None:
-        raise ApiError(401, "unauthorized", "Send 'Authorization: Bearer <session token>'.")
-    if len(token) > MAX_TOKEN_LENGTH:
-        raise ApiError(401, "invalid_token", "The token is not valid: invalid token.")
-    try:
-        return ctx(request).signer.verify(token)
-    except InvalidToken as exc:
-        raise ApiError(401, "invalid_token", f"The token is not valid: {exc}.") from None
-    except Exception:  # whatever a hostile token makes the JWT library raise
-        raise ApiError(401, "invalid_token", "The token is not valid: invalid token.") from None
-
-
-def _check(claims: Claims, sid: str, roles: tuple[str, ...]) -> Claims:
-    if claims.session_id != sid:
-        raise ApiError(403, "forbidden", "This token belongs to another session.")
-    if claims.role not in roles:
-        raise ApiError(403, "forbidden", f"The {claims.role} role may not do this.")
-    return claims
-
-
-def authorize_session(request: Request, roles: tuple[str, ...]) -> tuple[str, Claims]:
+def authorize(request: Request, roles: tuple[Role, ...]) -> tuple[str, Claims]:
     """The path's session id and the caller's claims, checked in this order:
 
     401 missing/invalid token, 404 malformed session id, 403 token of another session or a role
-    that may not do this. Whether the session still exists is the caller's check (404).
+    that may not do this. Whether the session still exists is the service's check (404).
     """
-    claims = _verify(request)
-    sid = session_id(request)
-    return sid, _check(claims, sid, roles)
+    try:
+        token = bearer(request)
+        if token is None:
+            raise Refused("unauthorized", "unauthorized", "Send 'Authorization: Bearer <session token>'.")
+        claims = check_token(ctx(request).signer, token)
+        sid: str = request.path_params["session_id"]
+        if not SESSION_ID.match(sid):
+            raise session_not_found()
+        return sid, check_access(claims, sid, roles)
+    except Refused as r:
+        if r.kind == "unauthorized":
+            message = r.message if r.code == "unauthorized" else f"The token is not valid: {r.message}."
+            raise ApiError(401, r.code, message) from None
+        raise ApiError(403, r.code, r.message[0].upper() + r.message[1:] + ".") from None
 
 
 def require_api_key(request: Request) -> None:

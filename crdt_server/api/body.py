@@ -1,4 +1,4 @@
-"""Reading JSON bodies: size limit (413), syntax (400), schema (422).
+"""Reading requests: JSON bodies (size limit 413, syntax 400, schema 422) and integer query parameters.
 
 Any body at all must end in one of these answers: invalid UTF-8, unpaired surrogates, numbers
 with thousands of digits and absurd nesting are all client errors, never a 500.
@@ -73,3 +73,13 @@ async def read_model(request: Request, model: type[M], *, allow_empty: bool = Fa
         raise ApiError(422, "invalid_field", f"{where}: {first['msg']}") from None
     except RecursionError:
         raise ApiError(400, "malformed_json", "The body is nested too deeply.") from None
+
+
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within [low, high]; anything else is a 422."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not _DECIMAL.fullmatch(raw) or not low <= int(raw) <= high:
+        raise ApiError(422, "invalid_field", f"{name}: must be an integer from {low} to {high}")
+    return int(raw)

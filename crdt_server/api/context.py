@@ -1,29 +1,26 @@
-"""What request handlers share: settings, store, room registry, token signer, limits, Run."""
+"""What request handlers share: settings, the session service, the token signer, the rate limits."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from starlette.requests import HTTPConnection
 
 from ..config import Settings
-from ..execution import ExecutionService
 from ..limits import TokenBuckets
-from ..storage import Store
-from ..sync import SessionServer
+from ..service import SessionService
 from ..tokens import TokenSigner
 
 
 @dataclass
 class AppContext:
     settings: Settings
-    store: Store
-    server: SessionServer
+    service: SessionService
     signer: TokenSigner
     create_limit: TokenBuckets
     connect_limit: TokenBuckets
     run_limit: TokenBuckets  # POST /api/execute, per client IP
-    execution: ExecutionService | None = None  # None with --execution off
 
 
 def client_ip(conn: HTTPConnection) -> str:
@@ -31,4 +28,4 @@ def client_ip(conn: HTTPConnection) -> str:
 
 
 def ctx(conn: HTTPConnection) -> AppContext:
-    return conn.app.state.ctx  # type: ignore[no-any-return]
+    return cast(AppContext, conn.app.state.ctx)

@@ -1,14 +1,25 @@
-"""Every error leaves the server as ``{"error": {"code", "message"}}`` with a fitting status."""
+"""JSON answers: models as camelCase JSON, and every error as ``{"error": {"code", "message"}}``.
+
+Errors the service raises (no such session, ended session, refused runs) are mapped to HTTP here,
+once, so handlers never translate them.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
+
+from ..execution import ExecutionError, RateLimited
+from ..limits import retry_after_header
+from ..service import SessionEnded
+from ..storage import SessionNotFound
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +46,12 @@ class ApiJSONResponse(JSONResponse):
         return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
+def model_response(model: BaseModel, status: int = 200, headers: Mapping[str, str] | None = None) -> ApiJSONResponse:
+    """A pydantic model as the JSON body (camelCase, ASCII-safe)."""
+    return ApiJSONResponse(model.model_dump(mode="json", by_alias=True), status_code=status,
+                           headers=dict(headers) if headers else None)
+
+
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -56,6 +73,39 @@ async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, exc.headers)
 
 
+SESSION_NOT_FOUND = "No session with this id (it may have expired or been deleted)."
+SESSION_ENDED = "The session has ended and is read-only; the interviewer's PATCH with status 'active' reopens it."
+
+
+async def session_not_found_handler(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(404, "session_not_found", SESSION_NOT_FOUND)
+
+
+async def session_ended_handler(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(409, "session_ended", SESSION_ENDED)
+
+
+_RUN_REFUSALS: dict[str, tuple[int, str]] = {
+    "unknown_language": (422, "{exc}; see GET /api/languages."),
+    "invalid_field": (422, "{exc}"),
+    "queue_full": (429, "Every worker is busy and the queue is full; retry shortly."),
+    "run_in_progress": (429, "This session already has a run in progress."),
+    "rate_limited": (429, "Too many runs; retry later."),
+    "execution_unavailable": (503, "Code execution is not available on this server."),
+}
+
+
+async def execution_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ExecutionError)
+    status, message = _RUN_REFUSALS.get(exc.code, (500, "The sandbox failed to run this program."))
+    headers = None
+    if status == 429:
+        headers = {"Retry-After": retry_after_header(exc.retry_after if isinstance(exc, RateLimited) else 1.0)}
+    if status == 500:
+        log.error("sandbox failure on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(status, exc.code if status != 500 else "sandbox_error", message.format(exc=exc), headers)
+
+
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "error")
@@ -72,8 +122,11 @@ async def internal_error_handler(request: Request, exc: Exception) -> JSONRespon
     return error_response(500, "internal_error", "The server failed to handle this request.")
 
 
-EXCEPTION_HANDLERS = {
+EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
     ApiError: api_error_handler,
+    SessionNotFound: session_not_found_handler,
+    SessionEnded: session_ended_handler,
+    ExecutionError: execution_error_handler,
     HTTPException: http_error_handler,
     Exception: internal_error_handler,
 }

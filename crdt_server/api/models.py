@@ -7,10 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-LANGUAGE_PATTERN = r"^[a-z][a-z0-9+#._-]{0,31}$"
-MAX_TITLE = 200
-Status = Literal["active", "ended"]
-Role = Literal["interviewer", "candidate", "observer"]
+from ..domain import LANGUAGE_PATTERN, MAX_TITLE, EventType, Role, Status
 
 _LANGUAGE = "Language id, lower case (e.g. `python`, `javascript`, `c++`); editors read it from the `meta` map."
 _CODE = "Source text. At most `--max-code-size` bytes as UTF-8 (default 1 MiB)."
@@ -91,16 +88,52 @@ class Participants(Model):
 class HistoryEvent(Model):
     seq: int = Field(description="Increasing; pass the last one seen as `?after=`.")
     ts: float = Field(description=_TIME)
-    type: str = Field(
-        description="`created`, `participant_joined`, `participant_left`, `title_changed`, `language_changed`, "
-        "`status_changed`, `code_saved`, and (with execution) `run`."
-    )
+    type: EventType = Field(description="What happened; `data` depends on it.")
     data: dict[str, Any] = Field(description="Depends on `type`: e.g. `{role, name, connectionId}`, `{from, to, by}`.")
 
 
 class History(Model):
     events: list[HistoryEvent] = Field(description="Oldest first.")
     next_after: int | None = Field(None, description="Pass as `?after=` to read the next page; null at the end.")
+
+
+class ExecuteRequest(Model):
+    code: str
+    language: str = Field(pattern=LANGUAGE_PATTERN)
+    timeout: float | None = Field(None, gt=0, le=3600, description="Seconds; default 5, at most the server's maximum (10)")
+    stdin: str = ""
+
+
+class SessionExecuteRequest(Model):
+    timeout: float | None = Field(None, gt=0, le=3600)
+    stdin: str = ""
+
+
+class ExecutionResult(Model):
+    stdout: str
+    stderr: str
+    exit_code: int
+    timed_out: bool
+    truncated: bool
+    duration_ms: int
+    language: str
+    sandbox: str = Field(description="'full' or 'degraded': how isolated this run was")
+    compile_error: bool = False
+    compile_output: str = Field("", description="Compiler messages, for compiled languages")
+    oom_killed: bool = False
+    run_id: str | None = None
+
+
+class Language(Model):
+    name: str
+    version: str
+    aliases: list[str]
+    compiled: bool
+
+
+class Languages(Model):
+    languages: list[Language]
+    sandbox: str
 
 
 class Health(Model):

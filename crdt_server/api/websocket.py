@@ -1,27 +1,25 @@
-"""The WebSocket endpoint: authenticate, then hand the connection to its session's room.
+"""The WebSocket endpoint: admit, then hand the connection to its session's room.
 
-Refusals accept first and then close with a 44xx code and a reason (gap 9: closing before
-accept looks like a network error to y-websocket, which then retries forever); no document
-data is sent before the token has been checked.
+Refusals accept first and then close with a 44xx code and a reason: closing before accept looks
+like a network error to y-websocket, which then retries forever (docs/design/pycrdt-websocket.md,
+"Refusing before accept"). No document data is sent before the token has been checked. The rules
+are the REST ones (``api/auth.py``); only the channel of the answer differs.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from contextlib import AsyncExitStack
 
 import anyio
 from starlette.websockets import WebSocket
 
-from ..storage import EventRecord
-from ..sync import Connection, SessionNotFound
-from ..tokens import InvalidToken
-from .auth import SESSION_ID
+from ..domain import ANY_ROLE
+from ..service import SessionService
+from ..storage import SessionNotFound
+from ..sync import CloseCode, Connection, SessionRoom
+from .auth import SESSION_ID, Refused, check_access, check_token
 from .context import client_ip, ctx
 from .origins import origin_allowed
-
-log = logging.getLogger(__name__)
 
 
 async def refuse(websocket: WebSocket, code: int, reason: str) -> None:
@@ -31,39 +29,36 @@ async def refuse(websocket: WebSocket, code: int, reason: str) -> None:
 
 async def session_socket(websocket: WebSocket) -> None:
     c = ctx(websocket)
-    sid = websocket.path_params["session_id"]
+    sid: str = websocket.path_params["session_id"]
     if not origin_allowed(websocket, c.settings):
-        return await refuse(websocket, 4403, "origin not allowed")
+        return await refuse(websocket, CloseCode.FORBIDDEN, "origin not allowed")
     retry = c.connect_limit.take(client_ip(websocket))
     if retry:
-        return await refuse(websocket, 4429, f"too many connection attempts; retry in {max(1, round(retry))} s")
-    token = websocket.query_params.get("token")
-    if not token:
-        return await refuse(websocket, 4401, "missing token")
+        return await refuse(websocket, CloseCode.RATE_LIMITED,
+                            f"too many connection attempts; retry in {max(1, round(retry))} s")
     try:
-        claims = c.signer.verify(token)
-    except InvalidToken as exc:
-        return await refuse(websocket, 4401, str(exc))
-    if not SESSION_ID.match(sid) or claims.session_id != sid:
-        return await refuse(websocket, 4403, "token is not valid for this session")
-    record = await c.store.get_session(sid)
-    if record is None or record.expires_at <= time.time():
-        return await refuse(websocket, 4404, "session not found")
+        claims = check_token(c.signer, websocket.query_params.get("token"))
+        if not SESSION_ID.match(sid):
+            raise Refused("forbidden", "forbidden", "token is not valid for this session")
+        check_access(claims, sid, ANY_ROLE)
+    except Refused as r:
+        code = CloseCode.UNAUTHORIZED if r.kind == "unauthorized" else CloseCode.FORBIDDEN
+        return await refuse(websocket, code, r.message)
     async with AsyncExitStack() as stack:
         try:  # loaded before accepting (a broken session is refused cleanly), and held loaded
             # until this handler ends, however it ends: the idle unload is scheduled then
-            await stack.enter_async_context(c.server.room(sid))
+            await c.service.get(sid)
+            room = await stack.enter_async_context(c.service.rooms.room(sid))
         except SessionNotFound:
-            return await refuse(websocket, 4404, "session not found")
-        await _serve(c, websocket, sid, claims.role)
+            return await refuse(websocket, CloseCode.SESSION_NOT_FOUND, "session not found")
+        await websocket.accept()
+        conn = Connection(websocket, session_id=sid, role=claims.role,
+                          max_messages=c.settings.send_queue_messages, max_bytes=c.settings.send_queue_bytes)
+        await _serve(c.service, conn, room)
 
 
-async def _serve(c, websocket: WebSocket, sid: str, role: str) -> None:  # type: ignore[no-untyped-def]
-    await websocket.accept()
-    s = c.settings
-    conn = Connection(websocket, session_id=sid, role=role,
-                      max_messages=s.send_queue_messages, max_bytes=s.send_queue_bytes)
-    await _event(c, sid, "participant_joined", {"role": conn.role, "connectionId": conn.id})
+async def _serve(service: SessionService, conn: Connection, room: SessionRoom) -> None:
+    await service.joined(conn)
     try:
         async with anyio.create_task_group() as tg:
 
@@ -73,19 +68,12 @@ async def _serve(c, websocket: WebSocket, sid: str, role: str) -> None:  # type:
 
             tg.start_soon(sender)
             try:
-                await c.server.serve(conn)
+                await room.serve(conn)
             finally:
                 if not conn.closed.is_set():
-                    conn.close(1000, "")
+                    conn.close(CloseCode.NORMAL, "")
                 # let the sender send a pending close frame, but never wait long for a dead peer
                 tg.cancel_scope.deadline = anyio.current_time() + 2
     finally:
         with anyio.CancelScope(shield=True):
-            await _event(c, sid, "participant_left", {"role": conn.role, "connectionId": conn.id, "name": conn.name})
-
-
-async def _event(c, sid: str, kind: str, data: dict) -> None:  # type: ignore[no-untyped-def]
-    try:
-        await c.store.append_events([EventRecord(sid, kind, data)])
-    except Exception as exc:  # the session may just have been deleted
-        log.debug("event %s for %s not stored: %r", kind, sid, exc)
+            await service.left(conn)

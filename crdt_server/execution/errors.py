@@ -4,11 +4,15 @@ from __future__ import annotations
 
 
 class ExecutionError(Exception):
-    """Base class for every error raised by crdt_server.execution."""
+    """Base class for every error raised by crdt_server.execution; ``code`` names it in API answers."""
+
+    code = "execution_error"
 
 
 class UnknownLanguage(ExecutionError):
     """The language is not in the registry or not runnable on this host (HTTP 400)."""
+
+    code = "unknown_language"
 
     def __init__(self, language: str) -> None:
         super().__init__(f"unknown or unavailable language: {language!r}")
@@ -18,17 +22,25 @@ class UnknownLanguage(ExecutionError):
 class InvalidRequest(ExecutionError, ValueError):
     """Code or stdin too large, or a non-positive timeout (HTTP 400)."""
 
+    code = "invalid_field"
+
 
 class QueueFull(ExecutionError):
     """Every worker is busy and the wait queue is full (HTTP 429/503)."""
+
+    code = "queue_full"
 
 
 class SessionBusy(ExecutionError):
     """This session already has a run queued or in flight (HTTP 429/409)."""
 
+    code = "run_in_progress"
+
 
 class RateLimited(ExecutionError):
     """The session's token bucket is empty; retry_after is in seconds (HTTP 429 + Retry-After)."""
+
+    code = "rate_limited"
 
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"rate limited, retry after {retry_after:.1f}s")
@@ -38,6 +50,10 @@ class RateLimited(ExecutionError):
 class SandboxUnavailable(ExecutionError):
     """No acceptable sandbox on this host (or the service is not started) (HTTP 503)."""
 
+    code = "execution_unavailable"
+
 
 class SandboxError(ExecutionError):
     """The sandbox itself failed (not the submitted program) (HTTP 500)."""
+
+    code = "sandbox_error"

@@ -1,11 +1,30 @@
 """Storage: sessions, the Yjs update log, snapshots and events behind one narrow interface."""
 
-from .base import EventRecord, SessionRecord, Store, UpdateRecord
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .base import (
+    EventRecord,
+    SessionChange,
+    SessionGone,
+    SessionNotFound,
+    SessionRecord,
+    Store,
+    StoreClosed,
+    UpdateRecord,
+)
 from .sqlite import SQLiteStore
 
-__all__ = ["EventRecord", "SessionRecord", "Store", "UpdateRecord", "SQLiteStore", "open_store"]
+if TYPE_CHECKING:  # a type only: config imports nothing from here
+    from ..config import Settings
+
+__all__ = [
+    "EventRecord", "SQLiteStore", "SessionChange", "SessionGone", "SessionNotFound", "SessionRecord", "Store", "StoreClosed",
+    "UpdateRecord", "open_store",
+]
 
 
-def open_store(settings) -> Store:  # type: ignore[no-untyped-def]
+def open_store(settings: Settings) -> SQLiteStore:
     """The one place that picks a backend from the settings."""
     return SQLiteStore(settings.sqlite_path, durability=settings.durability, session_ttl=settings.session_ttl)

@@ -1,13 +1,14 @@
-"""The storage interface the sync layer and the API depend on.
+"""The storage interface the sync layer and the service depend on.
 
 Kept narrow on purpose (append updates -> sequence numbers, read after S, latest snapshot,
-write snapshot, sessions, events) so a PostgreSQL backend can be added without touching
-the sync layer; see ../shared/design/storage.md.
+write snapshot, sessions, events) so another backend can be added without touching the sync
+layer; the design and its reasons are in docs/design/storage.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -44,8 +45,28 @@ class EventRecord:
     ts: float = 0.0
 
 
+@dataclass(frozen=True)
+class SessionChange:
+    """Session row fields and history events that commit in one transaction (with updates, or alone)."""
+
+    session_id: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    events: tuple[EventRecord, ...] = ()
+
+
+SESSION_FIELDS = frozenset({"title", "language", "status", "updated_at", "expires_at"})
+
+
 class StoreClosed(RuntimeError):
     """The store was closed; nothing more is written."""
+
+
+class SessionNotFound(LookupError):
+    """No such session: never created, deleted, or expired."""
+
+
+class SessionGone(SessionNotFound):
+    """The session was deleted while an operation on it was queued."""
 
 
 class Store(Protocol):
@@ -56,12 +77,21 @@ class Store(Protocol):
     # sessions
     async def create_session(self, session: SessionRecord, initial_update: bytes, event: EventRecord) -> None: ...
     async def get_session(self, session_id: str) -> SessionRecord | None: ...
-    async def update_session(self, session_id: str, **fields: Any) -> SessionRecord | None: ...
+    async def change_session(self, change: SessionChange) -> SessionRecord | None:
+        """Apply row fields and append events in one transaction; None if the session does not exist."""
+        ...
     async def delete_session(self, session_id: str) -> bool: ...
     async def expired_sessions(self, now: float) -> list[str]: ...
 
     # the update log (write-ahead: append returns once committed)
-    async def append_updates(self, updates: list[UpdateRecord]) -> list[int]: ...
+    async def append_updates(
+        self, updates: Sequence[UpdateRecord], changes: Sequence[SessionChange] = ()
+    ) -> list[int]:
+        """Commit the updates (and the changes that belong with them) in one transaction.
+
+        Returns their per-session sequence numbers in commit order; ``SessionGone`` if a session
+        no longer exists."""
+        ...
     async def load(self, session_id: str) -> tuple[bytes | None, list[UpdateRecord], int]:
         """(snapshot state or None, updates after it in sequence order, snapshot's seq)."""
         ...
@@ -69,5 +99,5 @@ class Store(Protocol):
     async def read_updates(self, session_id: str, after: int, limit: int) -> list[UpdateRecord]: ...
 
     # events
-    async def append_events(self, events: list[EventRecord]) -> None: ...
+    async def append_events(self, events: Sequence[EventRecord]) -> None: ...
     async def read_events(self, session_id: str, after: int, limit: int) -> list[EventRecord]: ...

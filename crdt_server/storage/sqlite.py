@@ -18,14 +18,14 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from .base import EventRecord, SessionRecord, StoreClosed, UpdateRecord
+from .base import SESSION_FIELDS, EventRecord, SessionChange, SessionGone, SessionRecord, StoreClosed, UpdateRecord
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,6 @@ MIGRATIONS: list[str] = [
 ]
 
 _SESSION_COLUMNS = "id, title, language, status, created_at, updated_at, expires_at"
-
-
-class SessionGone(LookupError):
-    """The session was deleted while an operation on it was queued."""
 
 
 @dataclass
@@ -310,16 +306,11 @@ class SQLiteStore:
         )
         return _session(row) if row else None
 
-    async def update_session(self, session_id: str, **fields: Any) -> SessionRecord | None:
-        allowed = {"title", "language", "status", "updated_at", "expires_at"}
-        if not set(fields) <= allowed:
-            raise ValueError(f"cannot update {set(fields) - allowed}")
-
+    async def change_session(self, change: SessionChange) -> SessionRecord | None:
         def op(c: sqlite3.Connection) -> SessionRecord | None:
-            if fields:
-                assignments = ", ".join(f"{k} = ?" for k in fields)
-                c.execute(f"UPDATE sessions SET {assignments} WHERE id = ?", (*fields.values(), session_id))
-            row = c.execute(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            if not _apply_change(c, change):
+                return None
+            row = c.execute(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (change.session_id,)).fetchone()
             return _session(row) if row else None
 
         return await self._write(op)
@@ -338,9 +329,11 @@ class SQLiteStore:
         return [r[0] for r in rows]
 
     # update log --------------------------------------------------------------------------
-    async def append_updates(self, updates: list[UpdateRecord]) -> list[int]:
-        """Commit the updates; returns their per-session sequence numbers (commit order)."""
-        if not updates:
+    async def append_updates(
+        self, updates: Sequence[UpdateRecord], changes: Sequence[SessionChange] = ()
+    ) -> list[int]:
+        """Commit the updates and their changes; returns their per-session sequence numbers (commit order)."""
+        if not updates and not changes:
             return []
         now = time.time()
         ttl = self.session_ttl
@@ -367,6 +360,9 @@ class SQLiteStore:
                 seqs.append(seq)
                 rows.append((u.session_id, seq, now, u.conn_id, u.role, u.name, u.data))
             c.executemany("INSERT INTO updates VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            for change in changes:
+                if not _apply_change(c, change):
+                    raise SessionGone(change.session_id)
             return seqs
 
         return await self._write(op)
@@ -398,7 +394,7 @@ class SQLiteStore:
         return await self._read(lambda c: _updates(c, session_id, after, limit))
 
     # events ------------------------------------------------------------------------------
-    async def append_events(self, events: list[EventRecord]) -> None:
+    async def append_events(self, events: Sequence[EventRecord]) -> None:
         await self._write(lambda c: _insert_events(c, events))
 
     async def read_events(self, session_id: str, after: int, limit: int) -> list[EventRecord]:
@@ -419,7 +415,23 @@ def _updates(c: sqlite3.Connection, session_id: str, after: int, limit: int) -> 
     return [UpdateRecord(session_id, d, r, ci, n, seq=s, ts=ts) for s, ts, ci, r, n, d in rows]
 
 
-def _insert_events(c: sqlite3.Connection, events: list[EventRecord]) -> None:
+def _apply_change(c: sqlite3.Connection, change: SessionChange) -> bool:
+    """Row fields + events of one change inside the current transaction; False if the session is gone."""
+    unknown = set(change.fields) - SESSION_FIELDS
+    if unknown:
+        raise ValueError(f"cannot update {sorted(unknown)}")
+    if change.fields:
+        assignments = ", ".join(f"{k} = ?" for k in change.fields)
+        cur = c.execute(f"UPDATE sessions SET {assignments} WHERE id = ?", (*change.fields.values(), change.session_id))
+        if cur.rowcount == 0:
+            return False
+    elif c.execute("SELECT 1 FROM sessions WHERE id = ?", (change.session_id,)).fetchone() is None:
+        return False
+    _insert_events(c, change.events)
+    return True
+
+
+def _insert_events(c: sqlite3.Connection, events: Sequence[EventRecord]) -> None:
     # Only for sessions that still exist: a "left" event racing a DELETE leaves no orphan row.
     c.executemany(
         "INSERT INTO events (session_id, ts, type, data) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?)",

@@ -1,7 +1,10 @@
 """Wire protocol and rooms: y-websocket framing, per-connection queues, live session documents."""
 
-from .connection import Connection
+from .connection import SERVER, Connection, Origin
+from .protocol import CloseCode
 from .room import RoomOptions, SessionRoom
-from .server import SessionNotFound, SessionServer, load_document
+from .server import SessionServer, load_document
 
-__all__ = ["Connection", "RoomOptions", "SessionNotFound", "SessionRoom", "SessionServer", "load_document"]
+__all__ = [
+    "SERVER", "CloseCode", "Connection", "Origin", "RoomOptions", "SessionRoom", "SessionServer", "load_document",
+]

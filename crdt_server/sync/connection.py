@@ -1,9 +1,9 @@
-"""One WebSocket connection: who it is, and a bounded send queue drained by its own task.
+"""One WebSocket connection: who it is, the frames it sends, and a bounded send queue drained by its own task.
 
-Why: pycrdt-websocket sends with one task per message and lets a failed send raise into the
-room (gaps 2 and 11 in ../shared/design/pycrdt-websocket-gaps.md). Here ``enqueue`` never
-blocks and never raises; a client that does not read fills its queue and is closed with 1013
-instead of making the server buffer without bound.
+Why: pycrdt-websocket sends with one task per message and lets a failed send raise into the room
+(docs/design/pycrdt-websocket.md, "A failed send breaks the room" and "No send queue or
+backpressure"). Here ``enqueue`` never blocks and never raises; a client that does not read fills
+its queue and is closed with 1013 instead of making the server buffer without bound.
 
 Fan-out fast path: a broadcast is framed once (``wire_frame``) and, for every recipient whose
 queue is empty and whose socket is writable, written straight to its transport — one
@@ -17,15 +17,31 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import anyio
 from starlette.websockets import WebSocket
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
+from ..domain import Role
+from .protocol import CloseCode
+
 log = logging.getLogger(__name__)
 
-CLOSE_SLOW_CONSUMER = 1013
+
+@dataclass(frozen=True)
+class Origin:
+    """Who authored an update, as the update log records it: the authenticated connection, never
+    the Yjs clientID (which a client chooses)."""
+
+    role: str
+    conn_id: str
+    name: str = ""
+
+
+SERVER = Origin("server", "server")
 
 
 def wire_frame(message: bytes) -> bytes:
@@ -61,14 +77,14 @@ def _contents(cell: object) -> object:
 
 
 class Connection:
-    """Implements pycrdt's ``Channel`` shape (path/send/recv) on top of a Starlette WebSocket."""
+    """A Starlette WebSocket seen as a room member: ``frames()`` is its read half, ``enqueue`` its write half."""
 
     def __init__(
         self,
         websocket: WebSocket,
         *,
         session_id: str,
-        role: str,
+        role: Role,
         max_messages: int,
         max_bytes: int,
     ) -> None:
@@ -91,11 +107,29 @@ class Connection:
 
     @property
     def path(self) -> str:
+        """The room name, as pycrdt-websocket's channels have it."""
         return self.session_id
 
     @property
     def read_only(self) -> bool:
         return self.role == "observer"
+
+    @property
+    def origin(self) -> Origin:
+        return Origin(self.role, self.id, self.name or "")
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        """The binary frames the client sends, until it disconnects; a text frame closes it (1003)."""
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            frame = message.get("bytes")
+            if frame is None:
+                log.warning("connection %s sent a text frame; closing", self.id)
+                self.close(CloseCode.UNSUPPORTED_DATA, "binary y-websocket frames only")
+                return
+            yield frame
 
     def enqueue(self, message: bytes, wire: bytes | None = None) -> None:
         """Send one message to this client: written at once when nothing is pending (``wire`` is
@@ -106,7 +140,7 @@ class Connection:
             return
         if len(self._queue) >= self._max_messages or self._queued_bytes + len(message) > self._max_bytes:
             log.warning("closing connection %s: send queue full (client not reading)", self.id)
-            self.close(CLOSE_SLOW_CONSUMER, "send queue full: client too slow")
+            self.close(CloseCode.SLOW_CONSUMER, "send queue full: client too slow")
             return
         self._queue.append(message)
         self._queued_bytes += len(message)
@@ -124,9 +158,6 @@ class Connection:
         except Exception as exc:  # a dying transport: let the queue path find out
             log.debug("direct write to %s failed: %r", self.id, exc)
         return False
-
-    async def send(self, message: bytes) -> None:  # pycrdt Channel API
-        self.enqueue(message)
 
     def close(self, code: int, reason: str) -> None:
         """Ask the sender task to close the socket; queued frames are dropped."""

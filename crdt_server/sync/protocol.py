@@ -8,6 +8,7 @@ Everything here works on bytes and is checked against truncation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 
 MSG_SYNC = 0
 MSG_AWARENESS = 1
@@ -17,6 +18,25 @@ MSG_QUERY_AWARENESS = 3
 SYNC_STEP1 = 0
 SYNC_STEP2 = 1
 SYNC_UPDATE = 2
+
+
+class CloseCode(IntEnum):
+    """Every WebSocket close code the server sends; docs/websocket-protocol.md lists what clients do with each.
+
+    y-websocket 3 treats 4400-4499 as final (it stops reconnecting); every other code makes it retry.
+    """
+
+    NORMAL = 1000
+    UNSUPPORTED_DATA = 1003  # a text frame
+    MALFORMED = 1007  # a frame or update that does not decode
+    TOO_BIG = 1009  # over --max-message-size (sent by uvicorn)
+    INTERNAL_ERROR = 1011  # storage failed; the client reconnects and re-sends its edits
+    SLOW_CONSUMER = 1013  # the send queue of a client that does not read overflowed
+    UNAUTHORIZED = 4401  # missing, invalid or expired token
+    FORBIDDEN = 4403  # token of another session, or an origin that is not allowed
+    SESSION_NOT_FOUND = 4404  # no such session, or it was deleted
+    SESSION_EXPIRED = 4410  # expired and deleted by the sweeper
+    RATE_LIMITED = 4429  # too many connection attempts from one address
 
 
 class ProtocolError(ValueError):

@@ -1,49 +1,52 @@
 """A session's live document: write-ahead ingest, fan-out, presence.
 
 ``SessionRoom`` subclasses pycrdt-websocket's ``YRoom`` for its lifecycle (start/stop in the
-server's task group, ``ydoc``, ``clients``) and replaces the parts that fall short
-(../shared/design/pycrdt-websocket-gaps.md):
+registry's task group, ``ydoc``, ``clients``) and replaces the parts that fall short; each is
+described in docs/design/pycrdt-websocket.md:
 
-* gap 4/6 — YRoom broadcasts from a document observer and writes to the store fire-and-forget.
-  Here every incoming update is validated, **committed** (group commit), then applied and
-  broadcast by one ingest task, so no client ever receives an update the database lacks.
-* gap 2/11 — fan-out goes through each connection's bounded queue (``Connection.enqueue``).
-* gap 7 — presence is tracked per connection: a newcomer gets every state at once, and the
-  states a connection introduced are removed for the others when it goes, however it goes.
-  The server has no presence entry of its own (no ghost user).
-* gap 8 — read-only is enforced per connection (observers, ended sessions).
+* "Fire-and-forget store writes": YRoom broadcasts from a document observer and writes to the
+  store without waiting. Here every incoming update is validated, **committed** (group commit),
+  then applied and broadcast by one ingest task, so no client ever receives an update the
+  database lacks.
+* "A failed send breaks the room": fan-out goes through each connection's bounded queue
+  (``Connection.enqueue``), which never raises.
+* "Presence: no snapshot for newcomers, no cleanup": presence is tracked per connection; a
+  newcomer gets every state at once, and the states a connection introduced are removed for the
+  others when it goes, however it goes. The server has no presence entry of its own.
+* "No per-connection read-only": observers and ended sessions are enforced here.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from pycrdt import Doc, get_state
+from pycrdt import Doc, Map, MapEvent, get_state
 from pycrdt.websocket import YRoom
 
-from ..storage import Store, UpdateRecord
-from ..storage.sqlite import SessionGone
+from .. import presence
+from ..document import META
+from ..domain import LANGUAGE_PATTERN
+from ..storage import SessionChange, SessionGone, Store, UpdateRecord
 from . import protocol as p
-from .connection import Connection, wire_frame
+from .connection import SERVER, Connection, Origin, wire_frame
+from .protocol import CloseCode
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 log = logging.getLogger(__name__)
-
-CLOSE_SESSION_GONE = 4404
-CLOSE_MALFORMED = 1007
-CLOSE_UNSUPPORTED = 1003
 
 
 @dataclass
 class _Pending:
     update: bytes
-    conn: Connection | None
-    role: str
-    conn_id: str
-    name: str
+    conn: Connection | None  # the sender, which does not get its own update back
+    origin: Origin
+    change: SessionChange | None  # row fields and events that commit with this update
 
 
 class _Batch:
@@ -55,13 +58,20 @@ class _Batch:
 
 @dataclass(frozen=True)
 class RoomOptions:
-    """How every room behaves; built once from the settings."""
+    """How every room behaves; built once from the settings (``from_settings``)."""
 
-    grace: float = 30.0  # seconds an empty room stays loaded
-    snapshot_every: int = 2000  # updates between snapshots
-    persist: bool = True  # False: --persistence off
-    presence_interval: float = 0.05  # presence coalescing window (0 = relay at once)
-    max_pending: int = 10_000  # updates ahead of their commit before sockets stop being read
+    grace: float  # seconds an empty room stays loaded
+    snapshot_every: int  # updates between snapshots
+    persist: bool  # False: --persistence off
+    presence_interval: float  # presence coalescing window (0 = relay at once)
+    max_pending: int  # updates ahead of their commit before a socket stops being read
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> RoomOptions:
+        return cls(
+            grace=s.room_grace, snapshot_every=s.snapshot_every, persist=s.persistence == "write-ahead",
+            presence_interval=s.presence_interval, max_pending=s.room_pending_updates,
+        )
 
 
 class SessionRoom(YRoom):
@@ -76,36 +86,41 @@ class SessionRoom(YRoom):
         snapshot_seq: int,
         read_only: bool = False,
     ) -> None:
-        super().__init__(ready=True, ydoc=doc, log=log, exception_handler=_log_exception)
-        # No server-side presence entry: JS clients would show it as a ghost user (gap 7).
+        super().__init__(ready=True, ydoc=doc, log=log, exception_handler=log_exception)
+        # No server-side presence entry: JS clients would show it as a ghost user.
         self.awareness.set_local_state(None)
         self.session_id = session_id
         self.store = store
         self.last_seq = last_seq
         self.snapshot_seq = snapshot_seq
         self.options = options
-        self.read_only = read_only  # the whole session (status "ended")
+        self.read_only = read_only  # the session has ended; set by the service, which owns the status
         self.presence: dict[int, p.AwarenessEntry] = {}
         self._presence_out: dict[int, p.AwarenessEntry] = {}
         self._presence_flush_scheduled = False
         # clientID -> the live connection that introduced it; only that one may change it
         self._owners: dict[int, Connection] = {}
-        self.users = 0  # REST operations holding the room loaded
-        self.gone = False
+        self.holds = 0  # WebSocket handlers and REST operations that keep the room loaded
+        self.gone = False  # the session was deleted: nothing more is committed or snapshotted
         self._batch = _Batch()
         self._inflight: _Batch | None = None
         self._wakeup = anyio.Event()
+        # Editors may switch meta.language; the session row follows (see _language_changes).
+        self._meta = doc.get(META, type=Map)  # kept: pycrdt drops observers of collected type objects
+        self._applying: Origin | None = None
+        self._languages: list[tuple[Origin, str]] = []
+        self._meta.observe(self._on_meta)
 
     # -- YRoom overrides ---------------------------------------------------------------------
     def send_server_awareness(self, type: str, changes: Any) -> None:
-        """The server has no presence of its own (gap 7)."""
+        """The server has no presence of its own."""
 
     async def _watch_ready(self) -> None:
         """Do not observe the document: broadcasts happen after commit in ``_broadcast_updates``."""
         self.ydoc_observed.set()
 
     async def _broadcast_updates(self) -> None:
-        """The ingest loop: commit a batch, then apply and broadcast it (write-ahead, gap 4)."""
+        """The ingest loop: commit a batch, then apply and broadcast it (write-ahead)."""
         try:
             while True:
                 await self._wakeup.wait()
@@ -126,25 +141,29 @@ class SessionRoom(YRoom):
                 pending.done.set()
 
     async def _commit_and_apply(self, batch: _Batch) -> None:
-        records = [UpdateRecord(self.session_id, i.update, i.role, i.conn_id, i.name) for i in batch.items]
+        records = [
+            UpdateRecord(self.session_id, i.update, i.origin.role, i.origin.conn_id, i.origin.name)
+            for i in batch.items
+        ]
+        changes = [i.change for i in batch.items if i.change is not None]
         try:
             if self.options.persist:
-                seqs = await self.store.append_updates(records)
+                seqs = await self.store.append_updates(records, changes)
             else:  # --persistence off: sequence numbers in memory only
                 seqs = list(range(self.last_seq + 1, self.last_seq + 1 + len(records)))
         except SessionGone:
             batch.error = SessionGone(self.session_id)
-            self.close_all(CLOSE_SESSION_GONE, "session deleted")
-            batch.done.set()
+            self.mark_gone()
+            self.close_all(CloseCode.SESSION_NOT_FOUND, "session deleted")
             return
         except BaseException as exc:
             log.error("session %s: %d updates not stored (%r); closing its connections", self.session_id, len(records), exc)
             batch.error = exc
-            self.close_all(1011, "storage failure")
-            batch.done.set()
+            self.close_all(CloseCode.INTERNAL_ERROR, "storage failure")
             return
         conns = self.clients
         for item in batch.items:
+            self._applying = item.origin
             try:
                 self.ydoc.apply_update(item.update)
             except BaseException as exc:  # stored but unusable: loading skips it the same way
@@ -152,6 +171,8 @@ class SessionRoom(YRoom):
                     raise
                 log.warning("session %s: stored update could not be applied: %r", self.session_id, exc)
                 continue
+            finally:
+                self._applying = None
             frame = p.sync_frame(p.SYNC_UPDATE, item.update)
             wire = wire_frame(frame)  # framed once for every recipient
             for conn in conns:
@@ -159,14 +180,38 @@ class SessionRoom(YRoom):
                     conn.enqueue(frame, wire)
         self.last_seq = seqs[-1]
         batch.done.set()
+        await self._language_changes()
         if self.last_seq - self.snapshot_seq >= self.options.snapshot_every:
             try:
                 await self.snapshot()
             except Exception:  # the log has everything; a missed snapshot only slows the next load
                 log.exception("session %s: snapshot failed", self.session_id)
 
+    def _on_meta(self, event: MapEvent[Any]) -> None:
+        origin = self._applying
+        if origin is None or origin is SERVER or "language" not in event.keys:
+            return
+        value = self._meta.get("language")
+        if isinstance(value, str) and _LANGUAGE.match(value):
+            self._languages.append((origin, value))
+
+    async def _language_changes(self) -> None:
+        """An editor switched ``meta.language``: the session row, which REST reads, follows."""
+        if not self._languages or not self.options.persist:
+            self._languages.clear()
+            return
+        _, language = self._languages[-1]
+        self._languages.clear()
+        try:
+            await self.store.change_session(SessionChange(self.session_id, {"language": language}))
+        except Exception as exc:  # the document has it; the next change or load brings the row along
+            log.warning("session %s: language change not recorded: %r", self.session_id, exc)
+
     # -- updates ---------------------------------------------------------------------------
-    def queue_update(self, update: bytes, conn: Connection | None = None, *, role: str = "server", name: str = "") -> _Batch:
+    def queue_update(
+        self, update: bytes, conn: Connection | None = None, *, origin: Origin = SERVER,
+        change: SessionChange | None = None,
+    ) -> _Batch:
         """Validate an update and queue it for the next commit; the batch's ``done`` fires once applied."""
         try:
             get_state(update)  # decodes the whole update: garbage never reaches the log
@@ -177,15 +222,13 @@ class SessionRoom(YRoom):
         if self.gone:
             raise SessionGone(self.session_id)
         batch = self._batch
-        batch.items.append(
-            _Pending(update, conn, conn.role if conn else role, conn.id if conn else "server", name or (conn.name if conn else "") or "")
-        )
+        batch.items.append(_Pending(update, conn, conn.origin if conn else origin, change))
         self._wakeup.set()
         return batch
 
-    async def submit(self, update: bytes, *, role: str = "server", name: str = "") -> None:
-        """Commit, apply and broadcast a server-side update (REST); returns once applied."""
-        batch = self.queue_update(update, role=role, name=name)
+    async def submit(self, update: bytes, change: SessionChange | None = None) -> None:
+        """Commit (with ``change``), apply and broadcast a server-side update; returns once applied."""
+        batch = self.queue_update(update, change=change)
         await batch.done.wait()
         if batch.error is not None:
             raise batch.error
@@ -193,7 +236,7 @@ class SessionRoom(YRoom):
     async def snapshot(self) -> None:
         """Store the full state at ``last_seq`` so loading reads a short tail."""
         seq = self.last_seq
-        if seq <= self.snapshot_seq or not self.options.persist:
+        if seq <= self.snapshot_seq or not self.options.persist or self.gone:
             return
         state = self.ydoc.get_update()
         try:
@@ -214,38 +257,26 @@ class SessionRoom(YRoom):
 
     # -- connections -------------------------------------------------------------------------
     async def serve(self, channel: Connection) -> None:  # type: ignore[override]
-        """Serve one connection until it closes. Never raises into the room (gap 2)."""
+        """Serve one connection until it closes. Never raises into the room."""
         conn = channel
         self.clients.add(conn)
         try:
             conn.enqueue(p.sync_frame(p.SYNC_STEP1, self.ydoc.get_state()))
             live = [e for e in self.presence.values() if not e.removed]
-            if live:  # a newcomer sees everyone at once (gap 7)
+            if live:  # a newcomer sees everyone at once
                 conn.enqueue(p.awareness_frame(live))
-            await self._receive_loop(conn)
+            async for frame in conn.frames():
+                try:
+                    await self.handle_frame(conn, frame)
+                except p.ProtocolError as exc:
+                    log.warning("connection %s sent a malformed frame (%s); closing", conn.id, exc)
+                    conn.close(CloseCode.MALFORMED, f"malformed message: {exc}"[:120])
+                    return
+                except SessionGone:
+                    return
         finally:
             self.clients.discard(conn)
             self._remove_presence(conn)
-
-    async def _receive_loop(self, conn: Connection) -> None:
-        ws = conn.websocket
-        while True:
-            message = await ws.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            frame = message.get("bytes")
-            if frame is None:
-                log.warning("connection %s sent a text frame; closing", conn.id)
-                conn.close(CLOSE_UNSUPPORTED, "binary y-websocket frames only")
-                return
-            try:
-                await self.handle_frame(conn, frame)
-            except p.ProtocolError as exc:
-                log.warning("connection %s sent a malformed frame (%s); closing", conn.id, exc)
-                conn.close(CLOSE_MALFORMED, f"malformed message: {exc}"[:120])
-                return
-            except SessionGone:
-                return
 
     async def handle_frame(self, conn: Connection, frame: bytes) -> None:
         if not frame:
@@ -261,7 +292,7 @@ class SessionRoom(YRoom):
                         raise
                     raise p.ProtocolError("malformed state vector") from None
                 conn.enqueue(p.sync_frame(p.SYNC_STEP2, reply))
-            elif not (conn.read_only or self.read_only):  # gap 8: drop [0,1]/[0,2] from read-only peers
+            elif not (conn.read_only or self.read_only):  # read-only peers: [0,1]/[0,2] are dropped
                 batch = self.queue_update(msg.payload, conn)
                 if len(batch.items) >= self.options.max_pending:  # backpressure: stop reading this socket
                     await batch.done.wait()
@@ -297,12 +328,16 @@ class SessionRoom(YRoom):
                     self._owners[entry.client_id] = conn
                     # Remembered on the connection: the update log and the "left" event name the
                     # author even after a graceful leave has removed the state.
-                    conn.name = _display_name(_state(entry)) or conn.name
+                    conn.name = presence.user_field(presence.parse_state(entry.state), "name") or conn.name
         if self.options.presence_interval <= 0:
             # Relay as is to everyone, the sender included: the echo keeps a lone client alive.
             self._broadcast_presence_frame(frame)
         elif accepted:
             self._queue_presence(accepted)
+
+    def presence_states(self, conn: Connection) -> list[Any]:
+        """The parsed presence states a connection introduced (oldest clientID first)."""
+        return [presence.parse_state(self.presence[c].state) for c in sorted(conn.client_ids) if c in self.presence]
 
     def _queue_presence(self, entries: list[p.AwarenessEntry]) -> None:
         """Coalesce presence: one frame per room per interval with the newest entry per client.
@@ -351,31 +386,19 @@ class SessionRoom(YRoom):
             self.presence.clear()
             self._presence_out.clear()
 
+    def mark_gone(self) -> None:
+        """The session was deleted: refuse further updates and never snapshot again."""
+        self.gone = True
+
     def close_all(self, code: int, reason: str) -> None:
-        self.gone = code == CLOSE_SESSION_GONE or self.gone
         for conn in list(self.clients):
             conn.close(code, reason)
 
 
-def _state(entry: p.AwarenessEntry | None) -> Any:
-    if entry is None or entry.removed:
-        return None
-    try:
-        return json.loads(entry.state)
-    except (ValueError, RecursionError):  # client data: malformed or absurdly nested
-        return None
+_LANGUAGE = re.compile(LANGUAGE_PATTERN)
 
 
-def _display_name(state: Any) -> str | None:
-    """``state.user.name``, made safe to store: at most 100 characters of valid UTF-8."""
-    user = state.get("user") if isinstance(state, dict) else None
-    name = user.get("name") if isinstance(user, dict) else None
-    if not isinstance(name, str) or not name:
-        return None
-    return name[:100].encode("utf-8", "replace").decode("utf-8")
-
-
-def _log_exception(exc: Exception, logger: logging.Logger) -> bool:
+def log_exception(exc: Exception, logger: logging.Logger) -> bool:
+    """Exception handler for pycrdt-websocket rooms and servers: log, never crash the task group."""
     logger.error("room error", exc_info=exc)
     return True
-

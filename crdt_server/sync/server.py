@@ -1,34 +1,38 @@
-"""The room registry: load a session's document once, serve connections, unload when idle.
+"""The room registry: load a session's document once, hold it while used, unload when idle.
 
 ``SessionServer`` subclasses pycrdt-websocket's ``WebsocketServer`` (its task group owns every
-room) and fixes, in our code, the gaps of ../shared/design/pycrdt-websocket-gaps.md:
+room) and handles in our code what it lacks (docs/design/pycrdt-websocket.md):
 
-* gap 1 — room creation is serialised per session, so concurrent first joins all sync;
-* gap 3 — the document is loaded from storage (snapshot + tail) before the room serves anyone;
-* gap 4/10 — rooms are flushed (pending commits + snapshot) before they unload, on an idle
+* "Concurrent first joins": room creation is serialised per session, so concurrent first joins
+  all sync;
+* "No load before serving": the document is loaded from storage (snapshot + tail) before the
+  room serves anyone;
+* "Shutdown": rooms are flushed (pending commits + snapshot) before they unload, after an idle
   grace period and at shutdown.
+
+Callers hold a room with ``async with server.room(id) as room`` (the WebSocket handler for the
+life of its socket, REST operations for one request); the idle unload starts when nobody does.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
-from pycrdt import Doc
+from pycrdt import Doc, Map
 from pycrdt.websocket import WebsocketServer
 
-from ..storage import Store
-from .connection import Connection
-from .protocol import is_crdt_failure
-from .room import CLOSE_SESSION_GONE, RoomOptions, SessionRoom
+from ..document import META
+from ..domain import LANGUAGE_PATTERN
+from ..storage import SessionChange, SessionNotFound, SessionRecord, Store
+from .protocol import CloseCode, is_crdt_failure
+from .room import RoomOptions, SessionRoom, log_exception
 
 log = logging.getLogger(__name__)
-
-
-class SessionNotFound(LookupError):
-    pass
+_LANGUAGE = re.compile(LANGUAGE_PATTERN)
 
 
 async def load_document(store: Store, session_id: str) -> tuple[Doc, int, int]:
@@ -56,7 +60,7 @@ class SessionServer(WebsocketServer):
     rooms: dict[str, SessionRoom]  # type: ignore[assignment]
 
     def __init__(self, store: Store, options: RoomOptions) -> None:
-        super().__init__(rooms_ready=True, auto_clean_rooms=False, log=log, exception_handler=_log_exception)
+        super().__init__(rooms_ready=True, auto_clean_rooms=False, log=log, exception_handler=log_exception)
         self.store = store
         self.options = options
         self._locks: dict[str, anyio.Lock] = {}
@@ -70,7 +74,7 @@ class SessionServer(WebsocketServer):
             return room
         lock = self._locks.setdefault(name, anyio.Lock())
         try:
-            async with lock:  # gap 1: one loader per session; later callers find the room ready
+            async with lock:  # one loader per session; later callers find the room ready
                 unloading = self._unloading.get(name)
                 if unloading is not None:  # its last commits must land before storage is read
                     await unloading.wait()
@@ -79,7 +83,8 @@ class SessionServer(WebsocketServer):
                     session = await self.store.get_session(name)
                     if session is None:
                         raise SessionNotFound(name)
-                    doc, last_seq, snapshot_seq = await load_document(self.store, name)  # gap 3
+                    doc, last_seq, snapshot_seq = await load_document(self.store, name)
+                    await self._language_follows(session, doc)
                     room = SessionRoom(
                         name, doc, self.store, self.options,
                         last_seq=last_seq, snapshot_seq=snapshot_seq, read_only=session.status == "ended",
@@ -93,24 +98,23 @@ class SessionServer(WebsocketServer):
         self._cancel_unload(name)
         return room
 
+    async def _language_follows(self, session: SessionRecord, doc: Doc) -> None:
+        """An editor's last ``meta.language`` switch may have been stored in the log but not yet in
+        the row (the process died in between): bring the row along once, at load."""
+        language = doc.get(META, type=Map).get("language")
+        if isinstance(language, str) and language != session.language and _LANGUAGE.match(language):
+            await self.store.change_session(SessionChange(session.id, {"language": language}))
+
     @asynccontextmanager
     async def room(self, name: str) -> AsyncIterator[SessionRoom]:
-        """Hold a session's room loaded for a REST operation."""
+        """Hold a session's room loaded (a WebSocket for its lifetime, a REST operation for one request)."""
         room = await self.get_room(name)
-        room.users += 1
+        room.holds += 1
         try:
             yield room
         finally:
-            room.users -= 1
+            room.holds -= 1
             self._maybe_schedule_unload(name, room)
-
-    async def serve(self, websocket: Connection) -> None:  # type: ignore[override]
-        """Serve one authenticated connection (the room was checked to exist by the caller)."""
-        room = await self.get_room(websocket.path)
-        try:
-            await room.serve(websocket)
-        finally:
-            self._maybe_schedule_unload(websocket.path, room)
 
     # -- unloading -----------------------------------------------------------------------------
     def _cancel_unload(self, name: str) -> None:
@@ -119,7 +123,7 @@ class SessionServer(WebsocketServer):
             scope.cancel()
 
     def _maybe_schedule_unload(self, name: str, room: SessionRoom) -> None:
-        if room.clients or room.users or name in self._unload_scopes or self.rooms.get(name) is not room:
+        if room.clients or room.holds or name in self._unload_scopes or self.rooms.get(name) is not room:
             return
         if self._task_group is None:
             return
@@ -132,7 +136,7 @@ class SessionServer(WebsocketServer):
             await anyio.sleep(self.options.grace)
         if self._unload_scopes.get(name) is scope:
             del self._unload_scopes[name]
-        if scope.cancel_called or room.clients or room.users:
+        if scope.cancel_called or room.clients or room.holds:
             return
         await self.unload(name)
 
@@ -159,23 +163,19 @@ class SessionServer(WebsocketServer):
                 del self._unloading[name]
             done.set()
 
-    async def drop(self, name: str, code: int = CLOSE_SESSION_GONE, reason: str = "session deleted") -> None:
+    async def drop(self, name: str, code: int = CloseCode.SESSION_NOT_FOUND, reason: str = "session deleted") -> None:
         """Close every socket of a session and unload it without a snapshot (it is being deleted)."""
         self._cancel_unload(name)
         room = self.rooms.get(name)
         if room is not None:
+            room.mark_gone()
             room.close_all(code, reason)
-            room.gone = True
             await self.unload(name)
 
     async def close_all_rooms(self) -> None:
-        """Shutdown: flush every room to the store (gap 10)."""
+        """Shutdown: flush every room to the store."""
         with anyio.CancelScope(shield=True):
             for name in list(self.rooms):
                 self._cancel_unload(name)
                 await self.unload(name)
 
-
-def _log_exception(exc: Exception, logger: logging.Logger) -> bool:
-    logger.error("websocket server error", exc_info=exc)
-    return True

@@ -1,0 +1,146 @@
+"""The REST route table: every endpoint once, with its handler, roles, models and errors.
+
+The Starlette routes (``routes``) and the OpenAPI document (``api/openapi.py``) are both generated
+from ``operations()``, so the served API and its documentation cannot disagree.
+"""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute, WebSocketRoute
+
+from ..domain import ANY_ROLE, INTERVIEWER, WRITERS, EventType
+from . import execute, meta, sessions
+from .models import (
+    Code,
+    CreatedSession,
+    CreateSession,
+    ExecuteRequest,
+    ExecutionResult,
+    Health,
+    History,
+    Languages,
+    Participants,
+    SaveCode,
+    Session,
+    SessionExecuteRequest,
+    UpdateSession,
+)
+from .operation import RETRY_AFTER, Operation, QueryParam, catch_all, routes_from
+from .websocket import session_socket
+
+
+def operations() -> list[Operation]:
+    """The REST route table: handlers, roles, models and errors; routes and OpenAPI come from it."""
+    session_ops = [
+        Operation(
+            "POST", "/api/sessions", sessions.create_session, "createSession", "Create a session",
+            description="Returns the session with one signed token per role and the WebSocket path. "
+                        "Needs `Authorization: Bearer <api key>` when the server has an API key.",
+            security="api_key", request=CreateSession, request_required=False,
+            responses={201: ("Created.", CreatedSession)}, errors=(429,),
+            response_headers={
+                201: {"Location": {"description": "The new session's URL path.", "schema": {"type": "string"}}},
+                429: RETRY_AFTER,
+            },
+        ),
+        Operation(
+            "GET", "/api/sessions/{session_id}", sessions.get_session, "getSession", "Read a session",
+            security="session", roles=ANY_ROLE, responses={200: ("The session.", Session)},
+        ),
+        Operation(
+            "PATCH", "/api/sessions/{session_id}", sessions.patch_session, "updateSession", "Change a session",
+            description="Title, language and status change in the live document's `meta` map in the same step, so "
+                        "connected editors see them at once. `status: ended` makes the session read-only for "
+                        "everyone (sockets stay connected, their edits are dropped; REST writes answer 409); "
+                        "on an ended session only a change that includes `status: active` is accepted.",
+            security="session", roles=INTERVIEWER, request=UpdateSession, request_required=False,
+            responses={200: ("The session after the change.", Session)}, errors=(409,),
+        ),
+        Operation(
+            "DELETE", "/api/sessions/{session_id}", sessions.delete_session, "deleteSession", "Delete a session",
+            description="Removes the document, its update log and its history, and closes every connected socket "
+                        "with code 4404. Later requests answer 404.",
+            security="session", roles=INTERVIEWER, responses={204: ("Deleted.", None)},
+        ),
+        Operation(
+            "GET", "/api/sessions/{session_id}/code", sessions.get_code, "getCode", "Read the code",
+            description="The live document's text, as connected editors have it.",
+            security="session", roles=ANY_ROLE, responses={200: ("The code.", Code)},
+        ),
+        Operation(
+            "POST", "/api/sessions/{session_id}/code", sessions.save_code, "saveCode", "Save code",
+            description="Applied to the live document as a minimal edit (common prefix and suffix kept), so "
+                        "connected editors keep their cursors and nothing is duplicated. Answers the resulting "
+                        "text, which includes edits that editors made concurrently.",
+            security="session", roles=WRITERS, request=SaveCode,
+            responses={200: ("The code after the change.", Code)}, errors=(409,),
+        ),
+        Operation(
+            "GET", "/api/sessions/{session_id}/participants", sessions.participants, "listParticipants",
+            "List participants",
+            description="One entry per live WebSocket connection, with name, color and cursor from its awareness "
+                        "state where present. The server itself is never listed.",
+            security="session", roles=ANY_ROLE, responses={200: ("Who is connected now.", Participants)},
+        ),
+        Operation(
+            "GET", "/api/sessions/{session_id}/history", sessions.history, "getHistory", "Read the history",
+            description="Timestamped events, oldest first: " + ", ".join(f"`{e}`" for e in EventType)
+                        + ". Paginated: pass `nextAfter` as `?after=` until it is null.",
+            security="session", roles=INTERVIEWER, responses={200: ("One page of events.", History)},
+            query=(
+                QueryParam("after", {"type": "integer", "minimum": 0, "maximum": sessions.MAX_AFTER, "default": 0},
+                           "Return events with `seq` greater than this."),
+                QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": sessions.HISTORY_MAX_LIMIT,
+                                     "default": sessions.HISTORY_LIMIT}, "Page size."),
+            ),
+        ),
+    ]
+    run_ops = [
+        Operation(
+            "GET", "/api/languages", execute.languages, "listLanguages", "List runnable languages", tag="execution",
+            description="What this host can run, with versions, and the sandbox mode.",
+            responses={200: ("Runnable languages.", Languages)}, errors=(503,),
+        ),
+        Operation(
+            "POST", "/api/execute", execute.execute, "execute", "Run code", tag="execution",
+            description="Runs the code in the sandbox (timeout default 5 s, at most the server's maximum). "
+                        "Needs `Authorization: Bearer <api key>` when the server has an API key.",
+            security="api_key", request=ExecuteRequest,
+            responses={200: ("The result (also for programs that fail or time out).", ExecutionResult)},
+            errors=(429, 503), response_headers={429: RETRY_AFTER},
+        ),
+        Operation(
+            "POST", "/api/sessions/{session_id}/execute", execute.session_execute, "executeSession",
+            "Run the session's code", tag="execution",
+            description="Runs a snapshot of the live text in the session's language. The result is appended to "
+                        "the document's `runs` array (newest last, at most 20), so every editor sees it, and to "
+                        "the history (`run_started`, `run_finished` with the snapshot's SHA-256). One run per "
+                        "session at a time; runs are rate-limited per session.",
+            security="session", roles=WRITERS, request=SessionExecuteRequest, request_required=False,
+            responses={200: ("The result.", ExecutionResult)}, errors=(409, 429, 503),
+            response_headers={429: RETRY_AFTER},
+        ),
+    ]
+    meta_ops = [
+        Operation(
+            "GET", "/health", meta.health, "health", "Health check", tag="meta",
+            description="503 with `status: degraded` when the database does not answer.",
+            responses={200: ("Healthy.", Health), 503: ("The database does not answer.", Health)},
+            strict_query=False,
+        ),
+        Operation(
+            "GET", "/openapi.json", meta.openapi_json, "openapi", "This OpenAPI document", tag="meta",
+            description="The same document as `docs/openapi.yaml` in the repository.",
+            responses={200: ("The OpenAPI 3.1 document.", None)}, raw_response={"type": "object"},
+            strict_query=False,
+        ),
+    ]
+    return [*session_ops, *run_ops, *meta_ops]
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        *routes_from(operations()),
+        WebSocketRoute("/ws/sessions/{session_id}", session_socket),
+        catch_all(),  # JSON 404 for every other path (and no slash redirects)
+    ]

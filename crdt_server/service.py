@@ -1,0 +1,250 @@
+"""SessionService: every session operation, whichever transport asks for it.
+
+The HTTP handlers (``api/``) and the WebSocket handler only authorise, parse and shape answers;
+what an operation *does* is here: which row fields, document changes and history events belong
+together (committed in one store transaction), what an ended session refuses, and what a run
+records. The session row is the one source of truth for title, language and status; the
+document's ``meta`` map is the server's projection of it for editors (an editor's
+``meta.language`` switch is carried back into the row by the room).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from . import presence
+from .document import edit_update, initial_document, read_text, run_entry
+from .domain import EventType, Role, changed_event
+from .execution import ExecutionError, ExecutionService, RunResult, SandboxUnavailable
+from .storage import EventRecord, SessionChange, SessionNotFound, SessionRecord, Store
+from .sync import Connection, SessionRoom, SessionServer, load_document
+from .sync.protocol import CloseCode
+
+log = logging.getLogger(__name__)
+
+
+class SessionEnded(Exception):
+    """The session has ended: it is read-only until reopened."""
+
+
+@dataclass(frozen=True)
+class SessionView:
+    record: SessionRecord
+    code: str
+
+
+def new_session_id() -> str:
+    """128 random bits, URL-safe (the JS client does not encode the room name)."""
+    return secrets.token_urlsafe(16)
+
+
+class SessionService:
+    def __init__(
+        self, store: Store, rooms: SessionServer, *, session_ttl: float, execution: ExecutionService | None = None,
+    ) -> None:
+        self.store = store
+        self.rooms = rooms
+        self.session_ttl = session_ttl
+        self.execution = execution
+
+    # -- sessions ------------------------------------------------------------------------------
+    async def create(self, *, title: str, language: str, code: str) -> SessionRecord:
+        now = time.time()
+        record = SessionRecord(new_session_id(), title, language, "active", now, now, now + self.session_ttl)
+        event = EventRecord(record.id, EventType.CREATED, {"title": title, "language": language}, ts=now)
+        await self.store.create_session(record, initial_document(title, language, code), event)
+        return record
+
+    async def get(self, sid: str) -> SessionRecord:
+        """The session's row; ``SessionNotFound`` if it does not exist or has expired (the sweeper deletes it soon)."""
+        record = await self.store.get_session(sid)
+        if record is None or record.expires_at <= time.time():
+            raise SessionNotFound(sid)
+        return record
+
+    async def view(self, sid: str) -> SessionView:
+        """The session and its text: the live document's, or the stored one's when nobody has it loaded."""
+        record = await self.get(sid)
+        room = self.rooms.rooms.get(sid)
+        doc = room.ydoc if room is not None else (await load_document(self.store, sid))[0]
+        return SessionView(record, read_text(doc))
+
+    async def patch(self, sid: str, requested: Mapping[str, Any], by: Role) -> SessionRecord:
+        """Change title/language/status: row, ``meta`` and one event per field commit together."""
+        async with self._room(sid) as room:
+            current = await self.get(sid)
+            changed = {k: v for k, v in requested.items() if getattr(current, k) != v}
+            if current.status == "ended" and changed and changed.get("status") != "active":
+                raise SessionEnded(sid)
+            if not changed:
+                return current
+            events = tuple(
+                EventRecord(sid, changed_event(k), {"from": getattr(current, k), "to": v, "by": by})
+                for k, v in changed.items()
+            )
+            await self._commit(room, SessionChange(sid, {**changed, **self._touch()}, events), meta=changed)
+            if "status" in changed:
+                room.read_only = changed["status"] == "ended"
+        return await self.get(sid)
+
+    async def save_code(self, sid: str, code: str, language: str | None, by: Role) -> SessionView:
+        """Apply new text as a minimal edit (never a re-seed); a language switch goes with it."""
+        async with self._room(sid) as room:
+            current = await self.get(sid)
+            if current.status == "ended":
+                raise SessionEnded(sid)
+            fields: dict[str, Any] = self._touch()
+            events = [EventRecord(sid, EventType.CODE_SAVED, {"by": by, "length": len(code)})]
+            meta = None
+            if language and language != current.language:
+                meta = fields["language"] = language
+                events.append(EventRecord(sid, EventType.LANGUAGE_CHANGED,
+                                          {"from": current.language, "to": language, "by": by}))
+            await self._commit(room, SessionChange(sid, fields, tuple(events)), code=code,
+                               meta={"language": meta} if meta else None)
+            return SessionView(await self.get(sid), read_text(room.ydoc))
+
+    async def delete(self, sid: str) -> None:
+        """Delete the data, then close every socket: later requests and reconnects find nothing."""
+        await self.get(sid)
+        await self.store.delete_session(sid)
+        await self.rooms.drop(sid, CloseCode.SESSION_NOT_FOUND, "session deleted")
+
+    async def expire(self) -> int:
+        """Delete sessions inactive past their TTL; their sockets are closed with 4410."""
+        expired = await self.store.expired_sessions(time.time())
+        for sid in expired:
+            await self.rooms.drop(sid, CloseCode.SESSION_EXPIRED, "session expired")
+            await self.store.delete_session(sid)
+        return len(expired)
+
+    # -- Run -----------------------------------------------------------------------------------
+    def runner(self) -> ExecutionService:
+        """The execution service, or ``SandboxUnavailable`` when Run is off or has no sandbox here."""
+        if self.execution is None or self.execution.mode == "unavailable":
+            raise SandboxUnavailable("code execution is not available on this server")
+        return self.execution
+
+    async def run(self, sid: str, by: Role, *, stdin: str, timeout: float | None) -> tuple[RunResult, str]:
+        """Run a snapshot of the live text in the session's language; the result goes into ``runs``."""
+        runner = self.runner()
+        view = await self.view(sid)  # the snapshot: live text and language, now
+        if view.record.status == "ended":
+            raise SessionEnded(sid)
+        language = view.record.language
+        run_id = secrets.token_hex(8)
+        digest = hashlib.sha256(view.code.encode("utf-8")).hexdigest()
+        started = time.time()
+        await self.record(EventRecord(sid, EventType.RUN_STARTED,
+                                      {"runId": run_id, "by": by, "language": language, "sha256": digest}, ts=started))
+        try:
+            result = await runner.run(language=language, code=view.code, stdin=stdin, timeout=timeout, session_key=sid)
+        except ExecutionError as exc:
+            await self.record(EventRecord(sid, EventType.RUN_REFUSED, {"runId": run_id, "reason": exc.code}))
+            raise
+        finished = EventRecord(sid, EventType.RUN_FINISHED, {
+            "runId": run_id, "exitCode": result.exit_code, "durationMs": result.duration_ms,
+            "timedOut": result.timed_out, "sha256": digest,
+        })
+        async with self._room(sid) as room:  # SessionNotFound if the session was deleted while running
+            await self._commit(room, SessionChange(sid, events=(finished,)), run=run_entry(run_id, by, started, result))
+        return result, run_id
+
+    # -- participants and history --------------------------------------------------------------
+    async def joined(self, conn: Connection) -> None:
+        await self.record(EventRecord(conn.session_id, EventType.PARTICIPANT_JOINED,
+                                      {"role": conn.role, "connectionId": conn.id}))
+
+    async def left(self, conn: Connection) -> None:
+        await self.record(EventRecord(conn.session_id, EventType.PARTICIPANT_LEFT,
+                                      {"role": conn.role, "connectionId": conn.id, "name": conn.name}))
+
+    async def record(self, *events: EventRecord) -> None:
+        """Append history events; a session deleted meanwhile keeps no orphan rows."""
+        try:
+            await self.store.append_events(events)
+        except Exception as exc:  # the session may just have been deleted
+            log.debug("events %s not stored: %r", [e.type for e in events], exc)
+
+    async def participants(self, sid: str) -> list[dict[str, Any]]:
+        """One entry per live connection (oldest first) with name/color/cursor from its presence."""
+        await self.get(sid)
+        room = self.rooms.rooms.get(sid)
+        if room is None:
+            return []
+        return [
+            {"connection_id": conn.id, "role": conn.role, "connected_at": conn.connected_at,
+             **presence.summary(room.presence_states(conn))}
+            for conn in sorted(room.clients, key=lambda c: c.connected_at)
+        ]
+
+    async def history(self, sid: str, after: int, limit: int) -> tuple[list[EventRecord], bool]:
+        """One page of events (oldest first) and whether more follow; joins carry the name the
+        connection announced later (from the live connection or its ``participant_left``)."""
+        await self.get(sid)
+        events = await self.store.read_events(sid, after, limit + 1)
+        more = len(events) > limit
+        events = events[:limit]
+        names = await self._participant_names(sid, events)
+        return [_with_name(e, names) for e in events], more
+
+    async def _participant_names(self, sid: str, page: list[EventRecord]) -> dict[str, str]:
+        wanted = {e.data.get("connectionId") for e in page
+                  if e.type == EventType.PARTICIPANT_JOINED and not e.data.get("name")}
+        wanted.discard(None)
+        if not wanted:
+            return {}
+        room = self.rooms.rooms.get(sid)
+        names = {c.id: c.name for c in (room.clients if room else ()) if c.id in wanted and c.name}
+        for e in page:
+            if e.type == EventType.PARTICIPANT_LEFT and e.data.get("name"):
+                names.setdefault(e.data["connectionId"], e.data["name"])
+        after = page[-1].seq
+        for _ in range(20):  # bounded look-ahead: 20 000 events
+            if wanted <= names.keys():
+                break
+            later = await self.store.read_events(sid, after, 1000)
+            for e in later:
+                if e.type == EventType.PARTICIPANT_LEFT and e.data.get("connectionId") in wanted and e.data.get("name"):
+                    names.setdefault(e.data["connectionId"], e.data["name"])
+            if len(later) < 1000:
+                break
+            after = later[-1].seq
+        return names
+
+    # -- helpers -------------------------------------------------------------------------------
+    @asynccontextmanager
+    async def _room(self, sid: str) -> AsyncIterator[SessionRoom]:
+        await self.get(sid)
+        async with self.rooms.room(sid) as room:
+            yield room
+
+    def _touch(self) -> dict[str, float]:
+        now = time.time()
+        return {"updated_at": now, "expires_at": now + self.session_ttl}
+
+    async def _commit(
+        self, room: SessionRoom, change: SessionChange, *, code: str | None = None,
+        meta: Mapping[str, Any] | None = None, run: Mapping[str, Any] | None = None,
+    ) -> None:
+        """The document edit and the row/event change, through the room's write-ahead pipeline as one
+        transaction (or the change alone when the document already says it)."""
+        update = edit_update(room.ydoc, code=code, meta=meta, run=run)
+        if update is not None:
+            await room.submit(update, change)
+        elif await self.store.change_session(change) is None:
+            raise SessionNotFound(room.session_id)
+
+
+def _with_name(e: EventRecord, names: Mapping[str, str]) -> EventRecord:
+    if e.type not in (EventType.PARTICIPANT_JOINED, EventType.PARTICIPANT_LEFT):
+        return e
+    name = e.data.get("name") or names.get(e.data.get("connectionId", ""))
+    return EventRecord(e.session_id, e.type, {**e.data, "name": name}, seq=e.seq, ts=e.ts)
