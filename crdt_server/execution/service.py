@@ -26,9 +26,10 @@ from .models import LanguageInfo, RunResult
 from .pool import RunPool
 from .probe import Layers, can_switch_uid, landlock_abi, mode_rank
 from .procs import kill_and_reap, set_child_subreaper
-from .sandbox import Outcome, Program, Sandbox, Slot, Tools
+from .sandbox import Sandbox
 from .seccomp import build_filter
 from .settings import ExecutionSettings
+from .types import Outcome, Program, Slot, Tools
 
 log = logging.getLogger("crdt_server.execution")
 
