@@ -15,7 +15,7 @@ import pytest
 
 from crdt_server.execution import ExecutionService
 
-from .conftest_execution import (  # fixtures: anyio_backend, service
+from .execution_fixtures import (  # fixtures: anyio_backend, service
     anyio_backend,  # noqa: F401
     assert_healthy,
     assert_no_leftovers,

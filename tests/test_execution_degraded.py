@@ -14,7 +14,7 @@ import pytest
 
 from crdt_server.execution import ExecutionService
 
-from .conftest_execution import anyio_backend, assert_no_leftovers, require_bwrap, sandbox_uids, test_settings
+from .execution_fixtures import anyio_backend, assert_no_leftovers, require_bwrap, sandbox_settings, sandbox_uids
 
 __all__ = ["anyio_backend"]
 pytestmark = pytest.mark.anyio
@@ -26,7 +26,7 @@ UIDS = sandbox_uids(UID_BASE)
 @pytest.fixture(scope="module")
 async def degraded(anyio_backend: str) -> AsyncIterator[ExecutionService]:
     require_bwrap()
-    async with ExecutionService(test_settings(use_namespaces=False, require="degraded", uid_base=UID_BASE)) as svc:
+    async with ExecutionService(sandbox_settings(use_namespaces=False, require="degraded", uid_base=UID_BASE)) as svc:
         assert svc.mode == "degraded", svc.layers
         yield svc
     assert_no_leftovers(UIDS)

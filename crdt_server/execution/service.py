@@ -48,8 +48,8 @@ _PROBE_CACHE: dict[tuple[Any, ...], LanguageInfo | str] = {}
 
 
 class ExecutionService:
-    def __init__(self, settings: ExecutionSettings | None = None) -> None:
-        self.settings = settings or ExecutionSettings()
+    def __init__(self, settings: ExecutionSettings) -> None:
+        self.settings = settings
         s = self.settings
         self._layers = Layers()
         self._started = self._closed = False

@@ -1,4 +1,5 @@
-"""Fixtures shared by tests/test_execution*.py (imported by those modules, not a conftest).
+"""Fixtures and helpers shared by the sandbox tests (tests/test_execution_*.py, test_rest_execute.py),
+which import them explicitly.
 
 The sandbox must really run: a missing bwrap or a host where the full sandbox does not come up
 fails the tests loudly instead of skipping them (CI installs bubblewrap with apt-get).
@@ -10,10 +11,12 @@ import os
 import shutil
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import psutil
 import pytest
 
+from crdt_server.config import Settings
 from crdt_server.execution import ExecutionService, ExecutionSettings, RunResult
 
 # Far from the default 60000 so a dev server on the same host is never disturbed.
@@ -57,8 +60,9 @@ async def assert_healthy(service: ExecutionService) -> RunResult:
     return result
 
 
-def test_settings(**overrides: object) -> ExecutionSettings:
-    values: dict[str, object] = {
+def sandbox_settings(**overrides: Any) -> ExecutionSettings:
+    """The server's defaults, with fewer workers, test uids, a 2 s default timeout and no rate limit."""
+    values: dict[str, Any] = {
         "workers": WORKERS,
         "uid_base": TEST_UID_BASE,
         "require": "full",
@@ -67,10 +71,8 @@ def test_settings(**overrides: object) -> ExecutionSettings:
         "session_burst": 1000,
     }
     values.update(overrides)
-    return ExecutionSettings(**values)  # type: ignore[arg-type]
+    return ExecutionSettings.from_settings(Settings(), **values)
 
-
-test_settings.__test__ = False  # type: ignore[attr-defined]  # not a test despite the name
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +83,7 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="module")
 async def service(anyio_backend: str) -> AsyncIterator[ExecutionService]:
     require_bwrap()
-    async with ExecutionService(test_settings()) as svc:
+    async with ExecutionService(sandbox_settings()) as svc:
         assert svc.mode == "full", svc.layers
         yield svc
     assert_no_leftovers(sandbox_uids())
