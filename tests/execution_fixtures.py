@@ -11,6 +11,7 @@ import os
 import shutil
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -18,6 +19,8 @@ import pytest
 
 from crdt_server.config import Settings
 from crdt_server.execution import ExecutionService, ExecutionSettings, RunResult
+
+ROOT = Path(__file__).resolve().parents[1]  # this checkout, wherever it is
 
 # Far from the default 60000 so a dev server on the same host is never disturbed.
 TEST_UID_BASE = 62000
@@ -29,6 +32,14 @@ def require_bwrap() -> None:
         pytest.fail("bubblewrap is not installed: `apt-get install -y bubblewrap` (the sandbox tests never skip)")
     if os.geteuid() != 0:
         pytest.fail("the sandbox tests must run as root (the server drops each run to a slot uid)")
+
+
+def server_file() -> str:
+    """A file of the server's own checkout, which sandboxed code must not read. It must exist on
+    the host, or a "cannot read it" assertion would pass without testing anything."""
+    path = ROOT / "pyproject.toml"
+    assert path.is_file(), f"{path} does not exist: the test would prove nothing"
+    return str(path)
 
 
 def sandbox_uids(base: int = TEST_UID_BASE, workers: int = WORKERS) -> range:

@@ -16,6 +16,7 @@ from crdt_server.execution import (
     ExecutionSettings,
     QueueFull,
     RateLimited,
+    RunResult,
     SandboxError,
     SandboxUnavailable,
     SessionBusy,
@@ -92,7 +93,7 @@ async def test_service_queue_full_session_busy_and_loop_not_blocked() -> None:
     require_bwrap()
     settings = sandbox_settings(workers=1, queue_size=1, uid_base=62200)
     async with ExecutionService(settings) as svc:
-        results: dict[str, object] = {}
+        results: dict[str, RunResult] = {}
         ticks = 0
 
         async def run(key: str) -> None:
@@ -118,7 +119,7 @@ async def test_service_queue_full_session_busy_and_loop_not_blocked() -> None:
             while len(results) < 2:
                 await anyio.sleep(0.05)
             tg.cancel_scope.cancel()
-        assert all(r.stdout == "done\n" for r in results.values())  # type: ignore[attr-defined]
+        assert all(r.stdout == "done\n" for r in results.values())
         assert ticks > 50, "the event loop was blocked while runs were in flight"
     assert_no_leftovers(sandbox_uids(62200, 1))
 
@@ -256,7 +257,8 @@ async def test_fork_server_killed_mid_run_is_replaced() -> None:
     import signal
 
     async with ExecutionService(sandbox_settings(workers=1, uid_base=63400)) as svc:
-        forkserver = svc._sandbox._forkservers[0]  # type: ignore[union-attr]
+        assert svc._sandbox is not None
+        forkserver = svc._sandbox._forkservers[0]
         async with anyio.create_task_group() as tg:
 
             async def kill_soon() -> None:

@@ -61,21 +61,15 @@ def processes_of(uids: Container[int]) -> list[ProcInfo]:
     return found
 
 
-def kill_and_reap(uids: Container[int], *, protect: Container[int] = (), kill: bool = True) -> tuple[int, int]:
+def kill_and_reap(uids: Container[int]) -> tuple[int, int]:
     """SIGKILL live processes of `uids`, reap those that are our zombie children.
 
-    `protect` holds pids the event loop is still waiting for (in-flight runs' top processes):
-    they are never reaped here. kill=False only reaps (safe while runs are in flight).
     Returns (killed, reaped).
     """
     me = os.getpid()
     killed = reaped = 0
     for p in processes_of(uids):
-        if p.pid in protect:
-            continue
         if p.state != "Z":
-            if not kill:
-                continue
             try:
                 os.kill(p.pid, signal.SIGKILL)
                 killed += 1
