@@ -3,7 +3,7 @@
 Measured on 2 cores: more concurrent runs than cores adds no throughput and stretches each
 run's wall time (4x at 8 concurrent), turning honest programs into timeouts. So the pool
 has exactly `workers` slots, a short FIFO queue in front, and rejects early (QueueFull,
-SessionBusy, RateLimited) rather than letting load pile up.
+SessionBusy, RateLimited) rather than letting load pile up (docs/design/sandbox.md, "Load").
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ zombies pile up until every run fails with "Can't fork". Each slot's fork server
 subreaper that reaps everything below it; the server process is one too, as a second line
 (if a fork server dies), and then reaps *by pid* only zombies whose uid is a sandbox uid: a
 blanket waitpid(-1) would steal exit statuses from the event loop's own child watcher.
+See docs/design/sandbox.md, "Why a subreaper".
 """
 
 from __future__ import annotations
