@@ -26,7 +26,7 @@ class LanguageInfo:
 
 @dataclass(frozen=True)
 class RunResult:
-    """Outcome of one run.
+    """The public result of one run (the sandbox's Outcome, decoded: see from_outcome).
 
     exit_code follows the shell convention: 128+N when the program died of signal N (137 for the
     kill on timeout, output cap or OOM). When compilation fails the program never runs:
