@@ -25,6 +25,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from crdt_server.config import Settings
 from crdt_server.execution import ExecutionService, ExecutionSettings
 
 PROGRAMS = {
@@ -56,7 +57,8 @@ def p90(samples: list[float]) -> float:
 
 
 async def main(args: argparse.Namespace) -> None:
-    settings = ExecutionSettings(
+    settings = ExecutionSettings.from_settings(
+        Settings(),  # the server's defaults, but every run admitted and its own uids
         uid_base=63000,
         queue_size=max(args.burst, 16),
         session_rate=1e6,
@@ -85,7 +87,6 @@ async def main(args: argparse.Namespace) -> None:
             rate = args.burst / (time.perf_counter() - started)
             b, s = statistics.median(bare_ms), statistics.median(box_ms)
             print(f"{language:<11} {b:>9.1f} ms {s:>12.1f} ms {p90(box_ms):>9.1f} ms {s - b:>6.1f} ms {rate:>17.1f}")
-
 
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

@@ -1,4 +1,4 @@
-"""Every attack class from the sandbox notes, asserted contained, each followed by a normal run
+"""Every attack class of docs/design/sandbox.md, asserted contained, each followed by a normal run
 that must still succeed quickly and a check that no process of a sandbox uid is left."""
 
 from __future__ import annotations
@@ -9,20 +9,16 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
-from crdt_server.execution import ExecutionService
+from crdt_server.execution import ExecutionService, RunResult
 
-from .conftest_execution import (  # fixtures: anyio_backend, service
-    anyio_backend,  # noqa: F401
-    assert_healthy,
-    assert_no_leftovers,
-    sandbox_uids,
-    service,  # noqa: F401
-)
+from .execution_fixtures import anyio_backend, assert_healthy, assert_no_leftovers, sandbox_uids, server_file, service
 
+__all__ = ["anyio_backend", "service"]  # fixtures
 pytestmark = pytest.mark.anyio
 
 TIMEOUT = 2.0
@@ -37,9 +33,11 @@ async def svc(service: ExecutionService) -> AsyncIterator[ExecutionService]:
     assert_no_leftovers(sandbox_uids())
 
 
-async def timed(svc: ExecutionService, language: str, code: str, **kw: object):
+async def timed(
+    svc: ExecutionService, language: str, code: str, timeout: float = TIMEOUT, **kw: Any
+) -> tuple[RunResult, float]:
     started = time.monotonic()
-    result = await svc.run(language=language, code=code, timeout=kw.pop("timeout", TIMEOUT), **kw)  # type: ignore[arg-type]
+    result = await svc.run(language=language, code=code, timeout=timeout, **kw)
     return result, time.monotonic() - started
 
 
@@ -193,7 +191,7 @@ async def test_server_secrets_environment_and_files(svc: ExecutionService, tmp_p
         code = (
             "import os, glob\n"
             "print(dict(os.environ))\n"
-            f"for path in [{str(data_dir / 'secret.key')!r}, '/work/main/pyproject.toml', '/root/.bashrc',\n"
+            f"for path in [{str(data_dir / 'secret.key')!r}, {server_file()!r}, '/root/.bashrc',\n"
             "             '/etc/shadow', '/home', '/work', '/root', '/run', '/var']:\n"
             "    print(path, os.path.exists(path))\n"
             "for path in glob.glob('/proc/[0-9]*/environ'):\n"

@@ -3,6 +3,7 @@ seccomp + Landlock + cgroups. It must say so in every result and still hold the 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -14,7 +15,14 @@ import pytest
 
 from crdt_server.execution import ExecutionService
 
-from .conftest_execution import anyio_backend, assert_no_leftovers, require_bwrap, sandbox_uids, test_settings
+from .execution_fixtures import (
+    anyio_backend,
+    assert_no_leftovers,
+    require_bwrap,
+    sandbox_settings,
+    sandbox_uids,
+    server_file,
+)
 
 __all__ = ["anyio_backend"]
 pytestmark = pytest.mark.anyio
@@ -26,7 +34,7 @@ UIDS = sandbox_uids(UID_BASE)
 @pytest.fixture(scope="module")
 async def degraded(anyio_backend: str) -> AsyncIterator[ExecutionService]:
     require_bwrap()
-    async with ExecutionService(test_settings(use_namespaces=False, require="degraded", uid_base=UID_BASE)) as svc:
+    async with ExecutionService(sandbox_settings(use_namespaces=False, require="degraded", uid_base=UID_BASE)) as svc:
         assert svc.mode == "degraded", svc.layers
         yield svc
     assert_no_leftovers(UIDS)
@@ -59,6 +67,7 @@ async def test_degraded_languages(svc: ExecutionService) -> None:
 
 
 async def test_degraded_secrets_files_and_writes(svc: ExecutionService, tmp_path: Path) -> None:
+    repo_file = server_file()  # exists on the host: only the sandbox can make it unreadable
     os.environ["CRDT_SERVER_SECRET"] = "degraded-secret"
     secret_file = tmp_path / "secret.key"
     secret_file.write_text("degraded-secret")
@@ -68,7 +77,7 @@ async def test_degraded_secrets_files_and_writes(svc: ExecutionService, tmp_path
         code = (
             "import os\n"
             "print(dict(os.environ))\n"
-            f"for path in [{str(secret_file)!r}, '/work/main/pyproject.toml', '/etc/hostname']:\n"
+            f"for path in [{str(secret_file)!r}, {repo_file!r}, '/etc/hostname']:\n"
             "    try:\n"
             "        print(path, open(path).read()[:20])\n"
             "    except OSError as e:\n"
@@ -85,6 +94,7 @@ async def test_degraded_secrets_files_and_writes(svc: ExecutionService, tmp_path
         del os.environ["CRDT_SERVER_SECRET"]
     assert "degraded-secret" not in result.stdout and "WRITTEN" not in result.stdout, result
     assert result.stdout.count("denied") == 7, result
+    assert f"{repo_file} denied {errno.EACCES}" in result.stdout, result  # refused, not absent
     assert not (tmp_path / "pwned").exists()
 
 

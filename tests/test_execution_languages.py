@@ -10,7 +10,9 @@ import pytest
 
 from crdt_server.execution import ExecutionService, InvalidRequest, UnknownLanguage
 
-from .conftest_execution import anyio_backend, service  # noqa: F401  (fixtures)
+from .execution_fixtures import anyio_backend, service
+
+__all__ = ["anyio_backend", "service"]  # fixtures
 
 pytestmark = pytest.mark.anyio
 

@@ -10,11 +10,13 @@ from pathlib import Path
 import anyio
 import pytest
 
+from crdt_server.config import Settings
 from crdt_server.execution import (
     ExecutionService,
     ExecutionSettings,
     QueueFull,
     RateLimited,
+    RunResult,
     SandboxError,
     SandboxUnavailable,
     SessionBusy,
@@ -22,7 +24,7 @@ from crdt_server.execution import (
 from crdt_server.execution.cgroups import GROUP_PREFIX
 from crdt_server.execution.pool import RunPool
 
-from .conftest_execution import anyio_backend, assert_no_leftovers, require_bwrap, sandbox_uids, test_settings
+from .execution_fixtures import anyio_backend, assert_no_leftovers, require_bwrap, sandbox_settings, sandbox_uids
 
 __all__ = ["anyio_backend"]
 pytestmark = pytest.mark.anyio
@@ -89,9 +91,9 @@ async def test_pool_queue_and_busy_without_sandbox() -> None:
 
 async def test_service_queue_full_session_busy_and_loop_not_blocked() -> None:
     require_bwrap()
-    settings = test_settings(workers=1, queue_size=1, uid_base=62200)
+    settings = sandbox_settings(workers=1, queue_size=1, uid_base=62200)
     async with ExecutionService(settings) as svc:
-        results: dict[str, object] = {}
+        results: dict[str, RunResult] = {}
         ticks = 0
 
         async def run(key: str) -> None:
@@ -117,14 +119,14 @@ async def test_service_queue_full_session_busy_and_loop_not_blocked() -> None:
             while len(results) < 2:
                 await anyio.sleep(0.05)
             tg.cancel_scope.cancel()
-        assert all(r.stdout == "done\n" for r in results.values())  # type: ignore[attr-defined]
+        assert all(r.stdout == "done\n" for r in results.values())
         assert ticks > 50, "the event loop was blocked while runs were in flight"
     assert_no_leftovers(sandbox_uids(62200, 1))
 
 
 async def test_service_rate_limit() -> None:
     require_bwrap()
-    settings = test_settings(session_rate=0.1, session_burst=2, uid_base=62300)
+    settings = sandbox_settings(session_rate=0.1, session_burst=2, uid_base=62300)
     async with ExecutionService(settings) as svc:
         for _ in range(2):
             assert (await svc.run(language="python", code="print(1)", session_key="pad")).stdout == "1\n"
@@ -137,7 +139,7 @@ async def test_service_rate_limit() -> None:
 async def test_cancelled_caller_kills_the_run() -> None:
     """A client that disconnects mid-run (cancellation) must not leave the program running."""
     require_bwrap()
-    async with ExecutionService(test_settings(uid_base=62400)) as svc:
+    async with ExecutionService(sandbox_settings(uid_base=62400)) as svc:
         with anyio.move_on_after(0.5):
             await svc.run(language="python", code=SLEEP.format(30), timeout=10)
         assert_no_leftovers(sandbox_uids(62400))
@@ -154,7 +156,7 @@ def _memory_cgroup_parent() -> Path | None:
 
 async def test_require_full_refuses_to_start_without_namespaces() -> None:
     require_bwrap()
-    svc = ExecutionService(test_settings(use_namespaces=False, require="full", uid_base=62500))
+    svc = ExecutionService(sandbox_settings(use_namespaces=False, require="full", uid_base=62500))
     with pytest.raises(SandboxUnavailable):
         await svc.start()
     assert svc.mode == "unavailable"
@@ -165,7 +167,7 @@ async def test_require_full_refuses_to_start_without_namespaces() -> None:
 
 async def test_cgroups_and_state_removed_on_close() -> None:
     require_bwrap()
-    svc = ExecutionService(test_settings(uid_base=62600))
+    svc = ExecutionService(sandbox_settings(uid_base=62600))
     await svc.start()
     layers = svc.layers
     assert layers["mode"] == "full" and layers["namespaces"] and layers["seccomp"] and layers["uidSwitch"]
@@ -181,17 +183,32 @@ async def test_cgroups_and_state_removed_on_close() -> None:
 
 
 def test_settings_validation() -> None:
+    defaults = Settings()
     with pytest.raises(ValueError):
-        ExecutionSettings(require="sometimes")
+        ExecutionSettings.from_settings(defaults, require="sometimes")
     with pytest.raises(ValueError):
-        ExecutionSettings(uid_base=0)
+        ExecutionSettings.from_settings(defaults, uid_base=0)
     with pytest.raises(ValueError):
-        ExecutionSettings(default_timeout=20, max_timeout=10)
-    assert ExecutionSettings().workers >= 1
+        ExecutionSettings.from_settings(defaults, default_timeout=20, max_timeout=10)
+    assert ExecutionSettings.from_settings(defaults).workers >= 1
+
+
+def test_settings_come_from_the_server_settings() -> None:
+    server = Settings(exec_workers=3, exec_queue_size=7, run_timeout=4.0, run_timeout_max=8.0, compile_timeout=9.0,
+                      run_output_limit=1000, run_memory_mb=128, run_max_processes=32, run_tmp_mb=16,
+                      max_code_size=5000, run_rate=2.0, run_burst=3, sandbox_require="degraded",
+                      sandbox_uid_base=61000)
+    s = ExecutionSettings.from_settings(server)
+    assert (s.workers, s.queue_size, s.default_timeout, s.max_timeout, s.compile_timeout) == (3, 7, 4.0, 8.0, 9.0)
+    assert (s.output_limit, s.memory_limit_mb, s.max_processes, s.tmp_size_mb) == (1000, 128, 32, 16)
+    assert (s.max_code_bytes, s.session_rate, s.session_burst, s.require, s.uid_base) == (
+        5000, 2.0, 3, "degraded", 61000)
+    assert ExecutionSettings.from_settings(Settings(exec_workers=0)).workers == len(os.sched_getaffinity(0))
+    assert ExecutionSettings.from_settings(server, workers=1, nice=5).workers == 1
 
 
 async def test_not_started_is_unavailable() -> None:
-    svc = ExecutionService(test_settings())
+    svc = ExecutionService(sandbox_settings())
     assert svc.mode == "unavailable" and svc.languages() == []
     with pytest.raises(SandboxUnavailable):
         await svc.run(language="python", code="print(1)")
@@ -206,7 +223,7 @@ async def test_runs_under_uvloop_too(anyio_backend: object) -> None:
     import uvloop
 
     assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
-    async with ExecutionService(test_settings(uid_base=62700)) as svc:
+    async with ExecutionService(sandbox_settings(uid_base=62700)) as svc:
         has_c = "c" in [lang.name for lang in svc.languages()]
         code = '#include <stdio.h>\nint main(void) { puts("uv"); }\n' if has_c else "print('uv')\n"
         result = await svc.run(language="c" if has_c else "python", code=code)
@@ -222,7 +239,7 @@ async def test_no_uid_switch_means_unavailable(monkeypatch: pytest.MonkeyPatch) 
     import crdt_server.execution.service as service_module
 
     monkeypatch.setattr(service_module, "can_switch_uid", lambda: (False, "simulated: not root"))
-    svc = ExecutionService(test_settings(require="any", uid_base=62900))
+    svc = ExecutionService(sandbox_settings(require="any", uid_base=62900))
     await svc.start()
     try:
         assert svc.mode == "unavailable" and svc.languages() == []
@@ -232,15 +249,16 @@ async def test_no_uid_switch_means_unavailable(monkeypatch: pytest.MonkeyPatch) 
     finally:
         await svc.aclose()
     with pytest.raises(SandboxUnavailable):
-        await ExecutionService(test_settings(require="degraded", uid_base=62900)).start()
+        await ExecutionService(sandbox_settings(require="degraded", uid_base=62900)).start()
 
 
 async def test_fork_server_killed_mid_run_is_replaced() -> None:
     require_bwrap()
     import signal
 
-    async with ExecutionService(test_settings(workers=1, uid_base=63400)) as svc:
-        forkserver = svc._sandbox._forkservers[0]  # type: ignore[union-attr]
+    async with ExecutionService(sandbox_settings(workers=1, uid_base=63400)) as svc:
+        assert svc._sandbox is not None
+        forkserver = svc._sandbox._forkservers[0]
         async with anyio.create_task_group() as tg:
 
             async def kill_soon() -> None:

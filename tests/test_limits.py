@@ -1,10 +1,10 @@
-"""TokenBuckets: the per-client-IP limiter behind session creation (429) and WebSocket connects (4429)."""
+"""TokenBuckets: the limiter behind session creation (429), WebSocket connects (4429) and runs; Retry-After rounding."""
 
 from __future__ import annotations
 
 import pytest
 
-from crdt_server.limits import TokenBuckets
+from crdt_server.limits import TokenBuckets, retry_after_header
 
 
 def test_zero_rate_is_unlimited():
@@ -47,3 +47,19 @@ def test_memory_is_bounded():
     c = TokenBuckets(rate=0.001, burst=1, max_keys=100)
     c.take("x", now=0)
     assert c.take("x", now=0) > 0
+
+
+def test_wait_takes_nothing():
+    b = TokenBuckets(rate=0.5, burst=1)
+    assert b.wait("a", now=0) == 0
+    assert b.wait("a", now=0) == 0  # still there: wait() only looks
+    assert b.take("a", now=0) == 0
+    assert b.wait("a", now=0) == pytest.approx(2.0)
+    assert b.wait("a", now=1.0) == pytest.approx(1.0)
+    assert TokenBuckets(0, 1).wait("a", now=0) == 0
+
+
+def test_retry_after_header_rounds_up_to_whole_seconds():
+    assert [retry_after_header(s) for s in (0, 0.01, 0.5, 1.0, 1.01, 2.5, 59.99)] == ["1", "1", "1", "1", "2", "3", "60"]
+    assert retry_after_header(-3) == "1"
+    assert retry_after_header(float("inf")) == "1"

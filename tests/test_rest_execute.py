@@ -11,7 +11,7 @@ import pytest
 from pycrdt import Text
 
 from .conftest import ServerProcess, auth, create_session, py_client, text_of, wait_for
-from .conftest_execution import require_bwrap
+from .execution_fixtures import require_bwrap
 from .jsclient import js_client, js_deps  # noqa: F401
 
 pytestmark = pytest.mark.anyio

@@ -1,7 +1,8 @@
 """Per-slot fork server. Stdlib only; run as root: `python -I -S _forkserver.py CONFIG`.
 
-Why a fork server: joining a cgroup costs a synchronize_rcu per run (4 ms median here, 15 ms
-under load) and every wrapper exec (prlimit, nice, setpriv...) about 1 ms. This process joins
+Why a fork server: joining a cgroup costs an RCU grace period per run (4-7 ms median on the
+2-core development host, 15-30 ms under load) and every wrapper exec (prlimit, nice, setpriv...)
+about 1 ms (docs/design/sandbox.md has the measurements). This process joins
 the slot's cgroups once and stays there, so everything it forks starts inside them for free.
 Being single-threaded, it can safely run Python between fork and exec, which a threaded
 server (preexec_fn) or uvloop cannot: setsid, fd layout, oom_score_adj, a private mount

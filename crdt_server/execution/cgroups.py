@@ -2,8 +2,10 @@
 
 bubblewrap sets no limits. Only a memory cgroup stops a memory bomb spread over several
 processes (RLIMIT_AS is per process), and a pids cgroup bounds a fork bomb however the uid
-accounting goes. Hosts differ (this one is hybrid: v1 memory/pids writable, v2 without
-controllers), so the layout is probed, never assumed. Slot groups are created *under the
+accounting goes. Hosts differ: a systemd host has a pure v2 hierarchy; the Firecracker guest
+the project was developed on is hybrid (v1 memory and pids writable by root, a v2 mount without
+those controllers); a container may have neither. So the layout is probed, never assumed (see
+docs/design/sandbox.md). Slot groups are created *under the
 server's own cgroup*, delegation-style, so sandboxes stay inside whatever limit the server
 itself runs under, and are removed on shutdown.
 """

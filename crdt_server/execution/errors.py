@@ -1,4 +1,4 @@
-"""Exceptions the HTTP layer maps to status codes (400 / 429 / 503)."""
+"""Exceptions the HTTP layer maps to status codes (422 / 429 / 503 / 500)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ class ExecutionError(Exception):
 
 
 class UnknownLanguage(ExecutionError):
-    """The language is not in the registry or not runnable on this host (HTTP 400)."""
+    """The language is not in the registry or not runnable on this host (HTTP 422)."""
 
     code = "unknown_language"
 
@@ -20,19 +20,19 @@ class UnknownLanguage(ExecutionError):
 
 
 class InvalidRequest(ExecutionError, ValueError):
-    """Code or stdin too large, or a non-positive timeout (HTTP 400)."""
+    """Code or stdin too large, or a non-positive timeout (HTTP 422)."""
 
     code = "invalid_field"
 
 
 class QueueFull(ExecutionError):
-    """Every worker is busy and the wait queue is full (HTTP 429/503)."""
+    """Every worker is busy and the wait queue is full (HTTP 429)."""
 
     code = "queue_full"
 
 
 class SessionBusy(ExecutionError):
-    """This session already has a run queued or in flight (HTTP 429/409)."""
+    """This session already has a run queued or in flight (HTTP 429)."""
 
     code = "run_in_progress"
 

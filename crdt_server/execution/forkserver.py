@@ -13,20 +13,16 @@ import logging
 import socket
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from anyio.abc import Process
 
 from . import _forkserver
 from .errors import SandboxError
-
-if TYPE_CHECKING:
-    from .sandbox import Slot
+from .types import LAUNCH_ENV, Slot
 
 log = logging.getLogger(__name__)
-
-LAUNCH_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
 class ForkServerGone(SandboxError):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Self
+
+from .types import Outcome
 
 
 def _camel(name: str) -> str:
@@ -24,7 +26,7 @@ class LanguageInfo:
 
 @dataclass(frozen=True)
 class RunResult:
-    """Outcome of one run.
+    """The public result of one run (the sandbox's Outcome, decoded: see from_outcome).
 
     exit_code follows the shell convention: 128+N when the program died of signal N (137 for the
     kill on timeout, output cap or OOM). When compilation fails the program never runs:
@@ -43,6 +45,27 @@ class RunResult:
     compile_error: bool = False
     compile_output: str = ""
     oom_killed: bool = False
+
+    @classmethod
+    def from_outcome(cls, outcome: Outcome, *, language: str, sandbox: str) -> Self:
+        """The one mapping from what the sandbox saw (bytes, seconds) to the public result."""
+
+        def text(raw: bytes) -> str:
+            return raw.decode("utf-8", errors="replace")
+
+        return cls(
+            stdout=text(outcome.stdout),
+            stderr=text(outcome.stderr),
+            exit_code=outcome.exit_code,
+            timed_out=outcome.timed_out,
+            truncated=outcome.truncated,
+            duration_ms=round(outcome.duration * 1000),
+            language=language,
+            sandbox=sandbox,
+            compile_error=outcome.compile_error,
+            compile_output=text(outcome.compile_output),
+            oom_killed=outcome.oom_killed,
+        )
 
     def as_json(self) -> dict[str, Any]:
         return {_camel(f.name): getattr(self, f.name) for f in fields(self)}

@@ -3,6 +3,7 @@
 Nothing is assumed from the distribution or kernel version: each layer is tried for real
 (a uid switch needs CAP_SETUID/SETGID, namespaces are proven by running /usr/bin/true under
 bwrap as a slot uid, cgroups by creating the slot groups, seccomp by compiling the filter).
+What each mode means and leaks: docs/design/sandbox.md.
 """
 
 from __future__ import annotations

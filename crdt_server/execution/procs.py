@@ -6,6 +6,7 @@ zombies pile up until every run fails with "Can't fork". Each slot's fork server
 subreaper that reaps everything below it; the server process is one too, as a second line
 (if a fork server dies), and then reaps *by pid* only zombies whose uid is a sandbox uid: a
 blanket waitpid(-1) would steal exit statuses from the event loop's own child watcher.
+See docs/design/sandbox.md, "Why a subreaper".
 """
 
 from __future__ import annotations
@@ -61,21 +62,15 @@ def processes_of(uids: Container[int]) -> list[ProcInfo]:
     return found
 
 
-def kill_and_reap(uids: Container[int], *, protect: Container[int] = (), kill: bool = True) -> tuple[int, int]:
+def kill_and_reap(uids: Container[int]) -> tuple[int, int]:
     """SIGKILL live processes of `uids`, reap those that are our zombie children.
 
-    `protect` holds pids the event loop is still waiting for (in-flight runs' top processes):
-    they are never reaped here. kill=False only reaps (safe while runs are in flight).
     Returns (killed, reaped).
     """
     me = os.getpid()
     killed = reaped = 0
     for p in processes_of(uids):
-        if p.pid in protect:
-            continue
         if p.state != "Z":
-            if not kill:
-                continue
             try:
                 os.kill(p.pid, signal.SIGKILL)
                 killed += 1

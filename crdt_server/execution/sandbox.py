@@ -1,101 +1,36 @@
-"""Spawn one program in a sandbox and supervise it without ever blocking the event loop.
+"""Run one program in a sandbox and supervise it without ever blocking the event loop.
 
-Each slot has a fork server (forkserver.py, _forkserver.py) that already sits in the slot's memory+pids
-cgroups. For a run it forks, sets rlimits/nice/oom_score_adj, drops to the slot uid and
-execs, in "bwrap" mode (full):
-
-    bwrap --unshare-all --disable-userns --die-with-parent --new-session --cap-drop ALL
-          empty root, /usr read-only, fake /etc/passwd, private /tmp and /dev/shm tmpfs (sized),
-          sources read-only in /box, cleared env, seccomp deny-list from an fd  -> program
-
-and in "direct" mode (degraded, no user namespaces) it applies Landlock and seccomp itself
-and execs the program.
-
-Compiled languages compile inside the same sandbox: a bash driver runs the compiler with its
-output on a dedicated pipe, reports the exit status on another pipe, then execs the program,
-so the supervisor can switch from the compile deadline to the run deadline.
+Each slot has a fork server (forkserver.py, _forkserver.py) that already sits in the slot's
+memory+pids cgroups. For a run, layout.py builds the request (bwrap command line or direct-mode
+directories), the fork server forks, sets rlimits/nice/oom_score_adj, drops to the slot uid and
+execs; this module feeds stdin, captures stdout/stderr up to the output limit, enforces the
+compile and run deadlines, and afterwards kills and reaps whatever the run left behind.
+See docs/design/sandbox.md.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import shlex
-import shutil
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
 
-from .cgroups import SlotCgroup
 from .errors import SandboxError
-from .forkserver import LAUNCH_ENV, ForkServer, ForkServerGone
-from .languages import Mount
+from .forkserver import ForkServer, ForkServerGone
+from .layout import Fds, Layout
 from .procs import kill_and_reap, processes_of
 from .settings import ExecutionSettings
+from .types import Outcome, Program, Slot, Tools
 
 log = logging.getLogger(__name__)
 
-SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
-ROOT_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "nsswitch.conf")
 LEFTOVER_GRACE = 2.0  # seconds spent killing/reaping a slot's leftovers before giving up
-SHM_SIZE = 16 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Tools:
-    """Host binaries used inside/around the sandbox (absolute paths)."""
-
-    bwrap: str | None
-    bash: str | None
-
-    @classmethod
-    def find(cls) -> Tools:
-        return cls(shutil.which("bwrap", path=LAUNCH_ENV["PATH"]), shutil.which("bash", path=LAUNCH_ENV["PATH"]))
-
-
-@dataclass(frozen=True)
-class Slot:
-    index: int
-    uid: int
-    cgroup: SlotCgroup | None
-    host_dir: Path  # direct mode: holds box/ (sources, read-only) and tmp/ (scratch)
-
-
-@dataclass(frozen=True)
-class Program:
-    """One sandboxed job, paths already resolved for the slot (see Sandbox.paths)."""
-
-    files: Mapping[str, bytes]
-    run: tuple[str, ...]
-    compile: tuple[str, ...] | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    mounts: tuple[Mount, ...] = ()
-    etc: tuple[str, ...] = ()
-    stdin: bytes = b""
-    timeout: float = 5.0
-    compile_timeout: float = 15.0
-    address_space_ok: bool = True
-
-
-@dataclass
-class Outcome:
-    stdout: bytes
-    stderr: bytes
-    exit_code: int
-    timed_out: bool
-    truncated: bool
-    duration: float
-    compile_error: bool = False
-    compile_output: bytes = b""
-    oom_killed: bool = False
 
 
 @dataclass
@@ -113,50 +48,6 @@ class _RunState:
     killed: bool = False
     open_streams: int = 2
     streams_done: anyio.Event = field(default_factory=anyio.Event)
-
-
-class _Fds:
-    """Pipe/memfd bookkeeping for one run; every fd is closed exactly once."""
-
-    def __init__(self) -> None:
-        self.give: list[int] = []  # installed in the child as fd 0, 1, 2, 3...
-        self._open: set[int] = set()
-
-    def track(self, fd: int) -> int:
-        self._open.add(fd)
-        return fd
-
-    def handover(self, fd: int) -> int:
-        """Hand `fd` to the child; returns its number there."""
-        self.track(fd)
-        self.give.append(fd)
-        return len(self.give) - 1
-
-    def pipe(self) -> tuple[int, int]:
-        r, w = os.pipe()
-        return self.track(r), self.track(w)
-
-    def close(self, fd: int) -> None:
-        if fd in self._open:
-            self._open.discard(fd)
-            os.close(fd)
-
-    def close_given(self) -> None:
-        for fd in self.give:
-            self.close(fd)
-
-    def close_all(self) -> None:
-        for fd in list(self._open):
-            self.close(fd)
-
-
-def _memfd(name: str, data: bytes) -> int:
-    fd = os.memfd_create(name, os.MFD_CLOEXEC)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd
 
 
 def _disk_usage(root: Path, stop_above: int) -> int:
@@ -198,22 +89,19 @@ class Sandbox:
         seccomp_program: bytes | None,
         landlock_abi: int = 0,
     ) -> None:
-        if mechanism not in ("bwrap", "direct"):
-            raise ValueError(f"unknown sandbox mechanism {mechanism!r}")
         self.settings = settings
+        self.layout = Layout(settings, mechanism=mechanism, tools=tools, state_dir=state_dir,
+                             seccomp_program=seccomp_program, landlock_abi=landlock_abi)
         self.mechanism = mechanism
         self.tools = tools
-        self.state_dir = state_dir
         self.seccomp_program = seccomp_program
-        self.landlock_abi = landlock_abi
         self._forkservers: dict[int, ForkServer] = {}
         self._dirty: set[int] = set()  # slots whose leftovers could not be cleared yet
-        self._root_args = self._make_root_args()
 
     # --- lifecycle ---------------------------------------------------------------------
 
     async def start(self, slots: list[Slot]) -> None:
-        self._prepare_state(slots)
+        self.layout.prepare(slots)
         for slot in slots:
             # direct mode: the fork server applies this filter itself; bwrap gets it per run.
             forkserver = ForkServer(slot, self.seccomp_program if self.mechanism == "direct" else None)
@@ -228,154 +116,9 @@ class Sandbox:
     def forkserver_pids(self) -> set[int]:
         return {s.pid for s in self._forkservers.values() if s.pid is not None}
 
-    # --- layout ------------------------------------------------------------------------
-
     def paths(self, slot: Slot) -> tuple[str, str]:
         """(box, tmp) as seen by the program."""
-        if self.mechanism == "bwrap":
-            return "/box", "/tmp"
-        return str(slot.host_dir / "box"), str(slot.host_dir / "tmp")
-
-    def stage_dir(self, mount: Mount) -> Path:
-        return self.state_dir / "stage" / mount.sandbox.strip("/").replace("/", "_")
-
-    def _prepare_state(self, slots: list[Slot]) -> None:
-        """Fake /etc files, staging mountpoints, direct-mode slot dirs; all root-owned."""
-        etc = self.state_dir / "etc"
-        etc.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / "stage").mkdir(exist_ok=True)
-        (etc / "hosts").write_text("127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost\n")
-        for slot in slots:
-            u = slot.uid
-            (etc / f"passwd.{slot.index}").write_text(
-                f"root:x:0:0:root:/root:/usr/sbin/nologin\nsandbox:x:{u}:{u}:sandbox:/tmp:/bin/sh\n"
-                "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-            )
-            (etc / f"group.{slot.index}").write_text(f"root:x:0:\nsandbox:x:{u}:\nnogroup:x:65534:\n")
-            slot.host_dir.mkdir(mode=0o755, exist_ok=True)
-        for path in self.state_dir.rglob("*"):
-            os.chmod(path, 0o755 if path.is_dir() else 0o644)
-        os.chmod(self.state_dir, 0o755)
-        if self.mechanism == "direct":
-            for slot in slots:
-                self._reset_slot_dirs(slot)
-
-    def _reset_slot_dirs(self, slot: Slot) -> None:
-        """Direct mode: fresh box/ (root:slot 0750) and tmp/ (slot 0700) for every run."""
-        box, tmp = slot.host_dir / "box", slot.host_dir / "tmp"
-        for d in (box, tmp):
-            if d.exists():
-                shutil.rmtree(d, ignore_errors=True)  # rmtree never follows symlinks
-        box.mkdir(mode=0o750)
-        os.chown(box, 0, slot.uid)
-        os.chmod(box, 0o750)
-        tmp.mkdir(mode=0o700)
-        os.chown(tmp, slot.uid, slot.uid)
-
-    def _make_root_args(self) -> list[str]:
-        args = ["--ro-bind", "/usr", "/usr"]
-        for d in ROOT_DIRS:
-            if os.path.islink(d):
-                args += ["--symlink", os.readlink(d), d]
-            elif os.path.isdir(d):
-                args += ["--ro-bind", d, d]
-        for name in ETC_FILES:
-            if os.path.exists(f"/etc/{name}"):
-                args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
-        args += ["--ro-bind", str(self.state_dir / "etc" / "hosts"), "/etc/hosts"]
-        return args
-
-    # --- requests ------------------------------------------------------------------------
-
-    def _rlimits(self, program: Program, slot: Slot) -> dict[str, tuple[int, int]]:
-        s = self.settings
-        cpu = math.ceil(max(program.timeout, program.compile_timeout if program.compile else 0)) + 1
-        fsize = s.max_file_size_mb * 1024 * 1024
-        limits = {
-            "RLIMIT_CPU": (cpu, cpu + 1),
-            "RLIMIT_NPROC": (s.max_processes, s.max_processes),
-            "RLIMIT_FSIZE": (fsize, fsize),
-            "RLIMIT_NOFILE": (s.max_open_files, s.max_open_files),
-            "RLIMIT_CORE": (0, 0),
-        }
-        no_memory_cgroup = slot.cgroup is None or slot.cgroup.memory_dir is None
-        if no_memory_cgroup and program.address_space_ok:  # then per-process RLIMIT_AS is all we have
-            limits["RLIMIT_AS"] = (s.memory_bytes, s.memory_bytes)
-        return limits
-
-    def _driver(self, program: Program, tmp: str, status_fd: int, compile_fd: int) -> list[str]:
-        assert program.compile is not None and self.tools.bash
-        script = (
-            f"cd {shlex.quote(tmp)} || exit 125\n"
-            f"{shlex.join(program.compile)} </dev/null >&{compile_fd} 2>&1\n"
-            "rc=$?\n"
-            f'echo "$rc" >&{status_fd}\n'
-            f"exec {compile_fd}>&- {status_fd}>&-\n"
-            '[ "$rc" -eq 0 ] || exit "$rc"\n'
-            f"exec {shlex.join(program.run)}\n"
-        )
-        return [self.tools.bash, "--norc", "--noprofile", "-c", script]
-
-    def _env(self, program: Program, tmp: str) -> dict[str, str]:
-        env = {"PATH": SANDBOX_PATH, "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8", "MALLOC_ARENA_MAX": "2"}
-        env.update(program.env)
-        return env
-
-    def _bwrap_request(self, slot: Slot, program: Program, inner: list[str], fds: _Fds, info_fd: int) -> dict[str, Any]:
-        s = self.settings
-        assert self.tools.bwrap
-        uid = str(slot.uid)
-        b = [self.tools.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
-             "--new-session", "--cap-drop", "ALL", "--uid", uid, "--gid", uid, "--hostname", "sandbox",
-             "--info-fd", str(info_fd)]
-        b += self._root_args
-        etc = self.state_dir / "etc"
-        b += ["--ro-bind", str(etc / f"passwd.{slot.index}"), "/etc/passwd",
-              "--ro-bind", str(etc / f"group.{slot.index}"), "/etc/group"]
-        for name in program.etc:
-            if os.path.exists(f"/etc/{name}"):
-                b += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
-        b += ["--proc", "/proc", "--dev", "/dev",
-              "--size", str(s.tmp_size_mb * 1024 * 1024), "--tmpfs", "/tmp",
-              "--size", str(SHM_SIZE), "--tmpfs", "/dev/shm"]
-        stage = []
-        for m in program.mounts:
-            if m.staged:
-                target = self.stage_dir(m)
-                target.mkdir(mode=0o755, exist_ok=True)  # only ever mounted in a private namespace
-                stage.append([m.host, str(target)])
-            b += ["--ro-bind", str(self.stage_dir(m)) if m.staged else m.host, m.sandbox]
-        for name, data in program.files.items():
-            b += ["--ro-bind-data", str(fds.handover(_memfd(name, data))), f"/box/{name}"]
-        b += ["--remount-ro", "/", "--chdir", "/tmp", "--clearenv"]
-        for key, value in self._env(program, "/tmp").items():
-            b += ["--setenv", key, value]
-        if self.seccomp_program:
-            b += ["--seccomp", str(fds.handover(_memfd("seccomp", self.seccomp_program)))]
-        return {
-            "argv": [*b, "--", *inner],
-            "env": LAUNCH_ENV,
-            "cwd": "/",
-            "stage": stage,
-            "seccomp": False,  # bwrap installs it after setting up the namespaces
-        }
-
-    def _direct_request(self, slot: Slot, program: Program, inner: list[str]) -> dict[str, Any]:
-        box, tmp = self.paths(slot)
-        for name, data in program.files.items():
-            path = slot.host_dir / "box" / name
-            path.write_bytes(data)
-            os.chown(path, 0, slot.uid)
-            os.chmod(path, 0o640)
-        read_only = ["/usr", *ROOT_DIRS, *(f"/etc/{n}" for n in (*ETC_FILES, "passwd", "group", "hosts")),
-                     *(f"/etc/{n}" for n in program.etc), "/proc", "/dev/urandom", "/dev/random", box,
-                     *(m.host for m in program.mounts)]
-        landlock = None
-        if self.landlock_abi:
-            landlock = {"abi": self.landlock_abi, "read_only": read_only,
-                        "read_write": [tmp, "/dev/null", "/dev/zero", "/dev/full"]}
-        return {"argv": inner, "env": self._env(program, tmp), "cwd": tmp, "landlock": landlock,
-                "seccomp": bool(self.seccomp_program)}
+        return self.layout.paths(slot)
 
     # --- supervision -----------------------------------------------------------------------
 
@@ -383,7 +126,7 @@ class Sandbox:
         forkserver = self._forkservers[slot.index]
         if slot.index in self._dirty and not await self.clear_slot(slot):
             raise SandboxError(f"slot {slot.index} still has processes of uid {slot.uid}")
-        fds = _Fds()
+        fds = Fds()
         try:
             in_r, in_w = fds.pipe()
             out_r, out_w = fds.pipe()
@@ -391,19 +134,19 @@ class Sandbox:
             for fd in (in_r, out_w, err_w):
                 fds.handover(fd)
             status_r = compile_r = info_r = -1
-            _, tmp = self.paths(slot)
+            _, tmp = self.layout.paths(slot)
             inner = list(program.run)
             if program.compile:
                 status_r, status_w = fds.pipe()
                 compile_r, compile_w = fds.pipe()
-                inner = self._driver(program, tmp, fds.handover(status_w), fds.handover(compile_w))
+                inner = self.layout.driver(program, tmp, fds.handover(status_w), fds.handover(compile_w))
             if self.mechanism == "bwrap":
                 info_r, info_w = fds.pipe()  # bwrap reports its in-namespace init's host pid here
-                request = self._bwrap_request(slot, program, inner, fds, fds.handover(info_w))
+                request = self.layout.bwrap_request(slot, program, inner, fds, fds.handover(info_w))
             else:
-                request = self._direct_request(slot, program, inner)
+                request = self.layout.direct_request(slot, program, inner)
             request.update(
-                rlimits={k: list(v) for k, v in self._rlimits(program, slot).items()},
+                rlimits={k: list(v) for k, v in self.layout.rlimits(program, slot).items()},
                 nice=self.settings.nice,
                 uid=slot.uid,
                 gid=slot.uid,
@@ -418,7 +161,7 @@ class Sandbox:
         except BaseException:
             fds.close_all()
             if self.mechanism == "direct":
-                self._reset_slot_dirs(slot)
+                self.layout.reset_slot_dirs(slot)
             raise
         fds.close_given()
         state = _RunState(
@@ -465,7 +208,7 @@ class Sandbox:
             slot.cgroup.kill(exclude=self.forkserver_pids())
 
     async def _supervise(
-        self, pid: int, forkserver: ForkServer, slot: Slot, program: Program, state: _RunState, fds: _Fds,
+        self, pid: int, forkserver: ForkServer, slot: Slot, program: Program, state: _RunState, fds: Fds,
         in_w: int, out_r: int, err_r: int, status_r: int, compile_r: int,
     ) -> None:
         def kill() -> None:
@@ -521,7 +264,7 @@ class Sandbox:
             if state.open_streams <= 0:
                 state.streams_done.set()
 
-    async def _feed(self, fd: int, data: bytes, fds: _Fds) -> None:
+    async def _feed(self, fd: int, data: bytes, fds: Fds) -> None:
         view = memoryview(data)
         try:
             while view:
@@ -602,7 +345,7 @@ class Sandbox:
             await self.clear_slot(slot)
         if self.mechanism == "direct":
             try:
-                self._reset_slot_dirs(slot)
+                self.layout.reset_slot_dirs(slot)
             except OSError as exc:  # state dir removed by a concurrent shutdown
                 log.debug("could not reset slot %d dirs: %s", slot.index, exc)
 

@@ -5,6 +5,7 @@ mode the fork server installs it with prctl. A deny-list (default ALLOW) keeps e
 working; what it removes is kernel attack surface and sandbox-escape primitives (ptrace,
 mount, new namespaces, keyrings, bpf, perf, io_uring, kexec, modules, TIOCSTI...).
 Foreign architectures (i386, x32) are killed by libseccomp's bad-arch default.
+See docs/design/sandbox.md.
 """
 
 from __future__ import annotations

@@ -26,9 +26,10 @@ from .models import LanguageInfo, RunResult
 from .pool import RunPool
 from .probe import Layers, can_switch_uid, landlock_abi, mode_rank
 from .procs import kill_and_reap, set_child_subreaper
-from .sandbox import Outcome, Program, Sandbox, Slot, Tools
+from .sandbox import Sandbox
 from .seccomp import build_filter
 from .settings import ExecutionSettings
+from .types import Program, Slot, Tools
 
 log = logging.getLogger("crdt_server.execution")
 
@@ -47,8 +48,8 @@ _PROBE_CACHE: dict[tuple[Any, ...], LanguageInfo | str] = {}
 
 
 class ExecutionService:
-    def __init__(self, settings: ExecutionSettings | None = None) -> None:
-        self.settings = settings or ExecutionSettings()
+    def __init__(self, settings: ExecutionSettings) -> None:
+        self.settings = settings
         s = self.settings
         self._layers = Layers()
         self._started = self._closed = False
@@ -70,11 +71,12 @@ class ExecutionService:
 
     @property
     def layers(self) -> dict[str, Any]:
-        """What the probe found, for /health."""
+        """What the start-up probe found and why layers are missing (diagnostics: tests, bench_sandbox)."""
         return self._layers.as_json()
 
     @property
     def queue_depth(self) -> int:
+        """Runs waiting for a free slot."""
         return self._pool.waiting
 
     def languages(self) -> list[LanguageInfo]:
@@ -146,7 +148,7 @@ class ExecutionService:
             if self.mode == "degraded":
                 log.warning("SANDBOX DEGRADED: running %s without namespaces (%s)", name, self._layers.reasons)
             outcome = await self._sandbox.execute(slot, program)
-        return self._result(name, outcome)
+        return RunResult.from_outcome(outcome, language=name, sandbox=self.mode)
 
     # --- probing ---------------------------------------------------------------------------
 
@@ -359,24 +361,6 @@ class ExecutionService:
             timeout=timeout,
             compile_timeout=compile_timeout or self.settings.compile_timeout,
             address_space_ok=spec.address_space_ok,
-        )
-
-    def _result(self, language: str, outcome: Outcome) -> RunResult:
-        def text(raw: bytes) -> str:
-            return raw.decode("utf-8", errors="replace")
-
-        return RunResult(
-            stdout=text(outcome.stdout),
-            stderr=text(outcome.stderr),
-            exit_code=outcome.exit_code,
-            timed_out=outcome.timed_out,
-            truncated=outcome.truncated,
-            duration_ms=round(outcome.duration * 1000),
-            language=language,
-            sandbox=self.mode,
-            compile_error=outcome.compile_error,
-            compile_output=text(outcome.compile_output),
-            oom_killed=outcome.oom_killed,
         )
 
     # --- shutdown -----------------------------------------------------------------------

@@ -1,49 +1,78 @@
-"""Execution limits, all in one frozen dataclass so the lead can map each to a CLI flag / env var.
+"""Execution limits, in one frozen dataclass built from the server's Settings.
 
-Defaults follow /work/shared/research/sandbox.md: concurrency = cores (more only stretches wall
-time into false timeouts), a bounded queue, 5 s wall, 256 MB / 64 pids per run, 64 KiB output.
+Every limit that is a server flag (``crdt_server.config.Settings``) has its default there and
+only there: ``ExecutionSettings.from_settings`` maps them (``exec_workers`` 0 means one worker
+per usable core, because more concurrent runs than cores only stretch wall time into false
+timeouts). The fields below without a flag keep their own defaults here.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any, Self
+
+from ..config import Settings
 
 MODES = ("unavailable", "degraded", "full")
+REQUIRE_CHOICES = ("any", "degraded", "full")
 
 
-def _cores() -> int:
+def cores() -> int:
     """CPUs this process may run on (respects taskset/cpuset, unlike os.cpu_count())."""
     try:
         return len(os.sched_getaffinity(0)) or 2
     except (AttributeError, OSError):
         return os.cpu_count() or 2
-REQUIRE_CHOICES = ("any", "degraded", "full")
 
 
 @dataclass(frozen=True)
 class ExecutionSettings:
-    workers: int = _cores()  # concurrent runs; more than cores only stretches wall time
-    queue_size: int = 16
-    default_timeout: float = 5.0
-    max_timeout: float = 10.0
-    compile_timeout: float = 15.0
-    output_limit: int = 64 * 1024
-    memory_limit_mb: int = 256
-    max_processes: int = 64
+    # From Settings (see from_settings); no defaults here.
+    workers: int  # concurrent runs = worker slots
+    queue_size: int  # runs waiting for a slot before QueueFull
+    default_timeout: float  # wall-clock seconds of a run when the request names none
+    max_timeout: float  # largest wall-clock limit a request may ask for
+    compile_timeout: float  # wall-clock seconds of a compile step
+    output_limit: int  # bytes kept of stdout and of stderr; one more kills the run
+    memory_limit_mb: int  # memory cgroup limit of a run (RLIMIT_AS per process without one)
+    max_processes: int  # pids cgroup limit and RLIMIT_NPROC
+    tmp_size_mb: int  # size of the private /tmp (direct mode: watched disk usage)
+    max_code_bytes: int
+    session_rate: float  # runs per second one session may start, on average ...
+    session_burst: int  # ... after a burst of this many
+    require: str  # minimum acceptable mode: "any" | "degraded" | "full"
+    uid_base: int  # slot i runs as uid/gid uid_base + i
+    # Not server flags.
     max_open_files: int = 256
-    max_file_size_mb: int = 16
-    tmp_size_mb: int = 64
-    max_code_bytes: int = 1024 * 1024
+    max_file_size_mb: int = 16  # RLIMIT_FSIZE
     max_stdin_bytes: int = 1024 * 1024
-    session_rate: float = 0.5  # tokens per second: one run every 2 s sustained ...
-    session_burst: int = 5  # ... after a burst of 5
-    require: str = "any"  # minimum acceptable mode: "any" | "degraded" | "full"
-    uid_base: int = 60000  # slot i runs as uid/gid uid_base + i
     nice: int = 10  # sandboxes yield the CPU to the server
     use_namespaces: bool = True  # False forces the degraded fallback (tests, broken hosts)
     use_cgroups: bool = True
     probe_languages: bool = True  # compile+run hello world per language at start-up
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
+        """The execution limits of a server started with `settings`; `overrides` name fields of this class."""
+        values: dict[str, Any] = {
+            "workers": settings.exec_workers or cores(),
+            "queue_size": settings.exec_queue_size,
+            "default_timeout": settings.run_timeout,
+            "max_timeout": settings.run_timeout_max,
+            "compile_timeout": settings.compile_timeout,
+            "output_limit": settings.run_output_limit,
+            "memory_limit_mb": settings.run_memory_mb,
+            "max_processes": settings.run_max_processes,
+            "tmp_size_mb": settings.run_tmp_mb,
+            "max_code_bytes": settings.max_code_size,
+            "session_rate": settings.run_rate,
+            "session_burst": settings.run_burst,
+            "require": settings.sandbox_require,
+            "uid_base": settings.sandbox_uid_base,
+        }
+        values.update(overrides)
+        return cls(**values)
 
     def __post_init__(self) -> None:
         if self.require not in REQUIRE_CHOICES:

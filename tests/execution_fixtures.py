@@ -1,4 +1,5 @@
-"""Fixtures shared by tests/test_execution*.py (imported by those modules, not a conftest).
+"""Fixtures and helpers shared by the sandbox tests (tests/test_execution_*.py, test_rest_execute.py),
+which import them explicitly.
 
 The sandbox must really run: a missing bwrap or a host where the full sandbox does not come up
 fails the tests loudly instead of skipping them (CI installs bubblewrap with apt-get).
@@ -10,11 +11,16 @@ import os
 import shutil
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
+from crdt_server.config import Settings
 from crdt_server.execution import ExecutionService, ExecutionSettings, RunResult
+
+ROOT = Path(__file__).resolve().parents[1]  # this checkout, wherever it is
 
 # Far from the default 60000 so a dev server on the same host is never disturbed.
 TEST_UID_BASE = 62000
@@ -26,6 +32,14 @@ def require_bwrap() -> None:
         pytest.fail("bubblewrap is not installed: `apt-get install -y bubblewrap` (the sandbox tests never skip)")
     if os.geteuid() != 0:
         pytest.fail("the sandbox tests must run as root (the server drops each run to a slot uid)")
+
+
+def server_file() -> str:
+    """A file of the server's own checkout, which sandboxed code must not read. It must exist on
+    the host, or a "cannot read it" assertion would pass without testing anything."""
+    path = ROOT / "pyproject.toml"
+    assert path.is_file(), f"{path} does not exist: the test would prove nothing"
+    return str(path)
 
 
 def sandbox_uids(base: int = TEST_UID_BASE, workers: int = WORKERS) -> range:
@@ -57,8 +71,9 @@ async def assert_healthy(service: ExecutionService) -> RunResult:
     return result
 
 
-def test_settings(**overrides: object) -> ExecutionSettings:
-    values: dict[str, object] = {
+def sandbox_settings(**overrides: Any) -> ExecutionSettings:
+    """The server's defaults, with fewer workers, test uids, a 2 s default timeout and no rate limit."""
+    values: dict[str, Any] = {
         "workers": WORKERS,
         "uid_base": TEST_UID_BASE,
         "require": "full",
@@ -67,10 +82,8 @@ def test_settings(**overrides: object) -> ExecutionSettings:
         "session_burst": 1000,
     }
     values.update(overrides)
-    return ExecutionSettings(**values)  # type: ignore[arg-type]
+    return ExecutionSettings.from_settings(Settings(), **values)
 
-
-test_settings.__test__ = False  # type: ignore[attr-defined]  # not a test despite the name
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +94,7 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="module")
 async def service(anyio_backend: str) -> AsyncIterator[ExecutionService]:
     require_bwrap()
-    async with ExecutionService(test_settings()) as svc:
+    async with ExecutionService(sandbox_settings()) as svc:
         assert svc.mode == "full", svc.layers
         yield svc
     assert_no_leftovers(sandbox_uids())
