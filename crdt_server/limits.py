@@ -61,7 +61,3 @@ class TokenBuckets:
         if len(self._buckets) >= self.max_keys:
             self._buckets.clear()
 
-
-def retry_after_header(seconds: float) -> str:
-    """A ``Retry-After`` value: whole seconds, rounded up, at least 1."""
-    return str(max(1, math.ceil(seconds)))

@@ -94,16 +94,3 @@ class ExecutionSettings:
     def memory_bytes(self) -> int:
         return self.memory_limit_mb * 1024 * 1024
 
-
-def _from_settings(cls: type[ExecutionSettings], s: "Settings") -> ExecutionSettings:  # replaced by the exec refactor
-    base = cls()
-    return cls(
-        workers=s.exec_workers or base.workers, queue_size=s.exec_queue_size, default_timeout=s.run_timeout,
-        max_timeout=s.run_timeout_max, compile_timeout=s.compile_timeout, output_limit=s.run_output_limit,
-        memory_limit_mb=s.run_memory_mb, max_processes=s.run_max_processes, tmp_size_mb=s.run_tmp_mb,
-        max_code_bytes=s.max_code_size, session_rate=s.run_rate, session_burst=s.run_burst,
-        require=s.sandbox_require, uid_base=s.sandbox_uid_base,
-    )
-
-
-ExecutionSettings.from_settings = classmethod(_from_settings)  # type: ignore[attr-defined]
