@@ -41,7 +41,7 @@ async def test_broadcasts_are_written_directly_and_arrive(tmp_path):
             srv = InProcess(port)
             s = await create_session(srv)
             async with py_client(srv, s) as a, py_client(srv, s) as b:
-                room = config.app.state.ctx.server.rooms[s["id"]]
+                room = config.app.state.ctx.service.rooms.rooms[s["id"]]
                 assert len(room.clients) == 2
                 assert all(c._direct is not None for c in room.clients)
                 a.get("code", type=Text).insert(0, "through the fast path")

@@ -53,7 +53,7 @@ async def test_editor_language_change_shows_in_rest(server):
         assert (await rest(server, "GET", f"/api/sessions/{s['id']}/code", tok)).json()["language"] == "kotlin"
         await js.set_meta("language", 42)  # garbage in the map: REST keeps the last valid value
         await anyio.sleep(0.3)
-        assert (await rest(server, "GET", f"/api/sessions/{s['id']}", tok)).json()["language"] == "python"
+        assert (await rest(server, "GET", f"/api/sessions/{s['id']}", tok)).json()["language"] == "kotlin"
 
 
 async def test_saved_code_appears_exactly_once(server):
