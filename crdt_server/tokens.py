@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jwt
 
-ROLES = ("interviewer", "candidate", "observer")
+from .domain import ROLES, Role
 _ALGORITHM = "HS256"
 
 
@@ -25,7 +25,7 @@ class InvalidToken(Exception):
 @dataclass(frozen=True)
 class Claims:
     session_id: str
-    role: str
+    role: Role
     expires_at: float
 
 

@@ -7,6 +7,7 @@ from starlette.responses import JSONResponse, Response
 
 from .. import __version__
 from .context import ctx
+from .errors import model_response
 from .models import Health
 
 
@@ -20,7 +21,7 @@ async def health(request: Request) -> Response:
         database="ok" if db_ok else "error",
         sandbox=execution.mode if execution is not None else "unavailable",
     )
-    return JSONResponse(body.model_dump(by_alias=True), status_code=200 if db_ok else 503)
+    return model_response(body, 200 if db_ok else 503)
 
 
 async def openapi_json(request: Request) -> Response:

@@ -14,6 +14,7 @@ import anyio
 from starlette.websockets import WebSocket
 
 from ..domain import ANY_ROLE
+from ..limits import retry_after_header
 from ..service import SessionService
 from ..storage import SessionNotFound
 from ..sync import CloseCode, Connection, SessionRoom
@@ -35,7 +36,7 @@ async def session_socket(websocket: WebSocket) -> None:
     retry = c.connect_limit.take(client_ip(websocket))
     if retry:
         return await refuse(websocket, CloseCode.RATE_LIMITED,
-                            f"too many connection attempts; retry in {max(1, round(retry))} s")
+                            f"too many connection attempts; retry in {retry_after_header(retry)} s")
     try:
         claims = check_token(c.signer, websocket.query_params.get("token"))
         if not SESSION_ID.match(sid):
