@@ -20,7 +20,7 @@ from pathlib import Path
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
-_registry: list["Managed"] = []
+_registry: list[Managed] = []
 _registry_lock = threading.Lock()
 
 

@@ -26,7 +26,7 @@ MAX_RUNS = 20
 
 def initial_document(title: str, language: str, code: str, status: str = "active") -> bytes:
     """The first update of a new session: meta, an empty runs array and the starter code."""
-    doc: Doc = Doc()
+    doc: Doc[Any] = Doc()
     with doc.transaction():
         meta = doc.get(META, type=Map)
         meta["language"] = language
@@ -39,7 +39,7 @@ def initial_document(title: str, language: str, code: str, status: str = "active
     return doc.get_update()
 
 
-def read_text(doc: Doc) -> str:
+def read_text(doc: Doc[Any]) -> str:
     return str(doc.get(TEXT, type=Text))
 
 
@@ -61,7 +61,7 @@ def _utf8_len(s: str) -> int:
 
 
 def edit_update(
-    doc: Doc,
+    doc: Doc[Any],
     *,
     code: str | None = None,
     meta: Mapping[str, Any] | None = None,
@@ -71,7 +71,7 @@ def edit_update(
 
     Built on a scratch copy so the live document only ever changes through the room's pipeline.
     """
-    scratch: Doc = Doc()
+    scratch: Doc[Any] = Doc()
     scratch.apply_update(doc.get_update())
     before = scratch.get_state()
     changed = False

@@ -170,7 +170,7 @@ class SessionService:
         """Append history events; a session deleted meanwhile keeps no orphan rows."""
         try:
             await self.store.append_events(events)
-        except Exception as exc:  # the session may just have been deleted
+        except Exception as exc:  # noqa: BLE001 - the session may just have been deleted
             log.debug("events %s not stored: %r", [e.type for e in events], exc)
 
     async def participants(self, sid: str) -> list[dict[str, Any]]:

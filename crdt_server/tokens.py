@@ -15,6 +15,7 @@ from pathlib import Path
 import jwt
 
 from .domain import ROLES, Role
+
 _ALGORITHM = "HS256"
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from httpx_ws import WebSocketDisconnect, aconnect_ws
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from httpx_ws import WebSocketDisconnect, aconnect_ws
 from pycrdt import Doc, Text
 
 from crdt_server.sync import protocol as p
@@ -251,7 +251,7 @@ async def test_non_reading_client_is_closed_not_buffered(tmp_path):
                 t = writer.get("code", type=Text)
                 rnd = random.Random(7)
                 watched = watcher.get("code", type=Text)
-                for i in range(800):  # 16 MB: more than the kernel's socket buffers hold
+                for _ in range(800):  # 16 MB: more than the kernel's socket buffers hold
                     # incompressible, in case a WebSocket extension would shrink the frames
                     t.insert(len(t), "".join(rnd.choices(string.ascii_letters, k=20_000)))
                     await anyio.sleep(0.002)

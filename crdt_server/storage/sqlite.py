@@ -21,13 +21,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import anyio
 
 from .base import SESSION_FIELDS, EventRecord, SessionChange, SessionGone, SessionRecord, StoreClosed, UpdateRecord
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Versioned schema: MIGRATIONS[i] upgrades user_version i -> i + 1. Append, never edit.
 MIGRATIONS: list[str] = [
@@ -95,7 +96,7 @@ def _connect(path: Path, durability: str) -> sqlite3.Connection:
     return conn
 
 
-def _session(row: tuple) -> SessionRecord:
+def _session(row: tuple[Any, ...]) -> SessionRecord:
     return SessionRecord(*row)
 
 
@@ -178,11 +179,11 @@ class SQLiteStore:
     async def ping(self) -> bool:
         try:
             return await self._read(lambda c: c.execute("SELECT 1").fetchone()[0] == 1)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure means "not healthy"
             return False
 
     # plumbing ----------------------------------------------------------------------------
-    async def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed or self._thread is None:
             raise StoreClosed("store is closed")
         op = _Op(fn)
@@ -192,7 +193,7 @@ class SQLiteStore:
             await op.done.wait()
         if op.error is not None:
             raise op.error
-        return op.result
+        return cast(T, op.result)
 
     def _writer_thread(self) -> None:
         """Take everything queued, commit it in one transaction, wake the waiters; repeat."""
@@ -255,7 +256,7 @@ class SQLiteStore:
                 try:
                     op.result = op.fn(conn)
                     conn.execute("RELEASE op")
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - one failing operation must not fail its batch
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     op.error = exc
@@ -265,7 +266,7 @@ class SQLiteStore:
             conn.execute("ROLLBACK")
             raise
 
-    def _with_reader(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    def _with_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
             conn = self._idle_readers.get_nowait()
         except queue.Empty:
@@ -279,7 +280,7 @@ class SQLiteStore:
                 conn.rollback()
             self._idle_readers.put(conn)
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise StoreClosed("store is closed")
         return await anyio.to_thread.run_sync(self._with_reader, fn)

@@ -155,7 +155,7 @@ class Connection:
                     and not proto.transport.is_closing()):  # type: ignore[attr-defined]
                 proto.transport.write(wire)  # type: ignore[attr-defined]
                 return True
-        except Exception as exc:  # a dying transport: let the queue path find out
+        except Exception as exc:  # noqa: BLE001 - a dying transport: let the queue path find out
             log.debug("direct write to %s failed: %r", self.id, exc)
         return False
 
@@ -186,7 +186,7 @@ class Connection:
                     code, reason = self._close_request
                     await ws.close(code=code, reason=reason)
                     return
-        except Exception as exc:  # a dead peer must never affect anyone else
+        except Exception as exc:  # noqa: BLE001 - a dead peer must never affect anyone else
             log.debug("send to connection %s failed: %r", self.id, exc)
         finally:
             self.closed.set()

@@ -31,6 +31,7 @@ class CloseCode(IntEnum):
     MALFORMED = 1007  # a frame or update that does not decode
     TOO_BIG = 1009  # over --max-message-size (sent by uvicorn)
     INTERNAL_ERROR = 1011  # storage failed; the client reconnects and re-sends its edits
+    RESTARTING = 1012  # the server is shutting down (sent by uvicorn on SIGTERM)
     SLOW_CONSUMER = 1013  # the send queue of a client that does not read overflowed
     UNAUTHORIZED = 4401  # missing, invalid or expired token
     FORBIDDEN = 4403  # token of another session, or an origin that is not allowed

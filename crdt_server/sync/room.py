@@ -75,10 +75,12 @@ class RoomOptions:
 
 
 class SessionRoom(YRoom):
+    clients: set[Connection]  # type: ignore[assignment]  # YRoom's are pycrdt Channels; ours are Connections
+
     def __init__(
         self,
         session_id: str,
-        doc: Doc,
+        doc: Doc[Any],
         store: Store,
         options: RoomOptions,
         *,
@@ -156,7 +158,7 @@ class SessionRoom(YRoom):
             self.mark_gone()
             self.close_all(CloseCode.SESSION_NOT_FOUND, "session deleted")
             return
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - whatever failed, nobody may see uncommitted updates
             log.error("session %s: %d updates not stored (%r); closing its connections", self.session_id, len(records), exc)
             batch.error = exc
             self.close_all(CloseCode.INTERNAL_ERROR, "storage failure")
@@ -187,9 +189,9 @@ class SessionRoom(YRoom):
             except Exception:  # the log has everything; a missed snapshot only slows the next load
                 log.exception("session %s: snapshot failed", self.session_id)
 
-    def _on_meta(self, event: MapEvent[Any]) -> None:
+    def _on_meta(self, event: MapEvent) -> None:
         origin = self._applying
-        if origin is None or origin is SERVER or "language" not in event.keys:
+        if origin is None or origin is SERVER or "language" not in getattr(event, "keys", ()):
             return
         value = self._meta.get("language")
         if isinstance(value, str) and _LANGUAGE.match(value):
@@ -204,7 +206,7 @@ class SessionRoom(YRoom):
         self._languages.clear()
         try:
             await self.store.change_session(SessionChange(self.session_id, {"language": language}))
-        except Exception as exc:  # the document has it; the next change or load brings the row along
+        except Exception as exc:  # noqa: BLE001 - the document has it; the next load brings the row along
             log.warning("session %s: language change not recorded: %r", self.session_id, exc)
 
     # -- updates ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 from pycrdt import Doc, Map
@@ -35,13 +36,13 @@ log = logging.getLogger(__name__)
 _LANGUAGE = re.compile(LANGUAGE_PATTERN)
 
 
-async def load_document(store: Store, session_id: str) -> tuple[Doc, int, int]:
+async def load_document(store: Store, session_id: str) -> tuple[Doc[Any], int, int]:
     """Rebuild a session's document: newest snapshot + the updates after it, in one transaction.
 
     Returns (doc, last applied sequence number, snapshot sequence number). Never re-seeds from text.
     """
     snapshot, tail, base = await store.load(session_id)
-    doc: Doc = Doc()
+    doc: Doc[Any] = Doc()
     with doc.transaction():
         if snapshot is not None:
             doc.apply_update(snapshot)
@@ -67,7 +68,7 @@ class SessionServer(WebsocketServer):
         self._unload_scopes: dict[str, anyio.CancelScope] = {}
         self._unloading: dict[str, anyio.Event] = {}
 
-    async def get_room(self, name: str) -> SessionRoom:  # type: ignore[override]
+    async def get_room(self, name: str) -> SessionRoom:
         room = self.rooms.get(name)
         if room is not None:
             self._cancel_unload(name)
@@ -98,7 +99,7 @@ class SessionServer(WebsocketServer):
         self._cancel_unload(name)
         return room
 
-    async def _language_follows(self, session: SessionRecord, doc: Doc) -> None:
+    async def _language_follows(self, session: SessionRecord, doc: Doc[Any]) -> None:
         """An editor's last ``meta.language`` switch may have been stored in the log but not yet in
         the row (the process died in between): bring the row along once, at load."""
         language = doc.get(META, type=Map).get("language")
