@@ -19,19 +19,19 @@ from pycrdt import Array, Doc, Map, Text
 from crdt_server.document import MAX_RUNS, META, RUNS, TEXT, edit_update, initial_document, read_text, text_edit
 
 
-def doc_with(code: str = "", **meta: str) -> Doc:
-    doc: Doc = Doc()
+def doc_with(code: str = "", **meta: str) -> Doc[Any]:
+    doc: Doc[Any] = Doc()
     doc.apply_update(initial_document(meta.get("title", "t"), meta.get("language", "python"), code))
     return doc
 
 
-def copy_of(doc: Doc) -> Doc:
-    other: Doc = Doc()
+def copy_of(doc: Doc[Any]) -> Doc[Any]:
+    other: Doc[Any] = Doc()
     other.apply_update(doc.get_update())
     return other
 
 
-def apply(doc: Doc, update: bytes | None) -> Doc:
+def apply(doc: Doc[Any], update: bytes | None) -> Doc[Any]:
     """A copy of ``doc`` with ``update`` applied (what every editor ends up with)."""
     assert update is not None
     other = copy_of(doc)

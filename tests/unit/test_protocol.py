@@ -9,6 +9,7 @@ breaks the JS client's frame).
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -85,7 +86,7 @@ def test_overlong_varint_is_refused() -> None:
 
 
 def _real_update() -> bytes:
-    doc: Doc = Doc()
+    doc: Doc[Any] = Doc()
     doc.get("code", type=Text).insert(0, "print('José 😀 日本')\n")
     return doc.get_update()
 
