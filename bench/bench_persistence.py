@@ -18,29 +18,19 @@ import time
 from pathlib import Path
 
 import httpx
+import procs  # bench/procs.py: run as a script, this file's folder is on sys.path
 from pycrdt import Doc, Text
 from websockets.asyncio.client import connect
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from crdt_server.document import initial_document  # noqa: E402
-from crdt_server.storage import EventRecord, SessionRecord, SQLiteStore, UpdateRecord  # noqa: E402
-from crdt_server.sync import load_document  # noqa: E402
-from crdt_server.sync import protocol as p  # noqa: E402
-from tests.conftest import ServerProcess  # noqa: E402
+from crdt_server.document import initial_document
+from crdt_server.storage import EventRecord, SessionRecord, SQLiteStore, UpdateRecord
+from crdt_server.sync import load_document
+from crdt_server.sync import protocol as p
+from crdt_server.testing import ServerProcess
 
 
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return procs.rss_bytes(pid) // 1024
 
 
 def make_updates(n: int) -> list[bytes]:
@@ -101,12 +91,12 @@ async def throughput(mode: str, updates_per_writer: int, writers: int) -> dict[s
             observers = [asyncio.create_task(observe(i, readies[i])) for i in range(writers)]
             for r in readies:
                 await r.wait()
-            cpu0 = cpu_seconds(srv.proc.pid)
+            cpu0 = procs.cpu_seconds(srv.proc.pid)
             t0 = time.perf_counter()
             writers_t = [asyncio.create_task(write(i)) for i in range(writers)]
             await asyncio.wait_for(asyncio.gather(*observers), 300)
             elapsed = time.perf_counter() - t0
-            cpu = cpu_seconds(srv.proc.pid) - cpu0
+            cpu = procs.cpu_seconds(srv.proc.pid) - cpu0
             done.set()
             await asyncio.gather(*writers_t)
             total = updates_per_writer * writers

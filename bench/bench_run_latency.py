@@ -12,20 +12,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from bench_persistence import create, make_updates  # bench/: run as a script, this folder is on sys.path
 from websockets.asyncio.client import connect
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.bench_persistence import create, make_updates  # noqa: E402
-from crdt_server.sync import protocol as p  # noqa: E402
-from tests.conftest import ServerProcess  # noqa: E402
+from crdt_server.sync import protocol as p
+from crdt_server.testing import ServerProcess
 
 BURN = {"language": "python", "code": "x = 0\nfor i in range(20_000_000):\n    x += i\n", "timeout": 10}
 

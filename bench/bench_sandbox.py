@@ -16,14 +16,10 @@ import logging
 import os
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import anyio
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crdt_server.config import Settings
 from crdt_server.execution import ExecutionService, ExecutionSettings

@@ -16,7 +16,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,18 +24,14 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crdt_server.testing import free_port
+
 from . import procs
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 HOST = "127.0.0.1"
 DEFAULT_OURS_CMD = "uv run crdt-server --host {host} --port {port} --data-dir {tmpdir}"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def ensure_node_modules() -> None:

@@ -11,7 +11,7 @@ import httpx
 import jwt
 import pytest
 
-from .conftest import ServerProcess, auth
+from .conftest import ServerProcess, auth, new_session
 
 ROLES = ("interviewer", "candidate", "observer")
 
@@ -20,12 +20,6 @@ ROLES = ("interviewer", "candidate", "observer")
 def http(server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.base_url, timeout=10) as client:
         yield client
-
-
-def new_session(http: httpx.Client, **body: Any) -> dict[str, Any]:
-    r = http.post("/api/sessions", json=body)
-    assert r.status_code == 201, r.text
-    return r.json()  # type: ignore[no-any-return]
 
 
 def assert_error(r: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:

@@ -123,6 +123,9 @@ class SessionRoom(YRoom):
 
     async def _broadcast_updates(self) -> None:
         """The ingest loop: commit a batch, then apply and broadcast it (write-ahead)."""
+        # YRoom's start created a memory stream for its observer-driven broadcast, which we replace.
+        self._update_send_stream.close()
+        self._update_receive_stream.close()
         try:
             while True:
                 await self._wakeup.wait()

@@ -1,0 +1,296 @@
+"""A decoder of Yjs v1 updates: which item IDs an update inserts, where they live, what it deletes.
+
+Why our own: an update alone does not say which root type it touches — a struct names its parent
+only when it has neither origin nor right origin, so a keystroke or an overwrite of a map key names
+none, and delete sets are bare ID ranges. pycrdt exposes no struct decoder, so the server reads the
+format itself (yjs ``Item.write`` / ``readUpdateV1``, lib0 encoding) and resolves each struct's place
+through ``IdIndex``, built from the document and fed every applied update. Everything here is
+bounds-checked: a crafted update raises ``ProtocolError``, never anything else.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .protocol import ProtocolError, Reader
+
+# content refs (yjs src/structs/*: contentRefs)
+GC, DELETED, JSON, BINARY, STRING, EMBED, FORMAT, TYPE, ANY, DOC, SKIP = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+_XML_ELEMENT, _XML_HOOK = 3, 5  # type refs that carry a name
+MAX_DEPTH = 64  # nesting of lib0 "any" values
+
+
+@dataclass(frozen=True)
+class Struct:
+    """One struct of an update: IDs [clock, clock + length) of ``client``, and where it attaches."""
+
+    client: int
+    clock: int
+    length: int
+    ref: int
+    origin: tuple[int, int] | None = None
+    right_origin: tuple[int, int] | None = None
+    parent_root: str | None = None  # the parent is a root type of this name
+    parent_id: tuple[int, int] | None = None  # the parent is the type created by this item
+    parent_sub: str | None = None  # the map key, for a map entry that names its parent
+    text: str | None = None  # the inserted string, for string content
+
+    @property
+    def end(self) -> int:
+        return self.clock + self.length
+
+
+@dataclass(frozen=True)
+class Update:
+    structs: list[Struct]
+    deletes: list[tuple[int, int, int]]  # (client, clock, length)
+    delete_set_offset: int  # where the delete set starts in the update's bytes
+
+
+def _var_string(r: Reader) -> str:
+    raw = r.var_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("string is not UTF-8") from None
+
+
+def _id(r: Reader) -> tuple[int, int]:
+    return r.var_uint(), r.var_uint()
+
+
+def _skip(r: Reader, n: int) -> None:
+    if r.pos + n > len(r.buf):
+        raise ProtocolError("truncated update")
+    r.pos += n
+
+
+def _var_int(r: Reader) -> None:
+    """A lib0 signed varint (skipped: only its length matters here)."""
+    if r.pos >= len(r.buf):
+        raise ProtocolError("truncated varint")
+    b = r.buf[r.pos]
+    r.pos += 1
+    shift = 6
+    while b & 0x80:
+        if r.pos >= len(r.buf) or shift > 70:
+            raise ProtocolError("bad varint")
+        b = r.buf[r.pos]
+        r.pos += 1
+        shift += 7
+
+
+def _any(r: Reader, depth: int = 0) -> None:
+    """Skip one lib0 ``any`` value."""
+    if depth > MAX_DEPTH:
+        raise ProtocolError("value nested too deeply")
+    if r.pos >= len(r.buf):
+        raise ProtocolError("truncated value")
+    kind = r.buf[r.pos]
+    r.pos += 1
+    if kind in (127, 126, 121, 120):  # undefined, null, false, true
+        return
+    if kind == 125:
+        _var_int(r)
+    elif kind == 124:
+        _skip(r, 4)
+    elif kind in (123, 122):
+        _skip(r, 8)
+    elif kind in (119, 116):  # string, Uint8Array
+        r.var_bytes()
+    elif kind == 118:  # object
+        for _ in range(r.var_uint()):
+            r.var_bytes()
+            _any(r, depth + 1)
+    elif kind == 117:  # array
+        for _ in range(r.var_uint()):
+            _any(r, depth + 1)
+    else:
+        raise ProtocolError(f"unknown value type {kind}")
+
+
+def _utf16_length(s: str) -> int:
+    return len(s) + sum(1 for ch in s if ord(ch) > 0xFFFF)
+
+
+def _content(r: Reader, ref: int) -> tuple[int, str | None]:
+    """Skip an item's content; returns (length in clocks, the string for string content)."""
+    if ref == DELETED:
+        return r.var_uint(), None
+    if ref == JSON:
+        n = r.var_uint()
+        for _ in range(n):
+            r.var_bytes()
+        return n, None
+    if ref == BINARY:
+        r.var_bytes()
+        return 1, None
+    if ref == STRING:
+        s = _var_string(r)
+        return _utf16_length(s), s
+    if ref == EMBED:
+        r.var_bytes()
+        return 1, None
+    if ref == FORMAT:
+        r.var_bytes()
+        r.var_bytes()
+        return 1, None
+    if ref == TYPE:
+        type_ref = r.var_uint()
+        if type_ref in (_XML_ELEMENT, _XML_HOOK):
+            r.var_bytes()
+        return 1, None
+    if ref == ANY:
+        n = r.var_uint()
+        for _ in range(n):
+            _any(r)
+        return n, None
+    if ref == DOC:
+        r.var_bytes()
+        _any(r)
+        return 1, None
+    raise ProtocolError(f"unknown content type {ref}")
+
+
+def decode(update: bytes) -> Update:
+    """The structs and the delete set of a v1 update (``ProtocolError`` if it does not decode)."""
+    r = Reader(update)
+    structs: list[Struct] = []
+    for _ in range(r.var_uint()):
+        count, client, clock = r.var_uint(), r.var_uint(), r.var_uint()
+        if count > len(update):
+            raise ProtocolError("bad struct count")
+        for _ in range(count):
+            if r.pos >= len(update):
+                raise ProtocolError("truncated update")
+            info = update[r.pos]
+            r.pos += 1
+            ref = info & 0x1F
+            if ref in (GC, SKIP):
+                length = r.var_uint()
+                structs.append(Struct(client, clock, length, ref))
+            else:
+                origin = _id(r) if info & 0x80 else None
+                right = _id(r) if info & 0x40 else None
+                parent_root = parent_id = parent_sub = None
+                if not info & 0xC0:
+                    if r.var_uint() == 1:
+                        parent_root = _var_string(r)
+                    else:
+                        parent_id = _id(r)
+                    if info & 0x20:
+                        parent_sub = _var_string(r)
+                length, text = _content(r, ref)
+                structs.append(Struct(client, clock, length, ref, origin, right, parent_root, parent_id, parent_sub, text))
+            if length <= 0:
+                raise ProtocolError("empty struct")
+            clock += length
+    offset = r.pos
+    deletes: list[tuple[int, int, int]] = []
+    for _ in range(r.var_uint()):
+        client = r.var_uint()
+        for _ in range(r.var_uint()):
+            clock, length = r.var_uint(), r.var_uint()
+            deletes.append((client, clock, length))
+    if r.pos != len(update):
+        raise ProtocolError("trailing bytes after the update")
+    return Update(structs, deletes, offset)
+
+
+def encode_delete_set(deletes: list[tuple[int, int, int]]) -> bytes:
+    """A v1 delete set (the tail of an update) for these ranges."""
+    from .protocol import write_var_uint
+
+    by_client: dict[int, list[tuple[int, int]]] = {}
+    for client, clock, length in deletes:
+        by_client.setdefault(client, []).append((clock, length))
+    out = bytearray(write_var_uint(len(by_client)))
+    for client, ranges in by_client.items():
+        out += write_var_uint(client) + write_var_uint(len(ranges))
+        for clock, length in ranges:
+            out += write_var_uint(clock) + write_var_uint(length)
+    return bytes(out)
+
+
+Place = tuple[str, str | None]  # (root name, top-level key in that root, for a map)
+
+
+class IdIndex:
+    """Item IDs -> the root type (and top-level map key) they belong to, as ranges per client."""
+
+    def __init__(self) -> None:
+        self._starts: dict[int, list[int]] = {}
+        self._ranges: dict[int, list[tuple[int, int, Place]]] = {}
+
+    def state(self, client: int) -> int:
+        """The next clock of ``client`` this index knows (its state vector entry)."""
+        ranges = self._ranges.get(client)
+        return ranges[-1][1] if ranges else 0
+
+    def find(self, client: int, clock: int) -> Place | None:
+        starts = self._starts.get(client)
+        if not starts:
+            return None
+        i = bisect.bisect_right(starts, clock) - 1
+        if i < 0:
+            return None
+        start, end, place = self._ranges[client][i]
+        return place if start <= clock < end else None
+
+    def add(self, client: int, start: int, end: int, place: Place) -> None:
+        ranges = self._ranges.setdefault(client, [])
+        starts = self._starts.setdefault(client, [])
+        if ranges and ranges[-1][1] == start and ranges[-1][2] == place:
+            ranges[-1] = (ranges[-1][0], end, place)  # typing extends the last range
+            return
+        i = bisect.bisect_left(starts, start)
+        ranges.insert(i, (start, end, place))
+        starts.insert(i, start)
+
+    def places(self, update: Update) -> Iterator[tuple[Struct, Place | None]]:
+        """Each struct with its place, resolved through the index and earlier structs of the same
+        update (in any order); None when it depends on IDs nobody has seen yet (pending)."""
+        local: dict[int, list[tuple[int, int, Place]]] = {}
+
+        def lookup(ref: tuple[int, int]) -> Place | None:
+            for start, end, place in local.get(ref[0], ()):
+                if start <= ref[1] < end:
+                    return place
+            return self.find(*ref)
+
+        todo = [s for s in update.structs if s.ref not in (GC, SKIP)]
+        resolved: list[tuple[Struct, Place | None]] = []
+        progress = True
+        while todo and progress:
+            progress = False
+            rest = []
+            for s in todo:
+                place: Place | None = None
+                if s.parent_root is not None:
+                    place = (s.parent_root, s.parent_sub)
+                elif s.parent_id is not None:
+                    parent = lookup(s.parent_id)
+                    place = parent if parent is None or parent[1] is not None else (parent[0], s.parent_sub)
+                else:
+                    for ref in (s.origin, s.right_origin):
+                        if ref is not None and (place := lookup(ref)) is not None:
+                            break
+                if place is None:
+                    rest.append(s)
+                    continue
+                local.setdefault(s.client, []).append((s.clock, s.end, place))
+                resolved.append((s, place))
+                progress = True
+            todo = rest
+        resolved.extend((s, None) for s in todo)
+        return iter(resolved)
+
+    def record(self, update: Update) -> None:
+        """Remember where the structs of an applied update live."""
+        for s, place in self.places(update):
+            if place is not None:
+                self.add(s.client, s.clock, s.end, place)
+
+
