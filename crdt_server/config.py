@@ -43,6 +43,7 @@ class Settings:
     room_pending_updates: int = _opt(10_000, "Updates a room holds ahead of their commit before it stops reading its sockets (backpressure).")
     room_grace: float = _opt(30.0, "Seconds an empty room stays loaded before it is flushed and unloaded.")
     presence_interval: float = _opt(0.05, "Seconds over which presence (awareness) updates of a room are coalesced into one broadcast (0 = relay each at once).")
+    editor_events_per_connection: int = _opt(100, "History events one connection's edits may cause (reverted changes, language switches); more are applied but not recorded.")
     snapshot_every: int = _opt(2000, "Write a document snapshot after this many updates since the last one.")
     shutdown_timeout: float = _opt(5.0, "Seconds SIGTERM waits for connections before forcing them closed.")
     ws_ping_interval: float = _opt(20.0, "Seconds between WebSocket pings (detects dropped TCP connections).")

@@ -35,6 +35,7 @@ class EventType(StrEnum):
     RUN_STARTED = "run_started"
     RUN_FINISHED = "run_finished"
     RUN_REFUSED = "run_refused"
+    UPDATE_REVERTED = "update_reverted"  # an editor's change to what the server owns, undone
 
 
 def changed_event(field: str) -> EventType:

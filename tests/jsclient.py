@@ -624,6 +624,10 @@ class JSClient:
     async def get_runs(self) -> list[Any]:
         return list((await self.call("getRuns"))["runs"])
 
+    async def transact(self, *ops: list[Any]) -> dict[str, Any]:
+        """Several document changes in one transaction (one update); see ``transact`` in client.mjs."""
+        return await self.call("transact", ops=[list(op) for op in ops])
+
     async def state_vector(self) -> bytes:
         return base64.b64decode((await self.call("stateVector"))["stateVector"])
 

@@ -95,6 +95,8 @@ class Connection:
         self.connected_at = time.time()
         self.name: str | None = None  # display name from presence, kept for the "left" event
         self.client_ids: set[int] = set()  # awareness clientIDs this connection introduced
+        self.authored: set[int] = set()  # Yjs clientIDs of the structs this connection sent
+        self.editor_events = 0  # history events its edits caused (bounded per connection)
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
         self._max_messages = max_messages

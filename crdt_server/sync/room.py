@@ -24,16 +24,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from pycrdt import Doc, Map, MapEvent, get_state
+from pycrdt import Doc, Map, MapEvent, get_state, merge_updates
 from pycrdt.websocket import YRoom
 
 from .. import presence
 from ..document import META
-from ..domain import LANGUAGE_PATTERN
-from ..storage import SessionChange, SessionGone, Store, UpdateRecord
+from ..domain import LANGUAGE_PATTERN, EventType
+from ..storage import EventRecord, SessionChange, SessionGone, Store, UpdateRecord
 from . import protocol as p
 from .connection import SERVER, Connection, Origin, wire_frame
+from .guard import DocumentGuard, Verdict, apply_guarded
 from .protocol import CloseCode
+from .updates import Update, decode
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -47,6 +49,8 @@ class _Pending:
     conn: Connection | None  # the sender, which does not get its own update back
     origin: Origin
     change: SessionChange | None  # row fields and events that commit with this update
+    decoded: Update
+    verdict: Verdict | None = None  # a client's update, as the guard classified it
 
 
 class _Batch:
@@ -65,12 +69,14 @@ class RoomOptions:
     persist: bool  # False: --persistence off
     presence_interval: float  # presence coalescing window (0 = relay at once)
     max_pending: int  # updates ahead of their commit before a socket stops being read
+    editor_events: int = 100  # history events one connection's edits may cause (reverts, language switches)
 
     @classmethod
     def from_settings(cls, s: Settings) -> RoomOptions:
         return cls(
             grace=s.room_grace, snapshot_every=s.snapshot_every, persist=s.persistence == "write-ahead",
             presence_interval=s.presence_interval, max_pending=s.room_pending_updates,
+            editor_events=s.editor_events_per_connection,
         )
 
 
@@ -110,8 +116,12 @@ class SessionRoom(YRoom):
         # Editors may switch meta.language; the session row follows (see _language_changes).
         self._meta = doc.get(META, type=Map)  # kept: pycrdt drops observers of collected type objects
         self._applying: Origin | None = None
-        self._languages: list[tuple[Origin, str]] = []
+        self._languages: list[tuple[Origin, str, str]] = []  # (who, from, to)
         self._meta.observe(self._on_meta)
+        self.guard = DocumentGuard(doc)
+        self.broken = False  # the document holds updates that failed to commit: reload it from storage
+        self._settled = anyio.Event()  # no guarded batch is between apply and commit
+        self._settled.set()
 
     # -- YRoom overrides ---------------------------------------------------------------------
     def send_server_awareness(self, type: str, changes: Any) -> None:
@@ -146,11 +156,66 @@ class SessionRoom(YRoom):
                 pending.done.set()
 
     async def _commit_and_apply(self, batch: _Batch) -> None:
-        records = [
-            UpdateRecord(self.session_id, i.update, i.origin.role, i.origin.conn_id, i.origin.name)
-            for i in batch.items
-        ]
+        if any(i.verdict is not None and i.verdict.guarded for i in batch.items):
+            return await self._apply_and_commit(batch)
+        records = [self._record(i) for i in batch.items]
         changes = [i.change for i in batch.items if i.change is not None]
+        if not await self._commit(batch, records, changes):
+            return
+        for item in batch.items:
+            if self._apply(item):
+                self._broadcast(item.update, exclude=item.conn)
+        await self._after_commit(batch)
+
+    async def _apply_and_commit(self, batch: _Batch) -> None:
+        """The guarded path: apply first (watching what each update really changes), compensate what
+        editors may not change, then commit update and compensation together, then broadcast.
+
+        Sync step 1 answers wait meanwhile (``_settled``), so nobody is sent an uncommitted state; if
+        the commit fails the room is marked broken and reloaded from storage.
+        """
+        self._settled = anyio.Event()
+        try:
+            records: list[UpdateRecord] = []
+            changes = [i.change for i in batch.items if i.change is not None]
+            sends: list[tuple[_Pending, bytes | None]] = []
+            for item in batch.items:
+                records.append(self._record(item))
+                if item.verdict is None or not item.verdict.guarded:
+                    if self._apply(item):
+                        sends.append((item, None))
+                    continue
+                compensation, reverted = self._apply_watched(item)
+                if compensation is not None:
+                    records.append(UpdateRecord(self.session_id, compensation, SERVER.role, SERVER.conn_id))
+                    self.guard.applied(decode(compensation), pending=False)
+                if reverted:
+                    log.warning("session %s: reverted a %s's change to %s", self.session_id, item.origin.role,
+                                ", ".join(sorted(reverted)))
+                    event = self._editor_event(item, EventType.UPDATE_REVERTED, {"touched": sorted(reverted)})
+                    if event is not None:
+                        changes.append(SessionChange(self.session_id, events=(event,)))
+                sends.append((item, compensation))
+            if not await self._commit(batch, records, changes):
+                self.broken = True
+                return
+            for item, compensation in sends:
+                if compensation is None:
+                    self._broadcast(item.update, exclude=item.conn)
+                    continue
+                # the others get the update with its compensation (nothing forged ever shows);
+                # its author gets the compensation
+                self._broadcast(merge_updates(item.update, compensation), exclude=item.conn)
+                if item.conn is not None:
+                    item.conn.enqueue(p.sync_frame(p.SYNC_UPDATE, compensation))
+            await self._after_commit(batch)
+        finally:
+            self._settled.set()
+
+    def _record(self, item: _Pending) -> UpdateRecord:
+        return UpdateRecord(self.session_id, item.update, item.origin.role, item.origin.conn_id, item.origin.name)
+
+    async def _commit(self, batch: _Batch, records: list[UpdateRecord], changes: list[SessionChange]) -> bool:
         try:
             if self.options.persist:
                 seqs = await self.store.append_updates(records, changes)
@@ -160,55 +225,100 @@ class SessionRoom(YRoom):
             batch.error = SessionGone(self.session_id)
             self.mark_gone()
             self.close_all(CloseCode.SESSION_NOT_FOUND, "session deleted")
-            return
+            return False
         except BaseException as exc:  # noqa: BLE001 - whatever failed, nobody may see uncommitted updates
             log.error("session %s: %d updates not stored (%r); closing its connections", self.session_id, len(records), exc)
             batch.error = exc
             self.close_all(CloseCode.INTERNAL_ERROR, "storage failure")
-            return
-        conns = self.clients
-        for item in batch.items:
-            self._applying = item.origin
-            try:
-                self.ydoc.apply_update(item.update)
-            except BaseException as exc:  # stored but unusable: loading skips it the same way
-                if not p.is_crdt_failure(exc):
-                    raise
-                log.warning("session %s: stored update could not be applied: %r", self.session_id, exc)
-                continue
-            finally:
-                self._applying = None
-            frame = p.sync_frame(p.SYNC_UPDATE, item.update)
-            wire = wire_frame(frame)  # framed once for every recipient
-            for conn in conns:
-                if conn is not item.conn:
-                    conn.enqueue(frame, wire)
+            return False
         self.last_seq = seqs[-1]
+        return True
+
+    def _apply(self, item: _Pending) -> bool:
+        """Apply a committed (or server-made) update; False if the CRDT library refused it."""
+        self._applying = item.origin
+        try:
+            self.ydoc.apply_update(item.update)
+        except BaseException as exc:  # stored but unusable: loading skips it the same way
+            if not p.is_crdt_failure(exc):
+                raise
+            log.warning("session %s: stored update could not be applied: %r", self.session_id, exc)
+            return False
+        finally:
+            self._applying = None
+        self.guard.applied(item.decoded, pending=item.verdict is not None and item.verdict.pending)
+        return True
+
+    def _apply_watched(self, item: _Pending) -> tuple[bytes | None, set[str]]:
+        assert item.verdict is not None
+        self._applying = item.origin
+        try:
+            compensation, reverted = apply_guarded(self.ydoc, item.update, _valid_language)
+        except BaseException as exc:
+            if not p.is_crdt_failure(exc):
+                raise
+            log.warning("session %s: update could not be applied: %r", self.session_id, exc)
+            return None, set()
+        finally:
+            self._applying = None
+        if f"{META}.language" in reverted:
+            self._languages = [x for x in self._languages if x[0] is not item.origin]
+        self.guard.applied(item.decoded, pending=item.verdict.pending)
+        return compensation, reverted
+
+    def _broadcast(self, update: bytes, exclude: Connection | None) -> None:
+        frame = p.sync_frame(p.SYNC_UPDATE, update)
+        wire = wire_frame(frame)  # framed once for every recipient
+        for conn in self.clients:
+            if conn is not exclude:
+                conn.enqueue(frame, wire)
+
+    async def _after_commit(self, batch: _Batch) -> None:
         batch.done.set()
         await self._language_changes()
         if self.last_seq - self.snapshot_seq >= self.options.snapshot_every:
             try:
                 await self.snapshot()
-            except Exception:  # the log has everything; a missed snapshot only slows the next load
+            except Exception:  # noqa: BLE001 - the log has everything; a missed snapshot only slows the next load
                 log.exception("session %s: snapshot failed", self.session_id)
+
+    def _editor_event(self, item: _Pending, kind: EventType, data: dict[str, Any]) -> EventRecord | None:
+        """A history event caused by an editor's update, at most ``editor_events`` per connection."""
+        conn = item.conn
+        if conn is not None:
+            if conn.editor_events >= self.options.editor_events:
+                return None
+            conn.editor_events += 1
+        return EventRecord(self.session_id, kind, {"role": item.origin.role, "connectionId": item.origin.conn_id,
+                                                   "name": item.origin.name or None, **data})
 
     def _on_meta(self, event: MapEvent) -> None:
         origin = self._applying
-        if origin is None or origin is SERVER or "language" not in getattr(event, "keys", ()):
+        keys = getattr(event, "keys", {})
+        if origin is None or origin is SERVER or "language" not in keys:
             return
         value = self._meta.get("language")
-        if isinstance(value, str) and _LANGUAGE.match(value):
-            self._languages.append((origin, value))
+        if _valid_language(value):
+            old = keys["language"].get("oldValue") if isinstance(keys["language"], dict) else None
+            self._languages.append((origin, old if isinstance(old, str) else "", value))
 
     async def _language_changes(self) -> None:
-        """An editor switched ``meta.language``: the session row, which REST reads, follows."""
+        """An editor switched ``meta.language``: the session row, which REST reads, follows, and the
+        history records who did it (bounded per connection)."""
         if not self._languages or not self.options.persist:
             self._languages.clear()
             return
-        _, language = self._languages[-1]
-        self._languages.clear()
+        changes, self._languages = self._languages, []
+        events = []
+        for origin, old, new in changes:
+            conn = next((c for c in self.clients if c.id == origin.conn_id), None)
+            if conn is None or conn.editor_events < self.options.editor_events:
+                if conn is not None:
+                    conn.editor_events += 1
+                events.append(EventRecord(self.session_id, EventType.LANGUAGE_CHANGED,
+                                          {"from": old or None, "to": new, "by": origin.role}))
         try:
-            await self.store.change_session(SessionChange(self.session_id, {"language": language}))
+            await self.store.change_session(SessionChange(self.session_id, {"language": changes[-1][2]}, tuple(events)))
         except Exception as exc:  # noqa: BLE001 - the document has it; the next load brings the row along
             log.warning("session %s: language change not recorded: %r", self.session_id, exc)
 
@@ -217,17 +327,31 @@ class SessionRoom(YRoom):
         self, update: bytes, conn: Connection | None = None, *, origin: Origin = SERVER,
         change: SessionChange | None = None,
     ) -> _Batch:
-        """Validate an update and queue it for the next commit; the batch's ``done`` fires once applied."""
+        """Validate an update and queue it for the next commit; the batch's ``done`` fires once applied.
+
+        A client's update is classified by the guard first (and loses deletes aimed at other
+        clients' unseen IDs); the server's own are trusted."""
+        verdict = None
         try:
-            get_state(update)  # decodes the whole update: garbage never reaches the log
+            if conn is not None:
+                verdict = self.guard.check(update, conn.client_ids | conn.authored)
+                update, decoded = verdict.update, verdict.decoded
+            else:
+                decoded = decode(update)
+            get_state(update)  # the CRDT library decodes it too: garbage never reaches the log
         except BaseException as exc:
-            if not p.is_crdt_failure(exc):
+            if not p.is_crdt_failure(exc) or isinstance(exc, (AttributeError, TypeError, NameError)):
                 raise
             raise p.ProtocolError("malformed Yjs update") from None
+        if conn is not None and verdict is not None:
+            conn.authored.update(s.client for s in decoded.structs)
+            if verdict.dropped_deletes:
+                log.warning("session %s: dropped deletes of %d unseen IDs of other clients from connection %s",
+                            self.session_id, verdict.dropped_deletes, conn.id)
         if self.gone:
             raise SessionGone(self.session_id)
         batch = self._batch
-        batch.items.append(_Pending(update, conn, conn.origin if conn else origin, change))
+        batch.items.append(_Pending(update, conn, conn.origin if conn else origin, change, decoded, verdict))
         self._wakeup.set()
         return batch
 
@@ -290,6 +414,8 @@ class SessionRoom(YRoom):
         if kind == p.MSG_SYNC:
             msg = p.parse_sync(frame)
             if msg.kind == p.SYNC_STEP1:
+                if not self._settled.is_set():  # a guarded batch is applied but not yet committed
+                    await self._settled.wait()
                 try:
                     reply = self.ydoc.get_update(msg.payload)
                 except BaseException as exc:
@@ -401,6 +527,10 @@ class SessionRoom(YRoom):
 
 
 _LANGUAGE = re.compile(LANGUAGE_PATTERN)
+
+
+def _valid_language(value: Any) -> bool:
+    return isinstance(value, str) and _LANGUAGE.match(value) is not None
 
 
 def log_exception(exc: Exception, logger: logging.Logger) -> bool:

@@ -70,6 +70,9 @@ class SessionServer(WebsocketServer):
 
     async def get_room(self, name: str) -> SessionRoom:
         room = self.rooms.get(name)
+        if room is not None and room.broken:  # it holds updates that never committed: reload from storage
+            await self.unload(name)
+            room = None
         if room is not None:
             self._cancel_unload(name)
             return room
@@ -151,7 +154,7 @@ class SessionServer(WebsocketServer):
         try:
             with anyio.CancelScope(shield=True):
                 try:
-                    if not room.gone:
+                    if not (room.gone or room.broken):
                         await room.flush()
                 except Exception:
                     log.exception("session %s: final flush failed", name)

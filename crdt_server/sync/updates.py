@@ -215,6 +215,7 @@ def encode_delete_set(deletes: list[tuple[int, int, int]]) -> bytes:
 
 
 Place = tuple[str, str | None]  # (root name, top-level key in that root, for a map)
+GC_PLACE: Place = ("", None)  # garbage-collected IDs: they belong nowhere any more
 
 
 class IdIndex:
@@ -239,6 +240,15 @@ class IdIndex:
         start, end, place = self._ranges[client][i]
         return place if start <= clock < end else None
 
+    def span(self, client: int, clock: int) -> tuple[Place | None, int]:
+        """The place of ``clock`` and the first clock after its range (or of the next known range)."""
+        starts = self._starts.get(client) or []
+        i = bisect.bisect_right(starts, clock) - 1
+        ranges = self._ranges.get(client) or []
+        if i >= 0 and ranges[i][0] <= clock < ranges[i][1]:
+            return ranges[i][2], ranges[i][1]
+        return None, starts[i + 1] if i + 1 < len(starts) else clock + 1
+
     def add(self, client: int, start: int, end: int, place: Place) -> None:
         ranges = self._ranges.setdefault(client, [])
         starts = self._starts.setdefault(client, [])
@@ -261,7 +271,9 @@ class IdIndex:
             return self.find(*ref)
 
         todo = [s for s in update.structs if s.ref not in (GC, SKIP)]
-        resolved: list[tuple[Struct, Place | None]] = []
+        resolved: list[tuple[Struct, Place | None]] = [(s, GC_PLACE) for s in update.structs if s.ref == GC]
+        for s, _ in resolved:
+            local.setdefault(s.client, []).append((s.clock, s.end, GC_PLACE))
         progress = True
         while todo and progress:
             progress = False

@@ -315,6 +315,23 @@ const COMMANDS = {
   getMeta: () => ({ meta: doc.getMap('meta').toJSON() }),
   setMeta: ({ key, value }) => { doc.getMap('meta').set(String(key), value); return {} },
   getRuns: () => ({ runs: doc.getArray('runs').toJSON() }),
+  // Several changes in one transaction (so one update), as a hostile or buggy editor could make them:
+  // ["setMeta", key, value] | ["deleteMeta", key] | ["pushRun", {..}] | ["setRun", i, key, value]
+  // | ["deleteRun", i] | ["insert", index, text]
+  transact: ({ ops }) => {
+    doc.transact(() => {
+      for (const [op, a, b, c] of ops) {
+        if (op === 'setMeta') doc.getMap('meta').set(String(a), b)
+        else if (op === 'deleteMeta') doc.getMap('meta').delete(String(a))
+        else if (op === 'pushRun') doc.getArray('runs').push([new Y.Map(Object.entries(a))])
+        else if (op === 'setRun') doc.getArray('runs').get(a).set(String(b), c)
+        else if (op === 'deleteRun') doc.getArray('runs').delete(a, 1)
+        else if (op === 'insert') text().insert(a, String(b))
+        else throw new Error('unknown op ' + op)
+      }
+    })
+    return { meta: doc.getMap('meta').toJSON(), runs: doc.getArray('runs').length, text: text().toString() }
+  },
   stateVector: () => ({ stateVector: b64(Y.encodeStateVector(doc)) }),
   encodeState: () => ({ update: b64(Y.encodeStateAsUpdate(doc)) }),
   applyUpdate: ({ update }) => { Y.applyUpdate(doc, unb64(update), 'test'); return {} },

@@ -58,6 +58,8 @@ class RecordingConnection:
         self.id = f"conn-{role}-{id(self)}"
         self.name: str | None = None
         self.client_ids: set[int] = set()
+        self.authored: set[int] = set()
+        self.editor_events = 0
         self.sent: list[bytes] = []
         self.closed_with: tuple[int, str] | None = None
 
