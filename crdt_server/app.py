@@ -39,6 +39,7 @@ from .limits import TokenBuckets
 from .storage import open_store
 from .sync import RoomOptions, SessionServer
 from .tokens import TokenSigner, load_secret
+from .web import EditorPage, editor_status, web_routes
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ async def health(request: Request) -> Response:
         version=__version__,
         database="ok" if db_ok else "error",
         sandbox=execution.mode if execution is not None else "unavailable",
+        editor=editor_status(request),
     )
     return JSONResponse(body.model_dump(by_alias=True), status_code=200 if db_ok else 503)
 
@@ -195,6 +197,7 @@ def routes() -> list:
     return [
         *routes_from(operations()),
         WebSocketRoute("/ws/sessions/{session_id}", session_socket),
+        *web_routes(),  # the interview page: /, /sessions/{id}, /static/{name}
         catch_all(),  # JSON 404 for every other path (and no slash redirects)
     ]
 
@@ -219,11 +222,13 @@ def create_app(settings: Settings) -> Starlette:
             run_limit=TokenBuckets(settings.run_rate, settings.run_burst),
         )
         app.state.ctx = c
+        app.state.editor = editor = EditorPage(settings)  # the interview page; built in the background
         async with store, server, AsyncExitStack() as stack, anyio.create_task_group() as tg:
             if settings.execution == "on":
                 # Probes the host once (namespaces, cgroups, toolchains); with --sandbox-require
                 # above what works here, this raises and the server refuses to start.
                 c.execution = await stack.enter_async_context(ExecutionService(execution_settings(settings)))
+            tg.start_soon(editor.run)
             tg.start_soon(sweep_expired, c, min(60.0, max(1.0, settings.session_ttl / 10)))
             try:
                 yield

@@ -20,6 +20,7 @@ from .. import sessions as ops
 from ..storage import EventRecord, SessionRecord
 from ..storage.sqlite import SessionGone
 from ..sync import SessionNotFound, SessionRoom
+from ..web import session_links
 from .auth import authorize_session, require_api_key, session_not_found
 from .body import read_model
 from .context import AppContext, client_ip, ctx
@@ -30,6 +31,7 @@ from .models import (
     CreateSession,
     History,
     HistoryEvent,
+    Links,
     Participant,
     Participants,
     SaveCode,
@@ -115,9 +117,11 @@ async def create_session(request: Request) -> Response:
     _check_code_size(c, body.code)
     record = await ops.create_session(c.store, title=body.title, language=body.language, code=body.code,
                                       ttl=c.settings.session_ttl)
+    tokens = c.signer.issue_all(record.id)
     created = CreatedSession(
         **_session_model(record).model_dump(),
-        tokens=Tokens(**c.signer.issue_all(record.id)),
+        tokens=Tokens(**tokens),
+        links=Links(**session_links(request, record.id, tokens)),
         ws_url=f"/ws/sessions/{record.id}",
     )
     return _json(created, 201, {"Location": f"/api/sessions/{record.id}"})
