@@ -62,6 +62,7 @@ class ServerProcess:
                 # server gets its own sandbox uids: a starting server kills leftovers of its uids.
                 "CRDT_SERVER_EXECUTION": "off",
                 "CRDT_SERVER_SANDBOX_UID_BASE": str(100_000 + (self.port % 10_000) * 16),
+                "CRDT_SERVER_WEB_BUILD": "off",  # no npm per server: page tests pass a prebuilt CRDT_SERVER_WEB_DIR
             },
             **self.env,
         )

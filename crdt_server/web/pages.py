@@ -9,6 +9,7 @@ names and are cached for a year.
 from __future__ import annotations
 
 import re
+import secrets
 from html import escape
 from typing import Any
 
@@ -26,15 +27,17 @@ _TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=ut
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
-def security_headers(request: Request) -> dict[str, str]:
-    """A strict CSP: scripts and stylesheets from this server only, sockets to this host only.
+def security_headers(request: Request, style_nonce: str | None = None) -> dict[str, str]:
+    """A strict CSP: scripts from this server only, sockets to this host only.
 
-    ``style-src-attr 'unsafe-inline'`` lets the editor colour remote cursors (style attributes
-    cannot run script); ``<style>`` elements and every script stay restricted to 'self'.
+    The editor injects its own ``<style>`` element: it carries the per-response ``style_nonce``
+    (CodeMirror's ``cspNonce``), and ``style-src-attr 'unsafe-inline'`` lets it colour remote
+    cursors; neither can run script.
     """
     host = request.headers.get("host", "")
     connect = "'self'" + (f" ws://{host} wss://{host}" if _HOST.match(host) else "")
-    csp = ("default-src 'none'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; "
+    styles = "'self'" + (f" 'nonce-{style_nonce}'" if style_nonce else "")
+    csp = (f"default-src 'none'; script-src 'self'; style-src {styles}; style-src-attr 'unsafe-inline'; "
            f"img-src 'self' data:; connect-src {connect}; base-uri 'none'; form-action 'none'; "
            "frame-ancestors 'none'")
     return {
@@ -49,7 +52,11 @@ def security_headers(request: Request) -> dict[str, str]:
 
 def _document(request: Request, title: str, body: str, bundle: Bundle | None, script: str | None,
               status: int = 200, extra_head: str = "") -> HTMLResponse:
+    nonce = secrets.token_urlsafe(16) if script else None
     head = [f"<title>{escape(title)}</title>", '<link rel="icon" href="data:,">']
+    if nonce:
+        head.append(f'<meta name="style-nonce" content="{nonce}">')
+        head.append(f'<meta name="run" content="{"on" if _run_available(request) else "off"}">')
     if bundle is not None:
         head.append(f'<link rel="stylesheet" href="/static/{bundle.entries["page.css"]}">')
         if script:
@@ -58,10 +65,16 @@ def _document(request: Request, title: str, body: str, bundle: Bundle | None, sc
     html = ("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             + "\n".join(h for h in head if h) + "\n</head>\n" + body + "\n</html>\n")
-    headers = security_headers(request)
+    headers = security_headers(request, nonce)
     if status == 503:
         headers["Retry-After"] = "5"
     return HTMLResponse(html, status_code=status, headers=headers)
+
+
+def _run_available(request: Request) -> bool:
+    """Whether Run works here (the page then asks ``/api/languages``; otherwise that would be a 503)."""
+    execution = getattr(request.app.state.ctx, "execution", None)
+    return execution is not None and execution.mode != "unavailable"
 
 
 def _licences_link(bundle: Bundle) -> str:

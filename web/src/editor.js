@@ -9,7 +9,7 @@ import { EditorState, Compartment } from '@codemirror/state'
 import { indentWithTab } from '@codemirror/commands'
 import { indentUnit } from '@codemirror/language'
 import { readLocation, rememberName, roleOf, colorFor, api } from './session.js'
-import { serverLanguages, loadLanguage, canonical, label } from './languages.js'
+import { serverLanguages, runAvailable, loadLanguage, canonical, label } from './languages.js'
 import { watchParticipants, renderRun, renderMessage } from './panels.js'
 
 const $ = (id) => document.getElementById(id)
@@ -83,6 +83,8 @@ async function main () {
         accessSlot.of(access(true)), // until the first sync says what the session allows
         yCollab(code, provider.awareness, { undoManager: new Y.UndoManager(code) }),
         EditorView.contentAttributes.of({ 'aria-label': 'Code' }),
+        // The page's CSP admits the editor's <style> element by this per-response nonce.
+        EditorView.cspNonce.of(document.querySelector('meta[name="style-nonce"]')?.content ?? ''),
       ],
     }),
   })
@@ -94,6 +96,8 @@ async function main () {
   let readOnly = true
   let running = false
   let shownLanguage = null
+  const canRun = runAvailable()
+  if (!canRun) runButton.title = 'Run is off on this server'
 
   // Runs in a microtask, never inside a Y observer: y-codemirror may not have applied the same
   // transaction to the editor yet, and a dispatch then would see positions past its text.
@@ -111,7 +115,7 @@ async function main () {
     }
     $('editor').dataset.readonly = String(readOnly)
     select.disabled = readOnly
-    runButton.disabled = readOnly || running
+    runButton.disabled = readOnly || running || !canRun
     const language = canonical(meta.get('language') ?? 'python')
     if (![...select.options].some((o) => o.value === language)) select.add(new Option(label(language), language))
     select.value = language

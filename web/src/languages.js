@@ -40,8 +40,14 @@ export async function loadLanguage (id) {
   return loader ? loader() : []
 }
 
+/** Whether the server runs code (the page says so; without Run, `/api/languages` answers 503). */
+export function runAvailable () {
+  return document.querySelector('meta[name="run"]')?.content === 'on'
+}
+
 /** Language ids the server runs (`GET /api/languages`), else the fixed list. */
 export async function serverLanguages () {
+  if (!runAvailable()) return FALLBACK_LANGUAGES
   try {
     const r = await fetch('/api/languages')
     if (r.ok) {
