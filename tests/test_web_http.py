@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -161,3 +162,36 @@ def test_the_build_writes_gzip_twins_and_a_complete_manifest(web_bundle):  # noq
         assert gzip.decompress((bundle.directory / f"{name}.gz").read_bytes()) == (bundle.directory / name).read_bytes()
     assert set(bundle.entries) == {"editor.js", "home.js", "page.css", "licenses.txt"}
     assert not (SOURCES / "dist").exists() and not any(SOURCES.glob("*.js.gz"))  # nothing written into web/
+
+
+def test_the_dockerfile_builder_stage_builds_what_the_image_serves(tmp_path):
+    """No Docker engine here: run the builder stage's COPY/RUN steps in a scratch directory, then
+    serve its output the way the final image does (its --web-dir, building off)."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    stage = text.split("\nFROM node:", 1)[1].split("\nFROM ", 1)[0].splitlines()[1:]
+    root = tmp_path / "image"
+    work = root
+    for line in (line.strip() for line in stage if line.strip() and not line.startswith("#")):
+        op, _, rest = line.partition(" ")
+        if op == "WORKDIR":
+            work = root / rest.strip("/")
+            work.mkdir(parents=True, exist_ok=True)
+        elif op == "COPY":
+            *sources, dest = rest.split()
+            target = work / dest
+            for src in sources:
+                if (ROOT / src).is_dir():
+                    shutil.copytree(ROOT / src, target)
+                else:
+                    shutil.copy2(ROOT / src, target / Path(src).name if dest.endswith("/") else target)
+        elif op == "RUN":
+            command = rest.replace(" /out", f" {root}/out")
+            subprocess.run(command, shell=True, cwd=work, check=True, capture_output=True, timeout=600)
+    assert "COPY --from=web /out /app/web" in text and "CRDT_SERVER_WEB_DIR=/app/web" in text
+    srv = ServerProcess(tmp_path / "data", env=web_env(root / "out"))
+    srv.start()
+    try:
+        assert page(srv, "/health").json()["editor"] == "ready"
+        assert page(srv, "/sessions/bmOEK1UxqSpATY89dQKYAA").status_code == 200
+    finally:
+        srv.stop()
