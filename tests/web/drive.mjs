@@ -85,8 +85,10 @@ async function latency (from, to, samples) {
   await typeInto(from, [{ press: 'Enter' }, '# '])
   await waitText(to, await screenText(from))
   await from.page.evaluate(() => {
+    if (!window.__keys) {
+      document.addEventListener('keydown', () => window.__keys.push(performance.timeOrigin + performance.now()), true)
+    }
     window.__keys = []
-    document.addEventListener('keydown', () => window.__keys.push(performance.timeOrigin + performance.now()), true)
   })
   const result = []
   for (let i = 0; i < samples; i++) {
@@ -197,11 +199,35 @@ async function home (browser) {
   }
 }
 
+// Figures for bench/bench_web_page.py: page load to connected (fresh contexts, so nothing is
+// cached), the bytes a first load transfers, and keystroke-to-remote-screen latency.
+async function measure (browser) {
+  out.loads = []
+  for (let k = 0; k < (input.loads ?? 5); k++) {
+    const p = await open(browser, `${input.links.candidate}&name=Load${k}`, `load${k}`)
+    await connected(p)
+    const ms = Date.now() - p.started
+    const bytes = await p.page.evaluate(() => performance.getEntriesByType('resource')
+      .filter((e) => e.name.includes('/static/'))
+      .reduce((a, e) => ({ transfer: a.transfer + e.encodedBodySize, decoded: a.decoded + e.decodedBodySize, files: a.files + 1 }),
+        { transfer: 0, decoded: 0, files: 0 }))
+    out.loads.push({ ms, ...bytes })
+    await p.context.close()
+  }
+  const i = await open(browser, `${input.links.interviewer}&name=Ivy`, 'interviewer')
+  const c = await open(browser, `${input.links.candidate}&name=Cara`, 'candidate')
+  await connected(i)
+  await connected(c)
+  out.latencyRounds = []
+  for (let r = 0; r < (input.rounds ?? 3); r++) out.latencyRounds.push(await latency(i, c, 20))
+}
+
 const browser = await chromium.launch({ executablePath: input.chromium, args: ARGS, timeout: 30000 })
 const launched = Date.now()
 try {
   if (scenario === 'interview') await interview(browser)
   else if (scenario === 'home') await home(browser)
+  else if (scenario === 'measure') await measure(browser)
   else throw new Error(`unknown scenario ${scenario}`)
 } catch (err) {
   out.error = String(err && err.stack ? err.stack : err)
