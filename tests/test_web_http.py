@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -125,6 +126,23 @@ def test_without_node_the_server_starts_and_says_absent(tmp_path):
     result = subprocess.run([sys.executable, "-m", "crdt_server", "build-web", "--data-dir", str(tmp_path / "d2")],
                             env={"PATH": str(bin_dir)}, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 1 and "Node >= 18 and npm are needed" in result.stderr
+
+
+def test_an_unwritable_web_dir_still_starts_and_says_absent(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a directory cannot be made inside a file, not even by root
+    srv = ServerProcess(tmp_path / "data", env={"CRDT_SERVER_WEB_BUILD": "auto",
+                                                "CRDT_SERVER_WEB_DIR": str(blocker / "web")})
+    srv.start()
+    try:
+        deadline = time.monotonic() + 20
+        while page(srv, "/health").json()["editor"] == "building" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert page(srv, "/health").json()["editor"] == "absent"
+        assert page(srv, "/").status_code == 503
+    finally:
+        srv.stop()
+    assert "not writable" in srv.log()
 
 
 def _fake_bundle(directory: Path, source: str | None) -> None:

@@ -76,6 +76,7 @@ def test_run_shows_the_output_on_both_pages(interview):
 def test_a_language_change_on_one_page_reaches_the_other(interview, page_server):
     assert interview["languageAfterChange"] == {"interviewer": "javascript", "candidate": "javascript"}
     assert {"python", "javascript"} <= set(interview["languageOptions"])
+    assert interview["defHighlighted"] == {"python": True, "javascript": False}  # highlighting follows
     session = interview["session"]
     r = httpx.get(f"{page_server.base_url}/api/sessions/{session['id']}", headers=auth(session["tokens"]["observer"]))
     assert r.json()["language"] == "javascript"

@@ -151,8 +151,14 @@ async function interview (browser) {
   out.outputs = { interviewer: (await pageState(i)).output, candidate: (await pageState(c)).output }
   if (input.screenshot) await i.page.screenshot({ path: input.screenshot, fullPage: true })
 
+  // Python highlights `def` as a keyword; JavaScript does not know it.
+  const defHighlighted = (p) => p.page.evaluate(() => [...document.querySelectorAll('.cm-line span')]
+    .some((s) => s.textContent === 'def' && getComputedStyle(s).color !== getComputedStyle(s.parentElement).color))
+  out.defHighlighted = { python: await defHighlighted(i) }
   await c.page.getByLabel('Language').selectOption('javascript')
   await until(i, 'language javascript', () => document.getElementById('language').value === 'javascript')
+  await until(i, 'javascript highlighting', () => ![...document.querySelectorAll('.cm-line span')].some((s) => s.textContent === 'def'))
+  out.defHighlighted.javascript = await defHighlighted(i)
   out.languageAfterChange = { interviewer: (await pageState(i)).language, candidate: (await pageState(c)).language }
   out.languageOptions = (await pageState(i)).languageOptions
 

@@ -108,14 +108,16 @@ async function main () {
     const title = meta.get('title')
     $('title').textContent = title || 'Interview'
     document.title = `${title || 'Interview'} · crdt-server`
-    const nextReadOnly = !synced || role === 'observer' || status === 'ended'
+    // `locked` and `runEnabled` are the interview controls' meta keys; absent, nothing is locked.
+    const locked = meta.get('locked') === true && role === 'candidate'
+    const nextReadOnly = !synced || role === 'observer' || status === 'ended' || locked
     if (nextReadOnly !== readOnly) {
       readOnly = nextReadOnly
       view.dispatch({ effects: accessSlot.reconfigure(access(readOnly)) })
     }
     $('editor').dataset.readonly = String(readOnly)
     select.disabled = readOnly
-    runButton.disabled = readOnly || running || !canRun
+    runButton.disabled = readOnly || running || !canRun || meta.get('runEnabled') === false
     const language = canonical(meta.get('language') ?? 'python')
     if (![...select.options].some((o) => o.value === language)) select.add(new Option(label(language), language))
     select.value = language

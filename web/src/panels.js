@@ -29,13 +29,17 @@ export function watchParticipants (list, sessionId, token, awareness) {
         li.append(dot, who, role)
         return li
       }))
-    } catch { /* keep the last list; the connection state tells what is wrong */ }
+    } catch (err) {
+      // Keep the last list; the connection state tells what is wrong. A refusal is final.
+      if ([401, 403, 404].includes(err.status)) stop()
+    }
   }
   const soon = (delay = 150) => { if (!timer && !stopped) timer = setTimeout(refresh, delay) }
   awareness.on('change', () => soon())
   const interval = setInterval(() => soon(0), 3000)
+  const stop = () => { stopped = true; clearInterval(interval); if (timer) clearTimeout(timer) }
   soon(0)
-  return () => { stopped = true; clearInterval(interval); if (timer) clearTimeout(timer) }
+  return stop
 }
 
 function block (className, text) {
