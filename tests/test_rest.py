@@ -49,7 +49,7 @@ def test_create_defaults_and_shape(http):
         assert r.status_code == 201, r.text
         s = r.json()
         assert s["title"] == "" and s["language"] == "python" and s["status"] == "active"
-        assert set(s) == {"id", "title", "language", "status", "createdAt", "updatedAt", "expiresAt", "tokens", "wsUrl"}
+        assert set(s) == {"id", "title", "language", "status", "createdAt", "updatedAt", "expiresAt", "tokens", "links", "wsUrl"}
         assert set(s["tokens"]) == set(ROLES)
         assert s["wsUrl"] == f"/ws/sessions/{s['id']}"
         assert r.headers["location"] == f"/api/sessions/{s['id']}"
