@@ -114,7 +114,8 @@ def _convert(f: dataclasses.Field, raw: str) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crdt-server",
-        description="Yjs-compatible collaborative coding-interview server.",
+        description="Yjs-compatible collaborative coding-interview server. "
+                    "`crdt-server build-web [flags]` builds the interview page and exits.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     for f in dataclasses.fields(Settings):

@@ -191,15 +191,17 @@ async def build(web_dir: Path, source: Path = SOURCE_DIR) -> Bundle:
         if not marker.is_file() or marker.read_text() != lock_hash:
             await _run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], work)
             marker.write_text(lock_hash)
+        for stale in web_dir.glob(".staging-*"):  # left by a build that died (this one holds the lock)
+            shutil.rmtree(stale, ignore_errors=True)
         staging = web_dir / f".staging-{wanted[:16]}-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
         await _run([node, "build.mjs", "--outdir", str(staging), "--source-hash", wanted], work)
         final = web_dir / f"bundle-{wanted[:16]}"
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
-        for old in web_dir.glob("bundle-*"):
-            if old != final:
-                shutil.rmtree(old, ignore_errors=True)
+        # Keep the previous bundle too: a server still running older sources may be serving it.
+        older = sorted((d for d in web_dir.glob("bundle-*") if d != final), key=lambda d: d.stat().st_mtime)
+        for old in older[:-1]:
+            shutil.rmtree(old, ignore_errors=True)
         bundle = find_bundle(web_dir, wanted)
         if bundle is None:
             raise BuildError(f"the build finished but {final} holds no complete bundle")

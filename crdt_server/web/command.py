@@ -22,7 +22,7 @@ def build_web_main(argv: list[str]) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         bundle = anyio.run(build, web_dir(settings))
-    except BuildError as exc:
+    except (BuildError, OSError) as exc:
         print(f"crdt-server build-web: {exc}", file=sys.stderr)
         return 1
     m = bundle.manifest
