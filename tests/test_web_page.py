@@ -129,10 +129,16 @@ def key_server(tmp_path_factory, web_bundle):  # noqa: F811
 def test_the_start_page_creates_a_session_with_the_api_key(key_server, driver):  # noqa: F811
     chromium = chromium_path()
     assert httpx.post(key_server.base_url + "/api/sessions").status_code == 401
-    report = drive(driver, "home", chromium=chromium, home=key_server.base_url + "/", apiKey="k3y-for-tests")
+    ARTIFACTS.mkdir(exist_ok=True)
+    report = drive(driver, "home", chromium=chromium, home=key_server.base_url + "/", apiKey="k3y-for-tests",
+                   screenshot=str(ARTIFACTS / "start-page.png"))
     assert report["keyFieldVisibleAtStart"]
+    assert report["messageWithoutKey"] == "This server needs its API key to create sessions."
     links = report["links"]
     assert all(links[r].startswith(f"{key_server.base_url}/sessions/") and "#token=" in links[r]
                for r in ("interviewer", "candidate", "observer")), links
     assert report["candidateState"]["editable"] == "true" and report["candidateText"] == "print(1)"
-    assert report["consoleErrors"] == [] and report["timeouts"] == []
+    # The browser itself logs the deliberately refused request (401); nothing else may appear.
+    refused = [e for e in report["consoleErrors"] if "status of 401" in e]
+    assert len(refused) == 1 and len(report["consoleErrors"]) == 1, report["consoleErrors"]
+    assert report["timeouts"] == []

@@ -192,9 +192,13 @@ async function home (browser) {
   const h = await open(browser, input.home, 'home')
   await h.page.getByLabel('Title').fill('Key test')
   out.keyFieldVisibleAtStart = await h.page.getByLabel('API key').isVisible()
+  await h.page.getByRole('button', { name: 'Create interview' }).click() // without the key first: refused
+  await until(h, 'refusal message', () => document.getElementById('create-message').textContent.includes('API key'))
+  out.messageWithoutKey = await h.page.locator('#create-message').textContent()
   await h.page.getByLabel('API key').fill(input.apiKey ?? '')
   await h.page.getByRole('button', { name: 'Create interview' }).click()
   await until(h, 'links', () => !document.getElementById('links-section').hidden)
+  if (input.screenshot) await h.page.screenshot({ path: input.screenshot })
   out.links = await h.page.evaluate(() => Object.fromEntries(['interviewer', 'candidate', 'observer'].map((r) => [r, document.getElementById(`link-${r}`)?.value])))
   if (out.links.candidate) {
     const c = await open(browser, `${out.links.candidate}&name=Cara`, 'candidate')
