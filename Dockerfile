@@ -2,6 +2,15 @@
 # Run:  docker run -p 3000:3000 -v crdt-data:/data \
 #         --security-opt seccomp=unconfined --security-opt apparmor=unconfined --init crdt-server
 # (the security options let the code sandbox create namespaces; see README "Docker").
+# Builder stage: the interview page (npm ci + esbuild). Only its output reaches the final image.
+FROM node:20-bookworm-slim AS web
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web/build.mjs ./
+COPY web/src ./src
+RUN node build.mjs --outdir /out/bundle-image
+
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -11,7 +20,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/app/.venv/bin:$PATH \
     CRDT_SERVER_HOST=0.0.0.0 \
     CRDT_SERVER_PORT=3000 \
-    CRDT_SERVER_DATA_DIR=/data
+    CRDT_SERVER_DATA_DIR=/data \
+    CRDT_SERVER_WEB_DIR=/app/web \
+    CRDT_SERVER_WEB_BUILD=off
 
 # Runtimes for candidates' code (python is the base image's) and the sandbox itself.
 # hadolint ignore=DL3008
@@ -25,6 +36,8 @@ WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
 COPY crdt_server ./crdt_server
 RUN uv sync --frozen --no-dev
+# The built interview page (hashed files, licences, manifest); no npm, no node_modules.
+COPY --from=web /out /app/web
 
 RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin crdt \
     && mkdir -p /data && chown crdt /data

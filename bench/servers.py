@@ -180,6 +180,7 @@ class OursServer(ServerSide):
         env.setdefault("CRDT_SERVER_LOG_LEVEL", "warning")
         env.setdefault("CRDT_SERVER_CREATE_RATE", "0")
         env.setdefault("CRDT_SERVER_CONNECT_RATE", "0")
+        env.setdefault("CRDT_SERVER_WEB_BUILD", "off")  # no page build competing with the measurement
         return shlex.split(cmd), env, REPO_DIR
 
     def create_rooms(self, n: int) -> list[Room]:

@@ -22,6 +22,7 @@ from .service import SessionService
 from .storage import open_store
 from .sync import RoomOptions, SessionServer
 from .tokens import TokenSigner, load_secret
+from .web import EditorPage, web_routes
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def create_app(settings: Settings) -> Starlette:
             connect_limit=TokenBuckets(settings.connect_rate, settings.connect_burst),
             run_limit=TokenBuckets(settings.run_rate, settings.run_burst),
         )
+        app.state.editor = editor = EditorPage(settings)  # the interview page; built in the background
         async with store, rooms, AsyncExitStack() as stack, anyio.create_task_group() as tg:
             if settings.execution == "on":
                 # Probes the host once (namespaces, cgroups, toolchains); with --sandbox-require
@@ -60,6 +62,7 @@ def create_app(settings: Settings) -> Starlette:
                     ExecutionService(ExecutionSettings.from_settings(settings))
                 )
             tg.start_soon(sweep_expired, service, min(60.0, max(1.0, settings.session_ttl / 10)))
+            tg.start_soon(editor.run)
             try:
                 yield
             finally:
@@ -68,6 +71,6 @@ def create_app(settings: Settings) -> Starlette:
         log.info("shut down cleanly")
 
     middleware = [Middleware(ApiCORSMiddleware, **cors_options(settings))]
-    app = Starlette(routes=routes(), middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    app = Starlette(routes=routes(web_routes()), middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
     app.state.openapi = openapi.document()
     return app

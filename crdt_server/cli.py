@@ -11,6 +11,7 @@ import uvicorn
 from .app import create_app
 from .config import Settings, load_settings
 from .logs import install_redaction
+from .web import build_web_main
 
 
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
@@ -36,7 +37,10 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = load_settings(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["build-web"]:  # `crdt-server build-web [flags]`: build the interview page, then exit
+        raise SystemExit(build_web_main(argv[1:]))
+    settings = load_settings(argv)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -75,6 +75,12 @@ class Settings:
     run_rate: float = _opt(0.5, "Runs per second one session may start, on average.")
     run_burst: int = _opt(5, "Runs one session may start in a burst.")
     sandbox_uid_base: int = _opt(60000, "Worker slot i runs code as uid/gid base+i (never the server's user or root).")
+    web_dir: str = _opt("", "Directory of the built interview page (empty: web/ in the data directory). The server builds into it when the page is missing or stale.")
+    web_build: str = _opt(
+        "auto",
+        "'auto': build the interview page in the background at start when it is missing or stale (needs Node and npm); 'off': serve what --web-dir holds.",
+        choices=("auto", "off"),
+    )
     secret: str = _opt("", "Token signing secret (default: generated once, kept in the data directory).")
     api_key: str = _opt("", "When set, POST /api/sessions and POST /api/execute need 'Authorization: Bearer <key>'.")
 
@@ -109,7 +115,8 @@ def _convert(f: dataclasses.Field, raw: str) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crdt-server",
-        description="Yjs-compatible collaborative coding-interview server.",
+        description="Yjs-compatible collaborative coding-interview server. "
+                    "`crdt-server build-web [flags]` builds the interview page and exits.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     for f in dataclasses.fields(Settings):

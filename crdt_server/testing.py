@@ -73,6 +73,8 @@ class ServerProcess:
                 # Run is off unless asked for (start-up probes every toolchain), and every server
                 # gets its own sandbox uids: a starting server kills leftovers of its uids.
                 "CRDT_SERVER_EXECUTION": "off",
+                # No test server builds the interview page (npm); the page tests build it once.
+                "CRDT_SERVER_WEB_BUILD": "off",
                 "CRDT_SERVER_SANDBOX_UID_BASE": str(100_000 + (self.port % 10_000) * 16),
             },
             **self.env,

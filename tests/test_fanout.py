@@ -30,7 +30,7 @@ class InProcess:
 async def test_broadcasts_are_written_directly_and_arrive(tmp_path):
     port = free_port()
     settings = load_settings(["--port", str(port), "--data-dir", str(tmp_path / "data"), "--execution", "off",
-                              "--connect-rate", "0", "--create-rate", "0", "--log-level", "warning"], {})
+                              "--connect-rate", "0", "--create-rate", "0", "--log-level", "warning", "--web-build", "off"], {})
     config = uvicorn_config(settings)
     config.loop = "asyncio"  # the test's own event loop
     server = uvicorn.Server(config)

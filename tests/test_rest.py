@@ -43,7 +43,7 @@ def test_create_defaults_and_shape(http):
         assert r.status_code == 201, r.text
         s = r.json()
         assert s["title"] == "" and s["language"] == "python" and s["status"] == "active"
-        assert set(s) == {"id", "title", "language", "status", "createdAt", "updatedAt", "expiresAt", "tokens", "wsUrl"}
+        assert set(s) == {"id", "title", "language", "status", "createdAt", "updatedAt", "expiresAt", "tokens", "links", "wsUrl"}
         assert set(s["tokens"]) == set(ROLES)
         assert s["wsUrl"] == f"/ws/sessions/{s['id']}"
         assert r.headers["location"] == f"/api/sessions/{s['id']}"
@@ -218,7 +218,7 @@ def test_malformed_session_ids(http, sid):
 
 def test_unknown_paths_and_methods(http):
     s = new_session(http)
-    for method, path in (("GET", "/"), ("GET", "/api"), ("POST", "/nope"), ("GET", "/api/sessions/"),
+    for method, path in (("GET", "/api"), ("POST", "/nope"), ("GET", "/api/sessions/"),
                          ("DELETE", "/api/sessions/x/y/z"), ("GET", "/ws/sessions/abc")):
         assert_error(http.request(method, path), 404, "not_found")
     for method, path, allow in (

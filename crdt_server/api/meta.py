@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .. import __version__
+from ..web import editor_status
 from .context import ctx
 from .errors import model_response
 from .models import Health
@@ -20,6 +21,7 @@ async def health(request: Request) -> Response:
         version=__version__,
         database="ok" if db_ok else "error",
         sandbox=execution.mode if execution is not None else "unavailable",
+        editor=editor_status(request),
     )
     return model_response(body, 200 if db_ok else 503)
 

@@ -59,8 +59,18 @@ class Tokens(Model):
     observer: str
 
 
+class Links(Model):
+    """The interview page for each role: ``{base}/sessions/{id}#token=…`` (the token in the fragment)."""
+
+    interviewer: str
+    candidate: str
+    observer: str
+
+
 class CreatedSession(Session):
     tokens: Tokens
+    links: Links = Field(description="Absolute URLs of the built-in interview page, one per role; send each "
+                                     "person theirs. The token is in the fragment, so it never reaches server logs.")
     ws_url: str = Field(description="Path of the WebSocket endpoint; connect with `?token=…`.")
 
 
@@ -141,6 +151,9 @@ class Health(Model):
     version: str
     database: Literal["ok", "error"]
     sandbox: str
+    editor: Literal["building", "ready", "absent"] = Field(
+        description="The built-in interview page: `ready`, `building` (first start), or `absent` (no Node to build it)."
+    )
 
 
 class ErrorBody(Model):

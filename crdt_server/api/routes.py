@@ -6,6 +6,8 @@ from ``operations()``, so the served API and its documentation cannot disagree.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from starlette.routing import BaseRoute, WebSocketRoute
 
 from ..domain import ANY_ROLE, INTERVIEWER, WRITERS, EventType
@@ -138,9 +140,11 @@ def operations() -> list[Operation]:
     return [*session_ops, *run_ops, *meta_ops]
 
 
-def routes() -> list[BaseRoute]:
+def routes(pages: Sequence[BaseRoute] = ()) -> list[BaseRoute]:
+    """The REST routes, the WebSocket endpoint, ``pages`` (the interview page), then a JSON 404."""
     return [
         *routes_from(operations()),
         WebSocketRoute("/ws/sessions/{session_id}", session_socket),
+        *pages,
         catch_all(),  # JSON 404 for every other path (and no slash redirects)
     ]

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from ..domain import ANY_ROLE, INTERVIEWER, WRITERS
 from ..limits import retry_after_header
 from ..storage import SessionRecord
+from ..web import session_links
 from .auth import authorize, require_api_key
 from .body import query_int, read_model
 from .context import AppContext, client_ip, ctx
@@ -23,6 +24,7 @@ from .models import (
     CreateSession,
     History,
     HistoryEvent,
+    Links,
     Participant,
     Participants,
     SaveCode,
@@ -59,9 +61,11 @@ async def create_session(request: Request) -> Response:
     body = await read_model(request, CreateSession, allow_empty=True)
     _check_code_size(c, body.code)
     record = await c.service.create(title=body.title, language=body.language, code=body.code)
+    tokens = c.signer.issue_all(record.id)
     created = CreatedSession(
         **_session_model(record).model_dump(),
-        tokens=Tokens(**c.signer.issue_all(record.id)),
+        tokens=Tokens(**tokens),
+        links=Links(**session_links(request, record.id, tokens)),
         ws_url=f"/ws/sessions/{record.id}",
     )
     return model_response(created, 201, {"Location": f"/api/sessions/{record.id}"})
