@@ -257,7 +257,7 @@ def main(argv=None) -> int:
                     log(f"  {label}: done in {time.monotonic() - t0:.1f}s: " + json.dumps(brief))
                 except KeyboardInterrupt:
                     raise
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 - one failed scenario must not stop the others
                     log(f"  {label}: ERROR {e}")
                     log(traceback.format_exc())
                     results[name][label] = {"status": "error", "error": str(e)}

@@ -40,7 +40,7 @@ try:  # loaded up front: the child may only call into it between fork and exec
     import ctypes
 
     _libc = ctypes.CDLL("libc.so.6", use_errno=True)
-except Exception:  # pragma: no cover
+except Exception:  # noqa: BLE001 - no libc: fall back to reading /proc
     _libc = None
 
 
@@ -210,7 +210,7 @@ def kill_all() -> None:
     for m in reversed(procs):
         try:
             m.stop(grace=2.0)
-        except Exception as e:  # pragma: no cover - best effort at exit
+        except Exception as e:  # noqa: BLE001 - best effort at exit
             print(f"bench: could not stop {m.name}: {e}", file=sys.stderr)
 
 
@@ -253,7 +253,7 @@ class RssSampler(threading.Thread):
                     pids = children_of(self.root_fn())
                     last_scan = time.monotonic()
                 self.peak = max(self.peak, sum(rss_bytes(p) for p in pids))
-            except Exception:
+            except Exception:  # noqa: BLE001 - a process that just exited: sample again next time
                 pass
             self._stop_evt.wait(self.interval)
 
