@@ -17,6 +17,7 @@ from starlette.routing import WebSocketRoute
 from . import __version__
 from .api import execute
 from .api import sessions as rest
+from .api.access_log import AccessLogMiddleware
 from .api.context import AppContext, ctx
 from .api.errors import EXCEPTION_HANDLERS
 from .api.models import (
@@ -232,5 +233,8 @@ def create_app(settings: Settings) -> Starlette:
                 await server.close_all_rooms()  # flush every room before the store closes
         log.info("shut down cleanly")
 
-    middleware = [Middleware(ApiCORSMiddleware, **cors_options(settings))]
+    middleware = [
+        Middleware(AccessLogMiddleware),  # outermost: refused requests are logged too
+        Middleware(ApiCORSMiddleware, **cors_options(settings)),
+    ]
     return Starlette(routes=routes(), middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import jwt
 
+from .logs import add_secret
+
 ROLES = ("interviewer", "candidate", "observer")
 _ALGORITHM = "HS256"
 
@@ -34,7 +36,9 @@ def load_secret(configured: str, data_dir: Path) -> str:
         return configured
     path = data_dir / "secret.key"
     try:
-        return path.read_text().strip()
+        stored = path.read_text().strip()
+        add_secret(stored)  # never in a log line
+        return stored
     except FileNotFoundError:
         pass
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -42,6 +46,7 @@ def load_secret(configured: str, data_dir: Path) -> str:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secret)
+    add_secret(secret)
     return secret
 
 
