@@ -31,16 +31,23 @@ class Claims:
     expires_at: float
 
 
+def load_secret_file(data_dir: Path) -> str | None:
+    """The secret kept in the data directory, if there is one (the backup command copies it)."""
+    try:
+        stored = (data_dir / "secret.key").read_text().strip()
+    except FileNotFoundError:
+        return None
+    add_secret(stored)  # never in a log line
+    return stored
+
+
 def load_secret(configured: str, data_dir: Path) -> str:
     if configured:
         return configured
-    path = data_dir / "secret.key"
-    try:
-        stored = path.read_text().strip()
-        add_secret(stored)  # never in a log line
+    stored = load_secret_file(data_dir)
+    if stored is not None:
         return stored
-    except FileNotFoundError:
-        pass
+    path = data_dir / "secret.key"
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
