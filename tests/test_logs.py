@@ -126,3 +126,20 @@ def test_warnings_and_uncaught_exceptions_become_json_lines() -> None:
     assert "old api" in records[0]["message"]
     assert "ZeroDivisionError" in records[1]["exception"]
     assert "SystemError" in records[2]["exception"] and "abc.def.ghi" not in records[2]["exception"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("trusted", "client"), [(None, "127.0.0.1"), ("127.0.0.1", "203.0.113.7")])
+async def test_forwarded_for_is_believed_only_from_listed_proxies(tmp_path: Path, trusted: str | None,
+                                                                   client: str) -> None:
+    args = ["--log-format", "json"] + (["--forwarded-allow-ips", trusted] if trusted else [])
+    server = ServerProcess(tmp_path / "data", args)
+    server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            await http.get("/forwarded-probe", headers={"X-Forwarded-For": "203.0.113.7"})
+    finally:
+        server.stop()
+    records = [json.loads(line) for line in server.log().splitlines() if line.strip()]
+    [line] = [r for r in records if r["logger"] == "crdt_server.access" and r["path"] == "/forwarded-probe"]
+    assert (line["status"], line["client"]) == (404, client)
