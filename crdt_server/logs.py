@@ -170,6 +170,15 @@ def log_socket_closed(session_id: str, role: str, connection_id: str, duration_s
     )
 
 
+def log_output(source: str, output: str | bytes, level: int = logging.INFO) -> None:
+    """Relay a child process's output (a build, a tool) as one record per line, so JSON stays JSON."""
+    text = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
+    logger = logging.getLogger(f"crdt_server.output.{source}")
+    for line in text.splitlines():
+        if line.strip():
+            logger.log(level, "%s", line.rstrip(), extra={"source": source})
+
+
 def log_run(session_id: str | None, language: str, outcome: str, duration_ms: float) -> None:
     """One line per run (never its code or output); ``session_id`` None for ``POST /api/execute``."""
     run_log.info(

@@ -143,3 +143,19 @@ async def test_forwarded_for_is_believed_only_from_listed_proxies(tmp_path: Path
     records = [json.loads(line) for line in server.log().splitlines() if line.strip()]
     [line] = [r for r in records if r["logger"] == "crdt_server.access" and r["path"] == "/forwarded-probe"]
     assert (line["status"], line["client"]) == (404, client)
+
+
+def test_child_output_is_relayed_line_by_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from crdt_server.logs import log_output
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("crdt_server.output")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        log_output("build", b"vite v5 building\n\n  dist/index.js 12 kB\n")
+    finally:
+        logger.removeHandler(handler)
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(r["message"], r["source"]) for r in lines] == [("vite v5 building", "build"), ("  dist/index.js 12 kB", "build")]
