@@ -93,7 +93,8 @@ def build_backup_parser() -> argparse.ArgumentParser:
         prog="crdt-server backup",
         description="Write a consistent copy of the database and the signing secret into the directory DEST, "
                     "while the server keeps running. Restore by starting the server with --data-dir DEST. "
-                    "Takes the server's own flags and env vars to find the data (--data-dir, --database-url, --secret).",
+                    "Finds the data as the server does (these flags, or the server's CRDT_SERVER_* env vars).",
+        only={"data_dir", "database_url", "secret"},
     )
     parser.epilog = None
     parser.add_argument("destination", metavar="DEST", type=Path, help="directory to write the backup into (created if missing)")

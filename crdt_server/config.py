@@ -208,7 +208,9 @@ def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
     return kind(raw)
 
 
-def build_parser(prog: str = "crdt-server", description: str | None = None) -> argparse.ArgumentParser:
+def build_parser(prog: str = "crdt-server", description: str | None = None,
+                 only: set[str] | None = None) -> argparse.ArgumentParser:
+    """Flags for every setting (or the ``only`` ones); their env vars apply either way."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description=description or "Yjs-compatible collaborative coding-interview server.",
@@ -217,6 +219,8 @@ def build_parser(prog: str = "crdt-server", description: str | None = None) -> a
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     for f in dataclasses.fields(Settings):
+        if only is not None and f.name not in only:
+            continue
         help_text = f"{f.metadata['help']} [env {env_name(f.name)}]"
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if f.metadata["choices"]:  # shown like argparse's own choices, checked below like every value

@@ -127,3 +127,14 @@ def test_secrets_never_appear_in_the_settings_repr() -> None:
     s = Settings(secret="s" * 40 + "SIGNING", api_key="k" * 20 + "APIKEY")
     assert "SIGNING" not in repr(s) and "APIKEY" not in repr(s)
     assert not hasattr(Settings, "replace")
+
+
+def test_every_setting_carries_a_check() -> None:
+    """A new option cannot skip validation: ``_opt`` requires a check, and this catches other routes."""
+    import dataclasses
+
+    for f in dataclasses.fields(Settings):
+        assert callable(f.metadata.get("check")), f.name
+        if f.metadata.get("choices"):
+            assert f.default in f.metadata["choices"], f.name
+        assert f.metadata["check"](f.default) is None, f"the default of {f.name} fails its own check"
