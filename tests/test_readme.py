@@ -10,6 +10,7 @@ from pathlib import Path
 from .conftest import ROOT, ServerProcess
 from .jsclient import NODE_MODULES, js_deps, node_executable  # noqa: F401  (js_deps is a fixture)
 
+
 def snippet(name: str) -> str:
     """The one ```js block between ``<!-- quickstart-NAME:start -->`` and ``…:end -->``."""
     readme = (ROOT / "README.md").read_text()
