@@ -146,7 +146,7 @@ def report_error(message: str, fmt: str) -> None:
 def log_request(method: str, path: str, status: int | None, duration_ms: float,
                 session_id: str | None, client: str | None) -> None:
     access_log.info(
-        "%s %s %s %.1fms", method, path, "-" if status is None else status, duration_ms,
+        "%s %s %s %.1fms client=%s", method, path, "-" if status is None else status, duration_ms, client or "-",
         extra={"method": method, "path": path, "status": status, "duration_ms": round(duration_ms, 2),
                "session_id": session_id, "client": client},
     )
