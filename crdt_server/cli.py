@@ -9,19 +9,24 @@ import gc
 import logging
 import os
 import sys
-
-import uvicorn
+from typing import TYPE_CHECKING
 
 from . import logs
-from .app import create_app
 from .config import ConfigError, Settings, load_settings, requested_log_format
 from .preflight import bind_listener, check_storage
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger(__name__)
 
 
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
     """The one uvicorn configuration (the tests start the app in-process with it too)."""
+    import uvicorn  # here, not at the top: a bad setting is reported before the server's imports
+
+    from .app import create_app
+
     return uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -67,13 +72,15 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None
+    import uvicorn
+
+    config = uvicorn_config(settings)  # imports the server, builds the app: before gc.freeze below
     # Commits run in a worker thread (the loop never blocks on SQLite); with CPython's default 5 ms
     # GIL switch interval that thread could wait up to 5 ms for the GIL while the loop is busy,
     # and every broadcast waits for its commit. 0.5 ms keeps the write-ahead hop short.
     sys.setswitchinterval(0.0005)
     gc.freeze()  # start-up objects (modules, app) never need scanning again
     gc.set_threshold(50_000, 20, 20)  # fewer young collections on the message hot path
-    config = uvicorn_config(settings)
     log.info("bound http://%s:%d; serving once start-up completes", settings.host, settings.port)
     uvicorn.Server(config).run(sockets=[listener])
 
