@@ -54,5 +54,4 @@ def bind_listener(settings: Settings) -> socket.socket:
         if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
             raise _problem("host", f"cannot listen on {settings.host!r}: {exc.strerror or exc}") from None
         raise _problem("port", f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
-    sock.set_inheritable(True)
-    return sock
+    return sock  # non-inheritable (the default): the sandbox's helpers, started later, never hold the port

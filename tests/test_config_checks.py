@@ -138,3 +138,21 @@ def test_every_setting_carries_a_check() -> None:
         if f.metadata.get("choices"):
             assert f.default in f.metadata["choices"], f.name
         assert f.metadata["check"](f.default) is None, f"the default of {f.name} fails its own check"
+
+
+def test_listening_socket_is_not_inherited_by_the_sandbox_helpers(tmp_path: Path) -> None:
+    """The port is bound before the sandbox starts its helper processes; none of them may hold it."""
+    import psutil
+
+    from .conftest import ServerProcess
+
+    server = ServerProcess(tmp_path / "data", env={"CRDT_SERVER_EXECUTION": "on"})
+    server.start()
+    try:
+        assert server.proc is not None
+        children = psutil.Process(server.proc.pid).children(recursive=True)
+        holders = [c.pid for c in children for conn in c.net_connections(kind="tcp")
+                   if conn.status == psutil.CONN_LISTEN and conn.laddr.port == server.port]
+        assert holders == []
+    finally:
+        server.stop()
