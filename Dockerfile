@@ -1,7 +1,13 @@
 # crdt-server: Yjs-compatible collaborative coding-interview server.
-# Run:  docker run -p 3000:3000 -v crdt-data:/data \
-#         --security-opt seccomp=unconfined --security-opt apparmor=unconfined --init crdt-server
-# (the security options let the code sandbox create namespaces; see README "Docker").
+# Build and run (README "Deploying", "Docker"):
+#   docker build -t crdt-server .
+#   docker run -p 3000:3000 -v crdt-data:/data crdt-server
+# Run answers 503 as this default non-root user; for the full code sandbox (namespaces, per-run uids,
+# cgroups) run as root inside with Docker's restrictions lifted and an init that reaps orphans:
+#   docker run -p 3000:3000 -v crdt-data:/data --init --user 0 \
+#     --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+#     --security-opt systempaths=unconfined --cgroupns host crdt-server
+# Backups beside the live container: docker exec <container> crdt-server backup /data/backup-YYYY-MM-DD
 # Builder stage: the interview page (npm ci + esbuild). Only its output reaches the final image.
 FROM node:20-bookworm-slim AS web
 WORKDIR /web

@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from .api import openapi
+from .api.access_log import AccessLogMiddleware
 from .api.context import AppContext
 from .api.errors import EXCEPTION_HANDLERS
 from .api.origins import ApiCORSMiddleware, cors_options
@@ -70,7 +71,10 @@ def create_app(settings: Settings) -> Starlette:
                 await rooms.close_all_rooms()  # flush every room before the store closes
         log.info("shut down cleanly")
 
-    middleware = [Middleware(ApiCORSMiddleware, **cors_options(settings))]
+    middleware = [
+        Middleware(AccessLogMiddleware),  # outermost: refused requests are logged too
+        Middleware(ApiCORSMiddleware, **cors_options(settings)),
+    ]
     app = Starlette(routes=routes(web_routes()), middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
     app.state.openapi = openapi.document()
     return app

@@ -1,26 +1,38 @@
-"""``crdt-server`` / ``python -m crdt_server``: parse settings, run uvicorn."""
+"""``crdt-server`` / ``python -m crdt_server``: check settings and host, then run uvicorn.
+
+``crdt-server [flags]`` starts the server; ``crdt-server backup DEST [flags]`` writes an online backup.
+"""
 
 from __future__ import annotations
 
 import gc
 import logging
+import os
 import sys
+from typing import TYPE_CHECKING
 
-import uvicorn
+from . import logs
+from .config import ConfigError, Settings, load_settings, requested_log_format
+from .preflight import bind_listener, check_storage
 
-from .app import create_app
-from .config import Settings, load_settings
-from .logs import install_redaction
-from .web import build_web_main
+if TYPE_CHECKING:
+    import uvicorn
+
+log = logging.getLogger(__name__)
 
 
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
     """The one uvicorn configuration (the tests start the app in-process with it too)."""
+    import uvicorn  # here, not at the top: a bad setting is reported before the server's imports
+
+    from .app import create_app
+
     return uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=logs.logging_config(settings.log_level, settings.log_format),
         loop="uvloop",
         http="httptools",
         ws="websockets-sansio",
@@ -30,34 +42,51 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         ws_per_message_deflate=False,
         ws_ping_interval=settings.ws_ping_interval,
         ws_ping_timeout=settings.ws_ping_timeout,
-        timeout_graceful_shutdown=settings.shutdown_timeout,
-        access_log=False,  # URLs carry tokens (?token=…): never log them
+        timeout_graceful_shutdown=settings.shutdown_timeout,  # type: ignore[arg-type]  # uvicorn accepts a float
+        access_log=False,  # URLs carry tokens (?token=…); AccessLogMiddleware logs paths without them
+        # X-Forwarded-For is believed only from the listed proxies; with none listed, from nobody.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
         lifespan="on",
     )
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["build-web"]:  # `crdt-server build-web [flags]`: build the interview page, then exit
-        raise SystemExit(build_web_main(argv[1:]))
-    settings = load_settings(argv)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["backup"]:
+        from .backup import main as backup_main
+
+        backup_main(args[1:])
+        return
+    if args[:1] == ["build-web"]:  # build the interview page, then exit
+        from .web import build_web_main
+
+        raise SystemExit(build_web_main(args[1:]))
     try:
-        settings.sqlite_path
-    except ValueError as exc:
-        raise SystemExit(f"crdt-server: {exc}") from None
+        settings = load_settings(args)
+    except ConfigError as exc:
+        logs.report_error(str(exc), requested_log_format(args, os.environ))
+        raise SystemExit(2) from None
+    logs.configure(settings.log_level, settings.log_format)
+    logs.add_secret(settings.secret)
+    logs.add_secret(settings.api_key)
+    try:  # before the slow parts (sandbox probe, store): a wrong data dir or a busy port is one line
+        check_storage(settings)
+        listener = bind_listener(settings)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None
+    import uvicorn
+
+    config = uvicorn_config(settings)  # imports the server, builds the app: before gc.freeze below
     # Commits run in a worker thread (the loop never blocks on SQLite); with CPython's default 5 ms
     # GIL switch interval that thread could wait up to 5 ms for the GIL while the loop is busy,
     # and every broadcast waits for its commit. 0.5 ms keeps the write-ahead hop short.
     sys.setswitchinterval(0.0005)
     gc.freeze()  # start-up objects (modules, app) never need scanning again
     gc.set_threshold(50_000, 20, 20)  # fewer young collections on the message hot path
-    config = uvicorn_config(settings)
-    install_redaction()  # uvicorn.Config has just configured its log handlers
-    uvicorn.Server(config).run()
+    log.info("bound http://%s:%d; serving once start-up completes", settings.host, settings.port)
+    uvicorn.Server(config).run(sockets=[listener])
 
 
 if __name__ == "__main__":

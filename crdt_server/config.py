@@ -1,88 +1,178 @@
-"""Settings: one table of options feeds the CLI flags, the env vars and the README table.
+"""Settings: one table of options feeds the CLI flags, the env vars, their checks and the README table.
 
 Every limit the server enforces lives here so that it is configurable in one place
-(flag ``--name`` or env ``CRDT_SERVER_NAME``) and documented from the same source.
+(flag ``--name`` or env ``CRDT_SERVER_NAME``) and documented from the same source. Each option
+carries its constraint (``check=``, required), so a new setting cannot skip validation and a bad
+value stops the server at start with one line naming the flag and the env var.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
+import math
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "CRDT_SERVER_"
+MIN_SECRET_LENGTH = 32
+
+Check = Callable[[Any], "str | None"]  # None when the value is fine, else what is wrong with it
 
 
-def _opt(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "choices": choices})
+class ConfigError(SystemExit):
+    """A setting has a bad value: ``crdt-server`` prints the message on one line and exits 2."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# constraints -------------------------------------------------------------------------------
+def anything(_: Any) -> str | None:
+    return None
+
+
+def positive(value: Any) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def non_negative(value: Any) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+def between(low: int, high: int) -> Check:
+    def check(value: Any) -> str | None:
+        return None if low <= value <= high else f"must be between {low} and {high}"
+
+    return check
+
+
+def not_empty(value: Any) -> str | None:
+    return None if str(value).strip() else "must not be empty"
+
+
+def secret_length(value: Any) -> str | None:
+    if value == "" or len(value) >= MIN_SECRET_LENGTH:
+        return None
+    return (
+        f"must be at least {MIN_SECRET_LENGTH} characters: tokens signed with a short secret can be "
+        "brute-forced offline from any one token (leave it unset to have one generated)"
+    )
+
+
+def sqlite_url(value: Any) -> str | None:
+    if value == "" or value.startswith("sqlite:///"):
+        return None
+    return "only sqlite:/// database URLs are supported by this build"
+
+
+def origin_list(value: Any) -> str | None:
+    for origin in (o.strip() for o in value.split(",")):
+        if origin and origin != "*" and not (origin.startswith(("http://", "https://")) and "/" not in origin.split("://", 1)[1].rstrip("/")):
+            return f"{origin!r} is not an origin like https://editor.example or http://localhost:5173"
+    return None
+
+
+def address_list(value: Any) -> str | None:
+    for item in (i.strip() for i in value.split(",")):
+        if not item or item == "*":
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            return f"{item!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)"
+    return None
+
+
+def _opt(default: Any, help: str, *, check: Check, choices: tuple[str, ...] | None = None,
+         secret: bool = False) -> Any:
+    return field(default=default, repr=not secret,
+                 metadata={"help": help, "choices": choices, "check": check, "secret": secret})
+
+
+def _choice(default: str, help: str, choices: tuple[str, ...]) -> Any:
+    return _opt(default, help, choices=choices, check=anything)  # choices are checked for every option
 
 
 @dataclass(frozen=True)
 class Settings:
-    host: str = _opt("127.0.0.1", "Address to listen on.")
-    port: int = _opt(3000, "TCP port to listen on.")
-    data_dir: Path = _opt(Path("./data"), "Directory for the SQLite database and the signing secret.")
-    database_url: str = _opt("", "Overrides --data-dir for the database: sqlite:///relative.db or sqlite:////absolute/path.db.")
-    log_level: str = _opt("info", "Logging level.", choices=("debug", "info", "warning", "error"))
-    durability: str = _opt(
+    host: str = _opt("127.0.0.1", "Address to listen on.", check=not_empty)
+    port: int = _opt(3000, "TCP port to listen on.", check=between(1, 65535))
+    data_dir: Path = _opt(Path("./data"), "Directory for the SQLite database and the signing secret.", check=not_empty)
+    database_url: str = _opt("", "Overrides --data-dir for the database: sqlite:///relative.db or sqlite:////absolute/path.db.", check=sqlite_url)
+    log_level: str = _choice("info", "Logging level.", ("debug", "info", "warning", "error"))
+    log_format: str = _choice(
+        "text", "'text': one human-readable line per record; 'json': every line the process writes is one JSON object.",
+        ("text", "json"),
+    )
+    durability: str = _choice(
         "normal",
         "SQLite synchronous mode: 'normal' survives a crash of the server process, 'full' also a power loss.",
-        choices=("normal", "full"),
+        ("normal", "full"),
     )
-    persistence: str = _opt(
+    persistence: str = _choice(
         "write-ahead",
         "'write-ahead': every update is committed before it is broadcast; 'off': edits are kept in memory only (benchmarks, throwaway servers).",
-        choices=("write-ahead", "off"),
+        ("write-ahead", "off"),
     )
-    max_message_size: int = _opt(4 * 1024 * 1024, "Largest WebSocket message in bytes; larger ones close the socket with 1009.")
-    send_queue_messages: int = _opt(4096, "Messages queued for one slow WebSocket before it is closed (1013).")
-    send_queue_bytes: int = _opt(16 * 1024 * 1024, "Bytes queued for one slow WebSocket before it is closed (1013).")
-    room_pending_updates: int = _opt(10_000, "Updates a room holds ahead of their commit before it stops reading its sockets (backpressure).")
-    room_grace: float = _opt(30.0, "Seconds an empty room stays loaded before it is flushed and unloaded.")
-    presence_interval: float = _opt(0.05, "Seconds over which presence (awareness) updates of a room are coalesced into one broadcast (0 = relay each at once).")
-    editor_events_per_connection: int = _opt(100, "History events one connection's edits may cause (reverted changes, language switches); more are applied but not recorded.")
-    snapshot_every: int = _opt(2000, "Write a document snapshot after this many updates since the last one.")
-    shutdown_timeout: float = _opt(5.0, "Seconds SIGTERM waits for connections before forcing them closed.")
-    ws_ping_interval: float = _opt(20.0, "Seconds between WebSocket pings (detects dropped TCP connections).")
-    ws_ping_timeout: float = _opt(20.0, "Seconds without a pong before a connection counts as dropped.")
-    token_ttl: float = _opt(86400.0, "Lifetime of session tokens in seconds.")
-    session_ttl: float = _opt(86400.0, "Sessions inactive this many seconds expire and are deleted.")
-    max_code_size: int = _opt(1024 * 1024, "Largest starter/saved code in bytes.")
-    max_body_size: int = _opt(2 * 1024 * 1024, "Largest REST request body in bytes (413 above).")
-    create_rate: float = _opt(1.0, "Sessions one client IP may create per second, on average (0 = unlimited).")
-    create_burst: int = _opt(20, "Sessions one client IP may create in a burst.")
-    connect_rate: float = _opt(5.0, "WebSocket connection attempts per second per client IP, on average (0 = unlimited).")
-    connect_burst: int = _opt(50, "WebSocket connection attempts one client IP may make in a burst.")
-    cors_origins: str = _opt("", "Comma-separated origins allowed for CORS and WebSocket Origin checks (empty: same origin only).")
-    execution: str = _opt("on", "Offer Run (code execution); 'off' answers 503 to execution requests.", choices=("on", "off"))
-    sandbox_require: str = _opt(
+    max_message_size: int = _opt(4 * 1024 * 1024, "Largest WebSocket message in bytes; larger ones close the socket with 1009.", check=positive)
+    send_queue_messages: int = _opt(4096, "Messages queued for one slow WebSocket before it is closed (1013).", check=positive)
+    send_queue_bytes: int = _opt(16 * 1024 * 1024, "Bytes queued for one slow WebSocket before it is closed (1013).", check=positive)
+    room_pending_updates: int = _opt(10_000, "Updates a room holds ahead of their commit before it stops reading its sockets (backpressure).", check=positive)
+    room_grace: float = _opt(30.0, "Seconds an empty room stays loaded before it is flushed and unloaded (0 = at once).", check=non_negative)
+    presence_interval: float = _opt(0.05, "Seconds over which presence (awareness) updates of a room are coalesced into one broadcast (0 = relay each at once).", check=non_negative)
+    editor_events_per_connection: int = _opt(100, "History events one connection's edits may cause (reverted changes, language switches); more are applied but not recorded.", check=positive)
+    snapshot_every: int = _opt(2000, "Write a document snapshot after this many updates since the last one.", check=positive)
+    shutdown_timeout: float = _opt(5.0, "Seconds SIGTERM waits for connections before forcing them closed.", check=non_negative)
+    ws_ping_interval: float = _opt(20.0, "Seconds between WebSocket pings (detects dropped TCP connections).", check=positive)
+    ws_ping_timeout: float = _opt(20.0, "Seconds without a pong before a connection counts as dropped.", check=positive)
+    token_ttl: float = _opt(86400.0, "Lifetime of session tokens in seconds.", check=positive)
+    session_ttl: float = _opt(86400.0, "Sessions inactive this many seconds expire and are deleted.", check=positive)
+    max_code_size: int = _opt(1024 * 1024, "Largest starter/saved code in bytes.", check=positive)
+    max_body_size: int = _opt(2 * 1024 * 1024, "Largest REST request body in bytes (413 above).", check=positive)
+    create_rate: float = _opt(1.0, "Sessions one client IP may create per second, on average (0 = unlimited).", check=non_negative)
+    create_burst: int = _opt(20, "Sessions one client IP may create in a burst.", check=positive)
+    connect_rate: float = _opt(5.0, "WebSocket connection attempts per second per client IP, on average (0 = unlimited).", check=non_negative)
+    connect_burst: int = _opt(50, "WebSocket connection attempts one client IP may make in a burst.", check=positive)
+    cors_origins: str = _opt("", "Comma-separated origins allowed for CORS and WebSocket Origin checks (empty: same origin only).", check=origin_list)
+    forwarded_allow_ips: str = _opt(
+        "", "Comma-separated addresses/networks of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are trusted (empty: trust nobody; '*': everyone).",
+        check=address_list,
+    )
+    execution: str = _choice("on", "Offer Run (code execution); 'off' answers 503 to execution requests.", ("on", "off"))
+    sandbox_require: str = _choice(
         "any",
         "Lowest sandbox mode to start with: 'full' refuses to start unless namespaces, seccomp and cgroups all work.",
-        choices=("any", "degraded", "full"),
+        ("any", "degraded", "full"),
     )
-    exec_workers: int = _opt(0, "Concurrent runs (0 = number of CPU cores).")
-    exec_queue_size: int = _opt(16, "Runs waiting for a worker before new ones get 429.")
-    run_timeout: float = _opt(5.0, "Default wall-clock limit of a run, seconds.")
-    run_timeout_max: float = _opt(10.0, "Largest wall-clock limit a request may ask for, seconds.")
-    compile_timeout: float = _opt(15.0, "Wall-clock limit of a compile step, seconds.")
-    run_output_limit: int = _opt(64 * 1024, "Bytes of stdout and of stderr kept per run; more kills the run (truncated).")
-    run_memory_mb: int = _opt(256, "Memory limit of a run (all its processes), MiB.")
-    run_max_processes: int = _opt(64, "Processes/threads a run may have at once.")
-    run_tmp_mb: int = _opt(64, "Size of a run's private /tmp, MiB.")
-    run_rate: float = _opt(0.5, "Runs per second one session may start, on average.")
-    run_burst: int = _opt(5, "Runs one session may start in a burst.")
-    sandbox_uid_base: int = _opt(60000, "Worker slot i runs code as uid/gid base+i (never the server's user or root).")
-    web_dir: str = _opt("", "Directory of the built interview page (empty: web/ in the data directory). The server builds into it when the page is missing or stale.")
-    web_build: str = _opt(
+    exec_workers: int = _opt(0, "Concurrent runs (0 = number of CPU cores).", check=non_negative)
+    exec_queue_size: int = _opt(16, "Runs waiting for a worker before new ones get 429 (0 = no queue).", check=non_negative)
+    run_timeout: float = _opt(5.0, "Default wall-clock limit of a run, seconds.", check=positive)
+    run_timeout_max: float = _opt(10.0, "Largest wall-clock limit a request may ask for, seconds (at least --run-timeout).", check=positive)
+    compile_timeout: float = _opt(15.0, "Wall-clock limit of a compile step, seconds.", check=positive)
+    run_output_limit: int = _opt(64 * 1024, "Bytes of stdout and of stderr kept per run; more kills the run (truncated).", check=positive)
+    run_memory_mb: int = _opt(256, "Memory limit of a run (all its processes), MiB.", check=positive)
+    run_max_processes: int = _opt(64, "Processes/threads a run may have at once.", check=positive)
+    run_tmp_mb: int = _opt(64, "Size of a run's private /tmp, MiB.", check=positive)
+    run_rate: float = _opt(0.5, "Runs per second one session may start, on average (0 = unlimited).", check=non_negative)
+    run_burst: int = _opt(5, "Runs one session may start in a burst.", check=positive)
+    sandbox_uid_base: int = _opt(60000, "Worker slot i runs code as uid/gid base+i (never the server's user or root).", check=between(1000, 2**31 - 2**16))
+    web_dir: str = _opt("", "Directory of the built interview page (empty: web/ in the data directory). The server builds into it when the page is missing or stale.", check=anything)
+    web_build: str = _choice(
         "auto",
         "'auto': build the interview page in the background at start when it is missing or stale (needs Node and npm); 'off': serve what --web-dir holds.",
-        choices=("auto", "off"),
+        ("auto", "off"),
     )
-    secret: str = _opt("", "Token signing secret (default: generated once, kept in the data directory).")
-    api_key: str = _opt("", "When set, POST /api/sessions and POST /api/execute need 'Authorization: Bearer <key>'.")
+    secret: str = _opt("", f"Token signing secret, at least {MIN_SECRET_LENGTH} characters (default: generated once, kept in the data directory).", check=secret_length, secret=True)
+    api_key: str = _opt("", "When set, POST /api/sessions and POST /api/execute need 'Authorization: Bearer <key>'.", check=anything, secret=True)
 
     @property
     def sqlite_path(self) -> Path:
@@ -92,19 +182,32 @@ class Settings:
             return Path(self.database_url.removeprefix("sqlite:///"))
         return self.data_dir / "crdt-server.db"
 
-    def replace(self, **changes: Any) -> Settings:
-        return dataclasses.replace(self, **changes)
+
+def _cross_checks(s: Settings) -> tuple[str, str] | None:
+    """Constraints between options: (option whose value is wrong, why)."""
+    if s.run_timeout_max < s.run_timeout:
+        return "run_timeout_max", f"must be at least --run-timeout ({s.run_timeout:g})"
+    return None
 
 
-SECRET_OPTIONS = {"secret", "api_key"}
+SECRET_OPTIONS = {f.name for f in dataclasses.fields(Settings) if f.metadata["secret"]}
 
 
 def env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
-def _convert(f: dataclasses.Field, raw: str) -> Any:
-    kind = type(f.default)
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _problem(name: str, why: str, raw: Any = None) -> ConfigError:
+    got = "" if raw is None or name in SECRET_OPTIONS else f" (got {str(raw)!r})"
+    return ConfigError(f"crdt-server: invalid {flag_name(name)} / {env_name(name)}: {why}{got}")
+
+
+def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind: Any = type(f.default)
     if kind is bool:
         return raw.lower() in ("1", "true", "yes", "on")
     if isinstance(f.default, Path):
@@ -112,22 +215,28 @@ def _convert(f: dataclasses.Field, raw: str) -> Any:
     return kind(raw)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "crdt-server", description: str | None = None,
+                 only: set[str] | None = None) -> argparse.ArgumentParser:
+    """Flags for every setting (or the ``only`` ones); their env vars apply either way."""
     parser = argparse.ArgumentParser(
-        prog="crdt-server",
-        description="Yjs-compatible collaborative coding-interview server. "
-                    "`crdt-server build-web [flags]` builds the interview page and exits.",
+        prog=prog,
+        description=description or "Yjs-compatible collaborative coding-interview server. "
+                                   "`crdt-server build-web [flags]` builds the interview page and exits; "
+                                   "`crdt-server backup DEST` copies the data directory online.",
+        epilog="commands: `crdt-server backup DEST` writes an online backup of the database and the secret "
+               "into the directory DEST (see `crdt-server backup --help`).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     for f in dataclasses.fields(Settings):
-        flag = "--" + f.name.replace("_", "-")
+        if only is not None and f.name not in only:
+            continue
         help_text = f"{f.metadata['help']} [env {env_name(f.name)}]"
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
-        if f.metadata.get("choices"):
-            kwargs["choices"] = f.metadata["choices"]
+        if f.metadata["choices"]:  # shown like argparse's own choices, checked below like every value
+            kwargs["metavar"] = "{" + ",".join(f.metadata["choices"]) + "}"
         if f.name not in SECRET_OPTIONS:
             kwargs["help"] += f" (default: {f.default})"
-        parser.add_argument(flag, type=str, **kwargs)
+        parser.add_argument(flag_name(f.name), type=str, **kwargs)
     parser.add_argument("--version", action="version", version=_version())
     return parser
 
@@ -138,23 +247,45 @@ def _version() -> str:
     return __version__
 
 
-def load_settings(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
-    """Flags win over env vars, env vars over defaults."""
-    environ = os.environ if environ is None else environ
-    given = vars(build_parser().parse_args(argv))
+def settings_from(given: Mapping[str, str], environ: Mapping[str, str]) -> Settings:
+    """Parsed flags win over env vars, env vars over defaults; every value is checked."""
     values: dict[str, Any] = {}
     for f in dataclasses.fields(Settings):
         raw = given.get(f.name, environ.get(env_name(f.name)))
         if raw is None:
             continue
         try:
-            values[f.name] = _convert(f, raw)
+            value = _convert(f, raw)
         except ValueError:
-            raise SystemExit(f"crdt-server: invalid value for --{f.name.replace('_', '-')}: {raw!r}") from None
-        choices = f.metadata.get("choices")
-        if choices and values[f.name] not in choices:
-            raise SystemExit(f"crdt-server: --{f.name.replace('_', '-')} must be one of {', '.join(choices)}")
-    return Settings(**values)
+            raise _problem(f.name, f"not a valid {type(f.default).__name__}", raw) from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _problem(f.name, "must be a finite number", raw)
+        choices = f.metadata["choices"]
+        why = f"must be one of {', '.join(choices)}" if choices and value not in choices else f.metadata["check"](value)
+        if why:
+            raise _problem(f.name, why, raw)
+        values[f.name] = value
+    settings = Settings(**values)
+    cross = _cross_checks(settings)
+    if cross:
+        raise _problem(cross[0], cross[1], getattr(settings, cross[0]))
+    return settings
+
+
+def load_settings(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Flags win over env vars, env vars over defaults; a bad value raises ConfigError."""
+    given = vars(build_parser().parse_args(argv))
+    return settings_from(given, os.environ if environ is None else environ)
+
+
+def requested_log_format(argv: list[str], environ: Mapping[str, str]) -> str:
+    """The log format asked for, read without validating anything else (for reporting config errors)."""
+    for i, arg in enumerate(argv):
+        if arg == "--log-format" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--log-format="):
+            return arg.split("=", 1)[1]
+    return environ.get(env_name("log_format"), "text")
 
 
 def config_table() -> str:
@@ -164,7 +295,7 @@ def config_table() -> str:
         default = "(generated)" if f.name == "secret" else ("(unset)" if f.default == "" else f.default)
         if isinstance(default, Path):
             default = f"./{default}"
-        rows.append(f"| `--{f.name.replace('_', '-')}` | `{env_name(f.name)}` | `{default}` | {f.metadata['help']} |")
+        rows.append(f"| `{flag_name(f.name)}` | `{env_name(f.name)}` | `{default}` | {f.metadata['help']} |")
     return "\n".join(rows)
 
 

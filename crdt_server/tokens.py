@@ -15,6 +15,7 @@ from pathlib import Path
 import jwt
 
 from .domain import ROLES, Role
+from .logs import add_secret
 
 _ALGORITHM = "HS256"
 
@@ -30,19 +31,29 @@ class Claims:
     expires_at: float
 
 
+def load_secret_file(data_dir: Path) -> str | None:
+    """The secret kept in the data directory, if there is one (the backup command copies it)."""
+    try:
+        stored = (data_dir / "secret.key").read_text().strip()
+    except FileNotFoundError:
+        return None
+    add_secret(stored)  # never in a log line
+    return stored
+
+
 def load_secret(configured: str, data_dir: Path) -> str:
     if configured:
         return configured
+    stored = load_secret_file(data_dir)
+    if stored is not None:
+        return stored
     path = data_dir / "secret.key"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secret)
+    add_secret(secret)
     return secret
 
 

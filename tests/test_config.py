@@ -34,7 +34,7 @@ def test_flags_override_env_vars_override_defaults():
 def test_bad_values_exit_with_a_message():
     with pytest.raises(SystemExit) as info:
         load_settings(["--port", "eighty"], {})
-    assert "invalid value for --port" in str(info.value)
+    assert "invalid --port / CRDT_SERVER_PORT" in str(info.value)
     with pytest.raises(SystemExit):
         load_settings(["--durability", "sometimes"], {})
 

@@ -75,3 +75,22 @@ def test_image_command_serves_and_healthcheck_passes(tmp_path):
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def _words(text: str) -> list[str]:
+    return text.replace("\\\n", " ").replace("\\", " ").split()
+
+
+def test_dockerfile_comments_give_the_readme_commands():
+    """The full-sandbox `docker run` in the Dockerfile's header is the README's, word for word."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```sh\n")[1:]]
+    [full] = [b for b in blocks if "docker run" in b and "--user 0" in b]
+    header = "\n".join(line.lstrip("# ").rstrip() for line in DOCKERFILE.read_text().splitlines() if line.startswith("#"))
+    start = header.index("docker run -p 3000:3000 -v crdt-data:/data --init")
+    assert _words(header[start:])[: len(_words(full))] == _words(full)
+
+
+def test_dockerignore_keeps_local_state_out_of_the_build_context():
+    patterns = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")}
+    assert {"data/", ".venv/", "**/node_modules/", ".git/", "secret.key", "*.db"} <= patterns

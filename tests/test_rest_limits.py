@@ -140,7 +140,7 @@ async def test_no_api_key_by_default(server):
 
 
 async def test_create_rate_limit(make_server):
-    srv = make_server("--create-rate", "0.001", "--create-burst", "2")
+    srv = make_server("--create-rate", "0.001", "--create-burst", "2", "--forwarded-allow-ips", "127.0.0.1")
     async with httpx.AsyncClient(base_url=srv.base_url) as http:
         assert (await http.post("/api/sessions")).status_code == 201
         assert (await http.post("/api/sessions")).status_code == 201
@@ -149,7 +149,7 @@ async def test_create_rate_limit(make_server):
         assert int(r.headers["retry-after"]) >= 1
         r = await http.post("/api/sessions", content=b"{not json")  # limited before the body is read
         assert r.status_code == 429
-        # per client address (a trusted local proxy's X-Forwarded-For names the client)
+        # per client address (the X-Forwarded-For of a proxy listed in --forwarded-allow-ips names the client)
         r = await http.post("/api/sessions", headers={"X-Forwarded-For": "203.0.113.7"})
         assert r.status_code == 201
         # other endpoints are not limited

@@ -3,6 +3,7 @@ explanation a server without the page (no Node, nothing built) answers instead."
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import re
@@ -169,7 +170,7 @@ def test_a_source_change_makes_the_bundle_stale(tmp_path):
     assert source_hash(copy) != before
     stale = EditorPage(settings, copy)
     assert stale.status == "building" and stale.bundle is not None  # the old one serves meanwhile
-    assert EditorPage(settings.replace(web_build="off"), copy).status == "ready"  # serves what is there
+    assert EditorPage(dataclasses.replace(settings, web_build="off"), copy).status == "ready"  # serves what is there
     assert EditorPage(Settings(web_dir=str(tmp_path / "none"), web_build="off"), copy).status == "absent"
 
 
