@@ -23,6 +23,7 @@ from . import presence
 from .document import edit_update, initial_document, read_text, run_entry
 from .domain import EventType, Role, changed_event
 from .execution import ExecutionError, ExecutionService, RunResult, SandboxUnavailable
+from .logs import log_run
 from .storage import EventRecord, SessionChange, SessionNotFound, SessionRecord, Store
 from .sync import Connection, SessionRoom, SessionServer, load_document
 from .sync.protocol import CloseCode
@@ -145,7 +146,7 @@ class SessionService:
         await self.record(EventRecord(sid, EventType.RUN_STARTED,
                                       {"runId": run_id, "by": by, "language": language, "sha256": digest}, ts=started))
         try:
-            result = await runner.run(language=language, code=view.code, stdin=stdin, timeout=timeout, session_key=sid)
+            result = await self._run(sid, runner, language=language, code=view.code, stdin=stdin, timeout=timeout)
         except ExecutionError as exc:
             await self.record(EventRecord(sid, EventType.RUN_REFUSED, {"runId": run_id, "reason": exc.code}))
             raise
@@ -156,6 +157,22 @@ class SessionService:
         async with self._room(sid) as room:  # SessionNotFound if the session was deleted while running
             await self._commit(room, SessionChange(sid, events=(finished,)), run=run_entry(run_id, by, started, result))
         return result, run_id
+
+    async def run_code(self, *, language: str, code: str, stdin: str, timeout: float | None) -> RunResult:
+        """Run code that belongs to no session (``POST /api/execute``)."""
+        return await self._run(None, self.runner(), language=language, code=code, stdin=stdin, timeout=timeout)
+
+    async def _run(self, sid: str | None, runner: ExecutionService, *, language: str, code: str, stdin: str,
+                   timeout: float | None) -> RunResult:
+        """Every run goes through here: one log line each, whatever happens (never the code or output)."""
+        started = time.monotonic()
+        try:
+            result = await runner.run(language=language, code=code, stdin=stdin, timeout=timeout, session_key=sid)
+        except ExecutionError as exc:
+            log_run(sid, language, f"refused:{exc.code}", (time.monotonic() - started) * 1000)
+            raise
+        log_run(sid, result.language, run_outcome(result), result.duration_ms)
+        return result
 
     # -- participants and history --------------------------------------------------------------
     async def joined(self, conn: Connection) -> None:
@@ -241,6 +258,19 @@ class SessionService:
             await room.submit(update, change)
         elif await self.store.change_session(change) is None:
             raise SessionNotFound(room.session_id)
+
+
+def run_outcome(result: RunResult) -> str:
+    """One word for how a run ended (logs, metrics): a small closed set."""
+    if result.compile_error:
+        return "compile_error"
+    if result.timed_out:
+        return "timeout"
+    if result.oom_killed:
+        return "oom"
+    if result.truncated:
+        return "truncated"
+    return "ok" if result.exit_code == 0 else "error"
 
 
 def _with_name(e: EventRecord, names: Mapping[str, str]) -> EventRecord:

@@ -34,13 +34,13 @@ async def execute(request: Request) -> Response:
     """Run code given in the body (no session)."""
     require_api_key(request)
     c = ctx(request)
-    runner = c.service.runner()
+    c.service.runner()  # 503 before anything else when Run is unavailable
     retry = c.run_limit.take(client_ip(request))
     if retry:
         raise ApiError(429, "rate_limited", "Too many runs from this address; retry later.",
                        {"Retry-After": retry_after_header(retry)})
     body = await read_model(request, ExecuteRequest)
-    result = await runner.run(language=body.language, code=body.code, stdin=body.stdin, timeout=body.timeout)
+    result = await c.service.run_code(language=body.language, code=body.code, stdin=body.stdin, timeout=body.timeout)
     return model_response(_result(result))
 
 

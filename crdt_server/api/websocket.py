@@ -8,6 +8,7 @@ are the REST ones (``api/auth.py``); only the channel of the answer differs.
 
 from __future__ import annotations
 
+import time
 from contextlib import AsyncExitStack
 
 import anyio
@@ -15,6 +16,7 @@ from starlette.websockets import WebSocket
 
 from ..domain import ANY_ROLE
 from ..limits import retry_after_header
+from ..logs import log_socket_closed, log_socket_opened
 from ..service import SessionService
 from ..storage import SessionNotFound
 from ..sync import CloseCode, Connection, SessionRoom
@@ -60,6 +62,7 @@ async def session_socket(websocket: WebSocket) -> None:
 
 async def _serve(service: SessionService, conn: Connection, room: SessionRoom) -> None:
     await service.joined(conn)
+    log_socket_opened(conn.session_id, conn.role, conn.id)
     try:
         async with anyio.create_task_group() as tg:
 
@@ -76,5 +79,6 @@ async def _serve(service: SessionService, conn: Connection, room: SessionRoom) -
                 # let the sender send a pending close frame, but never wait long for a dead peer
                 tg.cancel_scope.deadline = anyio.current_time() + 2
     finally:
+        log_socket_closed(conn.session_id, conn.role, conn.id, time.time() - conn.connected_at, conn.close_code)
         with anyio.CancelScope(shield=True):
             await service.left(conn)

@@ -103,6 +103,7 @@ class Connection:
         self._max_bytes = max_bytes
         self._wakeup = anyio.Event()
         self._close_request: tuple[int, str] | None = None
+        self.close_code: int | None = None  # how it ended: the code we sent, or the client's
         self._sending = False
         self._direct = _direct_protocol(websocket)
         self.closed = anyio.Event()
@@ -125,6 +126,8 @@ class Connection:
         while True:
             message = await self.websocket.receive()
             if message["type"] == "websocket.disconnect":
+                if self.close_code is None:
+                    self.close_code = message.get("code")
                 return
             frame = message.get("bytes")
             if frame is None:
@@ -165,6 +168,7 @@ class Connection:
         """Ask the sender task to close the socket; queued frames are dropped."""
         if self._close_request is None:
             self._close_request = (code, reason)
+            self.close_code = code
             self._queue.clear()
             self._queued_bytes = 0
             self._wakeup.set()
