@@ -35,6 +35,7 @@ class EventType(StrEnum):
     RUN_STARTED = "run_started"
     RUN_FINISHED = "run_finished"
     RUN_REFUSED = "run_refused"
+    TOKENS_REISSUED = "tokens_reissued"
 
 
 def changed_event(field: str) -> EventType:
