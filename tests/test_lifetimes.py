@@ -75,7 +75,7 @@ async def test_a_scheduled_session_expires_at_its_time_then_its_tokens_are_refus
 
 
 async def test_expires_at_must_be_in_the_future_and_within_the_maximum_lifetime(make_server):
-    srv = make_server("--session-max-lifetime", "3600")
+    srv = make_server("--session-max-lifetime", "3600", "--session-ttl", "60")
     now = time.time()
     for value, words in ((now - 10, "future"), (now + 7200, "--session-max-lifetime"), ("soon", "expiresAt"),
                          (True, "expiresAt")):
@@ -84,8 +84,10 @@ async def test_expires_at_must_be_in_the_future_and_within_the_maximum_lifetime(
         assert error["code"] == "invalid_field" and words in error["message"] and "expiresAt" in error["message"]
     r = await create(srv, expiresAt=now + 3500)
     assert r.status_code == 201 and r.json()["expiresAt"] == pytest.approx(now + 3500)
+    r = await create(srv, expiresAt=now + 30)  # sooner than the TTL: the TTL still applies from creation
+    assert r.status_code == 201 and r.json()["expiresAt"] == pytest.approx(time.time() + 60, abs=5)
     r = await create(srv)  # no expiresAt: the inactivity TTL alone, as before
-    assert r.status_code == 201 and r.json()["expiresAt"] == pytest.approx(time.time() + DAY, abs=10)
+    assert r.status_code == 201 and r.json()["expiresAt"] == pytest.approx(time.time() + 60, abs=5)
 
 
 async def test_an_ended_session_is_kept_past_the_ttl_until_the_retention_ends(make_server):
