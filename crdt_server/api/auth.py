@@ -13,7 +13,7 @@ import re
 
 from starlette.requests import HTTPConnection, Request
 
-from ..domain import Role
+from ..domain import ANY_ROLE, Role
 from ..service import SessionService, TokenRevoked
 from ..storage import SessionRecord
 from ..tokens import Claims, InvalidToken, TokenSigner
@@ -79,8 +79,8 @@ def session_not_found() -> ApiError:
 async def authorize(request: Request, roles: tuple[Role, ...]) -> tuple[str, Claims]:
     """The path's session id and the caller's claims, checked in this order:
 
-    401 missing/invalid token, 404 malformed session id, 403 token of another session or a role
-    that may not do this, 404 no such session (deleted, expired), 401 revoked (re-issued) token.
+    401 missing/invalid token, 404 malformed session id, 403 token of another session, 404 no such
+    session (deleted, expired), 401 revoked (re-issued) token, 403 a role that may not do this.
     """
     try:
         token = bearer(request)
@@ -90,9 +90,9 @@ async def authorize(request: Request, roles: tuple[Role, ...]) -> tuple[str, Cla
         sid: str = request.path_params["session_id"]
         if not SESSION_ID.match(sid):
             raise session_not_found()
-        check_access(claims, sid, roles)
+        check_access(claims, sid, ANY_ROLE)  # its own session: is it still current?
         await check_current(ctx(request).service, claims)
-        return sid, claims
+        return sid, check_access(claims, sid, roles)
     except Refused as r:
         if r.kind == "unauthorized":
             message = r.message if r.code == "unauthorized" else f"The token is not valid: {r.message}."
