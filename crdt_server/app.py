@@ -18,6 +18,7 @@ from .api.origins import ApiCORSMiddleware, cors_options
 from .api.routes import routes
 from .config import Settings
 from .execution import ExecutionService, ExecutionSettings
+from .lifetimes import Lifetimes
 from .limits import TokenBuckets
 from .service import SessionService
 from .storage import open_store
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 async def sweep_expired(service: SessionService, interval: float) -> None:
-    """Delete sessions inactive (no edit, no REST write) past their TTL, every ``interval`` seconds."""
+    """Delete sessions past their ``expiresAt`` (inactive, or ended and past retention), every ``interval`` s."""
     while True:
         await anyio.sleep(interval)
         try:
@@ -45,7 +46,11 @@ def create_app(settings: Settings) -> Starlette:
         secret = load_secret(settings.secret, settings.data_dir)
         store = open_store(settings)
         rooms = SessionServer(store, RoomOptions.from_settings(settings))
-        service = SessionService(store, rooms, session_ttl=settings.session_ttl)
+        lifetimes = Lifetimes.from_settings(settings)
+        if settings.token_ttl < settings.session_max_lifetime + settings.ended_retention:
+            log.warning("--token-ttl is shorter than --session-max-lifetime + --ended-retention: tokens of long-lived "
+                        "sessions expire before their session does (re-issue them: POST /api/sessions/{id}/tokens)")
+        service = SessionService(store, rooms, lifetimes=lifetimes)
         app.state.ctx = AppContext(
             settings=settings,
             service=service,
@@ -62,7 +67,8 @@ def create_app(settings: Settings) -> Starlette:
                 service.execution = await stack.enter_async_context(
                     ExecutionService(ExecutionSettings.from_settings(settings))
                 )
-            tg.start_soon(sweep_expired, service, min(60.0, max(1.0, settings.session_ttl / 10)))
+            shortest = min(settings.session_ttl, settings.ended_retention)
+            tg.start_soon(sweep_expired, service, min(60.0, max(1.0, shortest / 10)))
             tg.start_soon(editor.run)
             try:
                 yield

@@ -134,8 +134,14 @@ class Settings:
     shutdown_timeout: float = _opt(5.0, "Seconds SIGTERM waits for connections before forcing them closed.", check=non_negative)
     ws_ping_interval: float = _opt(20.0, "Seconds between WebSocket pings (detects dropped TCP connections).", check=positive)
     ws_ping_timeout: float = _opt(20.0, "Seconds without a pong before a connection counts as dropped.", check=positive)
-    token_ttl: float = _opt(86400.0, "Lifetime of session tokens in seconds.", check=positive)
-    session_ttl: float = _opt(86400.0, "Sessions inactive this many seconds expire and are deleted.", check=positive)
+    token_ttl: float = _opt(
+        365 * 86400.0,
+        "Hard cap on a token's age in seconds (defence in depth); tokens are otherwise valid until their session is deleted or its tokens are re-issued.",
+        check=positive,
+    )
+    session_ttl: float = _opt(86400.0, "Sessions inactive this many seconds (after their requested expiresAt) expire and are deleted.", check=positive)
+    session_max_lifetime: float = _opt(30 * 86400.0, "Latest expiresAt a new session may ask for, in seconds from now (422 beyond).", check=positive)
+    ended_retention: float = _opt(30 * 86400.0, "Seconds an ended session is kept (read-only, reopenable) before it is deleted.", check=positive)
     max_code_size: int = _opt(1024 * 1024, "Largest starter/saved code in bytes.", check=positive)
     max_body_size: int = _opt(2 * 1024 * 1024, "Largest REST request body in bytes (413 above).", check=positive)
     create_rate: float = _opt(1.0, "Sessions one client IP may create per second, on average (0 = unlimited).", check=non_negative)

@@ -36,6 +36,7 @@ class EventType(StrEnum):
     RUN_FINISHED = "run_finished"
     RUN_REFUSED = "run_refused"
     UPDATE_REVERTED = "update_reverted"  # an editor's change to what the server owns, undone
+    TOKENS_REISSUED = "tokens_reissued"
 
 
 def changed_event(field: str) -> EventType:

@@ -14,8 +14,8 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from . import presence
 from .document import edit_update, initial_document, read_text, run_entry
 from .domain import EventType, Role, changed_event
 from .execution import ExecutionError, ExecutionService, RunResult, SandboxUnavailable
+from .lifetimes import Lifetimes
 from .logs import log_run
 from .storage import EventRecord, SessionChange, SessionNotFound, SessionRecord, Store
 from .sync import Connection, SessionRoom, SessionServer, load_document
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 
 class SessionEnded(Exception):
     """The session has ended: it is read-only until reopened."""
+
+
+class TokenRevoked(Exception):
+    """The token is of an older generation: the session's tokens were re-issued since."""
 
 
 @dataclass(frozen=True)
@@ -48,17 +53,21 @@ def new_session_id() -> str:
 
 class SessionService:
     def __init__(
-        self, store: Store, rooms: SessionServer, *, session_ttl: float, execution: ExecutionService | None = None,
+        self, store: Store, rooms: SessionServer, *, lifetimes: Lifetimes, execution: ExecutionService | None = None,
     ) -> None:
         self.store = store
         self.rooms = rooms
-        self.session_ttl = session_ttl
+        self.lifetimes = lifetimes
         self.execution = execution
+        self._sockets: dict[str, dict[Connection, int]] = {}  # session -> live socket -> its token generation
 
     # -- sessions ------------------------------------------------------------------------------
-    async def create(self, *, title: str, language: str, code: str) -> SessionRecord:
+    async def create(self, *, title: str, language: str, code: str, expires_at: float | None = None) -> SessionRecord:
+        """A new session, kept at least until ``expires_at`` (``InvalidExpiry`` if not allowed)."""
         now = time.time()
-        record = SessionRecord(new_session_id(), title, language, "active", now, now, now + self.session_ttl)
+        keep = self.lifetimes.requested(expires_at, now)
+        expiry = self.lifetimes.expires_at(status="active", keep_until=keep, updated_at=now, ended_at=None)
+        record = SessionRecord(new_session_id(), title, language, "active", now, now, expiry, keep_until=keep)
         event = EventRecord(record.id, EventType.CREATED, {"title": title, "language": language}, ts=now)
         await self.store.create_session(record, initial_document(title, language, code), event)
         return record
@@ -90,7 +99,10 @@ class SessionService:
                 EventRecord(sid, changed_event(k), {"from": getattr(current, k), "to": v, "by": by})
                 for k, v in changed.items()
             )
-            await self._commit(room, SessionChange(sid, {**changed, **self._touch()}, events), meta=changed)
+            fields: dict[str, Any] = {**changed, **self._touch()}
+            if "status" in changed:  # an ended session is kept for --ended-retention from now
+                fields["ended_at"] = fields["updated_at"] if changed["status"] == "ended" else None
+            await self._commit(room, SessionChange(sid, fields, events), meta=changed)
             if "status" in changed:
                 room.read_only = changed["status"] == "ended"
         return await self.get(sid)
@@ -118,8 +130,41 @@ class SessionService:
         await self.store.delete_session(sid)
         await self.rooms.drop(sid, CloseCode.SESSION_NOT_FOUND, "session deleted")
 
+    # -- tokens --------------------------------------------------------------------------------
+    async def check_token(self, sid: str, generation: int) -> SessionRecord:
+        """The rule for every signed token, REST and WebSocket alike: its session exists (not
+        expired) and the token is of the current generation (``SessionNotFound``, ``TokenRevoked``)."""
+        record = await self.get(sid)
+        if generation != record.token_generation:
+            raise TokenRevoked(sid)
+        return record
+
+    async def reissue_tokens(self, sid: str, by: Role) -> int:
+        """Revoke every token of the session; the new generation to sign tokens with. Sockets that
+        came in with an older token are closed with 4401 (their clients stop reconnecting)."""
+        await self.get(sid)
+        generation = await self.store.reissue_tokens(sid, EventRecord(sid, EventType.TOKENS_REISSUED, {"by": by}))
+        if generation is None:
+            raise SessionNotFound(sid)
+        for conn, admitted in list(self._sockets.get(sid, {}).items()):
+            if admitted < generation:
+                conn.close(CloseCode.UNAUTHORIZED, "token revoked: the session's tokens were re-issued")
+        return generation
+
+    @contextmanager
+    def tracking(self, conn: Connection, generation: int) -> Iterator[None]:
+        """Remember a socket's token generation while it is open, so a re-issue can close it."""
+        sockets = self._sockets.setdefault(conn.session_id, {})
+        sockets[conn] = generation
+        try:
+            yield
+        finally:
+            sockets.pop(conn, None)
+            if not sockets:
+                self._sockets.pop(conn.session_id, None)
+
     async def expire(self) -> int:
-        """Delete sessions inactive past their TTL; their sockets are closed with 4410."""
+        """Delete sessions past their ``expires_at`` (inactive, or retention over); sockets get 4410."""
         expired = await self.store.expired_sessions(time.time())
         for sid in expired:
             await self.rooms.drop(sid, CloseCode.SESSION_EXPIRED, "session expired")
@@ -244,8 +289,8 @@ class SessionService:
             yield room
 
     def _touch(self) -> dict[str, float]:
-        now = time.time()
-        return {"updated_at": now, "expires_at": now + self.session_ttl}
+        """Activity: the store derives ``expires_at`` from it (``crdt_server/lifetimes.py``)."""
+        return {"updated_at": time.time()}
 
     async def _commit(
         self, room: SessionRoom, change: SessionChange, *, code: str | None = None,

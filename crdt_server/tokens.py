@@ -1,4 +1,11 @@
-"""Signed, expiring, per-session role tokens (HS256 JWT) and the signing secret.
+"""Signed per-session role tokens (HS256 JWT) and the signing secret.
+
+A token names its session, role and token generation (``gen``). It stays valid while the session
+exists and ``gen`` is the session's current generation (checked by ``SessionService.check_token``):
+re-issuing a session's tokens advances the generation and so revokes every older token at once,
+and a deleted session's tokens find nothing. ``exp`` is therefore not the session's (moving)
+expiry but a fixed, long cap (``--token-ttl``, a year by default) that bounds how long a leaked
+token could ever be used, whatever happens to the server-side check.
 
 The secret comes from CRDT_SERVER_SECRET, or is generated once and kept in the data directory
 (mode 0600) so tokens survive restarts. Token values are never logged.
@@ -29,6 +36,7 @@ class Claims:
     session_id: str
     role: Role
     expires_at: float
+    generation: int = 0  # tokens issued before generations existed count as the first
 
 
 def load_secret_file(data_dir: Path) -> str | None:
@@ -62,12 +70,13 @@ class TokenSigner:
         self._secret = secret
         self.ttl = ttl
 
-    def issue(self, session_id: str, role: str, now: float | None = None) -> str:
-        exp = int((now or time.time()) + self.ttl)
-        return jwt.encode({"sid": session_id, "role": role, "exp": exp}, self._secret, algorithm=_ALGORITHM)
+    def issue(self, session_id: str, role: str, generation: int = 0, now: float | None = None) -> str:
+        iat = int(now or time.time())
+        claims = {"sid": session_id, "role": role, "gen": generation, "iat": iat, "exp": int(iat + self.ttl)}
+        return jwt.encode(claims, self._secret, algorithm=_ALGORITHM)
 
-    def issue_all(self, session_id: str) -> dict[str, str]:
-        return {role: self.issue(session_id, role) for role in ROLES}
+    def issue_all(self, session_id: str, generation: int = 0) -> dict[str, str]:
+        return {role: self.issue(session_id, role, generation) for role in ROLES}
 
     def verify(self, token: str) -> Claims:
         try:
@@ -76,6 +85,8 @@ class TokenSigner:
             raise InvalidToken("token expired") from None
         except jwt.PyJWTError:
             raise InvalidToken("invalid token") from None
-        if data.get("role") not in ROLES or not isinstance(data.get("sid"), str):
+        generation = data.get("gen", 0)
+        if (data.get("role") not in ROLES or not isinstance(data.get("sid"), str)
+                or type(generation) is not int or generation < 0):
             raise InvalidToken("invalid token")
-        return Claims(data["sid"], data["role"], float(data["exp"]))
+        return Claims(data["sid"], data["role"], float(data["exp"]), generation)

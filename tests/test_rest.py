@@ -154,6 +154,7 @@ ENDPOINTS = [
     ("POST", "/code", {"code": "saved\n"}, ("interviewer", "candidate"), 200),
     ("GET", "/participants", None, ROLES, 200),
     ("GET", "/history", None, ("interviewer",), 200),
+    ("POST", "/tokens", None, ("interviewer",), 200),
 ]
 
 
@@ -196,6 +197,11 @@ def test_missing_invalid_and_foreign_tokens(http, server, method, suffix, body, 
     # an unknown role in a correctly signed token
     odd = jwt.encode({"sid": sid, "role": "admin", "exp": int(time.time()) + 60}, secret, algorithm="HS256")
     assert_error(_call(http, method, sid, suffix, body, auth(odd)), 401, "invalid_token")
+    # a token of this session whose tokens were re-issued since (every role's)
+    assert http.post(f"/api/sessions/{sid}/tokens", headers=auth(s["tokens"]["interviewer"])).status_code == 200
+    for role in ROLES:
+        error = assert_error(_call(http, method, sid, suffix, body, auth(s["tokens"][role])), 401, "invalid_token")
+        assert "re-issued" in error["message"]
 
 
 @pytest.mark.parametrize("method,suffix,body,allowed,ok", ENDPOINTS, ids=[f"{e[0]} {e[1] or '/'}" for e in ENDPOINTS])

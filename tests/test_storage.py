@@ -10,6 +10,7 @@ import pytest
 from pycrdt import Doc, Text
 
 from crdt_server.document import initial_document, read_text
+from crdt_server.lifetimes import Lifetimes
 from crdt_server.storage import EventRecord, SessionRecord, SQLiteStore, UpdateRecord
 from crdt_server.storage.sqlite import MIGRATIONS, SessionGone
 from crdt_server.sync import load_document
@@ -127,3 +128,23 @@ async def test_reads_reuse_a_bounded_pool_of_connections(tmp_path):
                 for _ in range(8):
                     tg.start_soon(store.get_session, sid)
         assert len(store._readers) <= 8  # not one more per burst (or per worker thread)
+
+
+async def test_lifetimes_migration_keeps_old_sessions_under_the_current_rule(tmp_path):
+    """A database of the first schema: its sessions get a token generation (0, so tokens signed
+    before still work) and an expires_at by the lifetimes rule, ended ones counted from their last change."""
+    path = tmp_path / "db.sqlite"
+    now = time.time()
+    with sqlite3.connect(path) as db:
+        db.executescript(MIGRATIONS[0] + "; PRAGMA user_version=1;")
+        for sid, status in (("a" * 22, "active"), ("e" * 22, "ended")):
+            db.execute("INSERT INTO sessions (id, title, language, status, created_at, updated_at, expires_at) "
+                       "VALUES (?, '', 'python', ?, ?, ?, ?)", (sid, status, now - 100, now - 50, now + 86400))
+    async with SQLiteStore(path, lifetimes=Lifetimes(session_ttl=10, ended_retention=1000)) as store:
+        active, ended = await store.get_session("a" * 22), await store.get_session("e" * 22)
+        assert active is not None and ended is not None
+        assert active.expires_at == pytest.approx(now - 50 + 10) and active.token_generation == 0
+        assert ended.expires_at == pytest.approx(now - 50 + 1000) and ended.ended_at is None
+        assert await store.expired_sessions(time.time()) == ["a" * 22]
+        assert await store.reissue_tokens("e" * 22, EventRecord("e" * 22, "tokens_reissued", {})) == 1
+        assert await store.reissue_tokens("gone" * 6, EventRecord("gone" * 6, "tokens_reissued", {})) is None

@@ -137,7 +137,8 @@ async def test_refused_tokens_get_a_44xx_close_and_no_data(server, case, code):
         url = f"{server.ws_url}/AAAAAAAAAAAAAAAAAAAAAA?token={token}"
     else:
         secret = (server.data_dir / "secret.key").read_text().strip()
-        expired = jwt.encode({"sid": sid, "role": "candidate", "exp": 1}, secret, algorithm="HS256")
+        # of the current generation, so only its --token-ttl cap (exp) refuses it
+        expired = jwt.encode({"sid": sid, "role": "candidate", "gen": 0, "exp": 1}, secret, algorithm="HS256")
         url = f"{server.ws_url}/{sid}?token={expired}"
     close_code, reason, received = await _expect_refusal(url)
     assert close_code == code

@@ -1,7 +1,9 @@
 """Who is asking: one rule set for REST and WebSocket, two ways to say no.
 
-``check_token`` and ``check_access`` decide; REST answers their refusal with 401/403 (``authorize``)
-and the WebSocket handler with a close code. Only the channel differs, never the rules.
+``check_token``, ``check_access`` and ``check_current`` decide (the signature, the session and role,
+then the service's check that the session exists and the token's generation is current); REST
+answers their refusal with 401/403/404 (``authorize``) and the WebSocket handler with a close code.
+Only the channel differs, never the rules.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import re
 
 from starlette.requests import HTTPConnection, Request
 
-from ..domain import Role
+from ..domain import ANY_ROLE, Role
+from ..service import SessionService, TokenRevoked
+from ..storage import SessionRecord
 from ..tokens import Claims, InvalidToken, TokenSigner
 from .context import ctx
 from .errors import ApiError
@@ -52,6 +56,14 @@ def check_access(claims: Claims, sid: str, roles: tuple[Role, ...]) -> Claims:
     return claims
 
 
+async def check_current(service: SessionService, claims: Claims) -> SessionRecord:
+    """The token's session exists (else ``SessionNotFound``) and its tokens were not re-issued since."""
+    try:
+        return await service.check_token(claims.session_id, claims.generation)
+    except TokenRevoked:
+        raise Refused("unauthorized", "invalid_token", "token revoked (the session's tokens were re-issued)") from None
+
+
 def bearer(conn: HTTPConnection) -> str | None:
     header = conn.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
@@ -64,11 +76,11 @@ def session_not_found() -> ApiError:
     return ApiError(404, "session_not_found", "No session with this id (it may have expired or been deleted).")
 
 
-def authorize(request: Request, roles: tuple[Role, ...]) -> tuple[str, Claims]:
+async def authorize(request: Request, roles: tuple[Role, ...]) -> tuple[str, Claims]:
     """The path's session id and the caller's claims, checked in this order:
 
-    401 missing/invalid token, 404 malformed session id, 403 token of another session or a role
-    that may not do this. Whether the session still exists is the service's check (404).
+    401 missing/invalid token, 404 malformed session id, 403 token of another session, 404 no such
+    session (deleted, expired), 401 revoked (re-issued) token, 403 a role that may not do this.
     """
     try:
         token = bearer(request)
@@ -78,6 +90,8 @@ def authorize(request: Request, roles: tuple[Role, ...]) -> tuple[str, Claims]:
         sid: str = request.path_params["session_id"]
         if not SESSION_ID.match(sid):
             raise session_not_found()
+        check_access(claims, sid, ANY_ROLE)  # its own session: is it still current?
+        await check_current(ctx(request).service, claims)
         return sid, check_access(claims, sid, roles)
     except Refused as r:
         if r.kind == "unauthorized":

@@ -46,7 +46,7 @@ async def execute(request: Request) -> Response:
 
 async def session_execute(request: Request) -> Response:
     """Run a snapshot of the session's live text; the result goes into the document's ``runs``."""
-    sid, claims = authorize(request, WRITERS)
+    sid, claims = await authorize(request, WRITERS)
     c = ctx(request)
     c.service.runner()  # 503 before anything else when Run is unavailable
     body = await read_model(request, SessionExecuteRequest, allow_empty=True)

@@ -24,6 +24,11 @@ class CreateSession(Model):
     title: str = Field("", max_length=MAX_TITLE, description="Shown to every participant.")
     language: str = Field("python", pattern=LANGUAGE_PATTERN, description=_LANGUAGE)
     code: str = Field("", description="Starter code. " + _CODE)
+    expires_at: float | None = Field(
+        None, allow_inf_nan=False,
+        description=_TIME + " Keep the session at least until then (e.g. the end of a scheduled interview), "
+                    "even without activity. In the future, at most `--session-max-lifetime` (30 days) ahead.",
+    )
 
 
 class UpdateSession(Model):
@@ -48,11 +53,16 @@ class Session(Model):
     status: Status = Field(description="`ended`: read-only for everyone.")
     created_at: float = Field(description=_TIME)
     updated_at: float = Field(description=_TIME + " Last edit or change.")
-    expires_at: float = Field(description=_TIME + " Deleted when inactive until then; every edit postpones it.")
+    expires_at: float = Field(
+        description=_TIME + " When the session will be deleted if nothing changes: while active, the later of the "
+                    "requested `expiresAt` and the last activity + `--session-ttl` (every edit postpones it); once "
+                    "ended, the later of the requested `expiresAt` and the end + `--ended-retention`."
+    )
 
 
 class Tokens(Model):
-    """Signed, expiring bearer tokens, one per role; each is valid for this session only."""
+    """Signed bearer tokens, one per role; each is valid for this session only, until the session is
+    deleted or its tokens are re-issued."""
 
     interviewer: str
     candidate: str
@@ -65,6 +75,11 @@ class Links(Model):
     interviewer: str
     candidate: str
     observer: str
+
+
+class TokenSet(Model):
+    tokens: Tokens = Field(description="The new tokens; every earlier token of the session is revoked.")
+    links: Links = Field(description="The interview page for each role, with the new tokens.")
 
 
 class CreatedSession(Session):

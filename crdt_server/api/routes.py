@@ -25,6 +25,7 @@ from .models import (
     SaveCode,
     Session,
     SessionExecuteRequest,
+    TokenSet,
     UpdateSession,
 )
 from .operation import RETRY_AFTER, Operation, QueryParam, catch_all, routes_from
@@ -63,6 +64,13 @@ def operations() -> list[Operation]:
             description="Removes the document, its update log and its history, and closes every connected socket "
                         "with code 4404. Later requests answer 404.",
             security="session", roles=INTERVIEWER, responses={204: ("Deleted.", None)},
+        ),
+        Operation(
+            "POST", "/api/sessions/{session_id}/tokens", sessions.reissue_tokens, "reissueTokens", "Re-issue tokens",
+            description="Returns a new token for every role and revokes every earlier one: REST answers them 401 and "
+                        "their WebSocket connections are closed with 4401 (y-websocket stops reconnecting). Works on "
+                        "ended sessions too. Recorded in the history as `tokens_reissued`.",
+            security="session", roles=INTERVIEWER, responses={200: ("The new tokens.", TokenSet)},
         ),
         Operation(
             "GET", "/api/sessions/{session_id}/code", sessions.get_code, "getCode", "Read the code",

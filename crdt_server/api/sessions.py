@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..domain import ANY_ROLE, INTERVIEWER, WRITERS
+from ..lifetimes import InvalidExpiry
 from ..limits import retry_after_header
 from ..storage import SessionRecord
 from ..web import session_links
@@ -30,6 +31,7 @@ from .models import (
     SaveCode,
     Session,
     Tokens,
+    TokenSet,
     UpdateSession,
 )
 
@@ -60,7 +62,11 @@ async def create_session(request: Request) -> Response:
                        {"Retry-After": retry_after_header(retry)})
     body = await read_model(request, CreateSession, allow_empty=True)
     _check_code_size(c, body.code)
-    record = await c.service.create(title=body.title, language=body.language, code=body.code)
+    try:
+        record = await c.service.create(title=body.title, language=body.language, code=body.code,
+                                        expires_at=body.expires_at)
+    except InvalidExpiry as exc:
+        raise ApiError(422, "invalid_field", f"expiresAt: {exc}") from None
     tokens = c.signer.issue_all(record.id)
     created = CreatedSession(
         **_session_model(record).model_dump(),
@@ -72,13 +78,13 @@ async def create_session(request: Request) -> Response:
 
 
 async def get_session(request: Request) -> Response:
-    sid, _ = authorize(request, ANY_ROLE)
+    sid, _ = await authorize(request, ANY_ROLE)
     return model_response(_session_model(await ctx(request).service.get(sid)))
 
 
 async def patch_session(request: Request) -> Response:
     """Change title/language/status; the live document's ``meta`` map changes in the same step."""
-    sid, claims = authorize(request, INTERVIEWER)
+    sid, claims = await authorize(request, INTERVIEWER)
     c = ctx(request)
     body = await read_model(request, UpdateSession, allow_empty=True)
     record = await c.service.patch(sid, body.model_dump(exclude_none=True), claims.role)
@@ -86,20 +92,29 @@ async def patch_session(request: Request) -> Response:
 
 
 async def delete_session(request: Request) -> Response:
-    sid, _ = authorize(request, INTERVIEWER)
+    sid, _ = await authorize(request, INTERVIEWER)
     await ctx(request).service.delete(sid)
     return Response(status_code=204)
 
 
+async def reissue_tokens(request: Request) -> Response:
+    """New tokens for every role; the old ones are revoked and their sockets closed (4401)."""
+    sid, claims = await authorize(request, INTERVIEWER)
+    c = ctx(request)
+    generation = await c.service.reissue_tokens(sid, claims.role)
+    tokens = c.signer.issue_all(sid, generation)
+    return model_response(TokenSet(tokens=Tokens(**tokens), links=Links(**session_links(request, sid, tokens))))
+
+
 async def get_code(request: Request) -> Response:
-    sid, _ = authorize(request, ANY_ROLE)
+    sid, _ = await authorize(request, ANY_ROLE)
     view = await ctx(request).service.view(sid)
     return model_response(Code(code=view.code, language=view.record.language, updated_at=view.record.updated_at))
 
 
 async def save_code(request: Request) -> Response:
     """Apply new text to the live Y.Text as a minimal edit (never a re-seed)."""
-    sid, claims = authorize(request, WRITERS)
+    sid, claims = await authorize(request, WRITERS)
     c = ctx(request)
     body = await read_model(request, SaveCode)
     _check_code_size(c, body.code)
@@ -108,13 +123,13 @@ async def save_code(request: Request) -> Response:
 
 
 async def participants(request: Request) -> Response:
-    sid, _ = authorize(request, ANY_ROLE)
+    sid, _ = await authorize(request, ANY_ROLE)
     entries = await ctx(request).service.participants(sid)
     return model_response(Participants(participants=[Participant(**e) for e in entries]))
 
 
 async def history(request: Request) -> Response:
-    sid, _ = authorize(request, INTERVIEWER)
+    sid, _ = await authorize(request, INTERVIEWER)
     after = query_int(request, "after", 0, 0, MAX_AFTER)
     limit = query_int(request, "limit", HISTORY_LIMIT, 1, HISTORY_MAX_LIMIT)
     events, more = await ctx(request).service.history(sid, after, limit)

@@ -20,7 +20,7 @@ from ..logs import log_socket_closed, log_socket_opened
 from ..service import SessionService
 from ..storage import SessionNotFound
 from ..sync import CloseCode, Connection, SessionRoom
-from .auth import SESSION_ID, Refused, check_access, check_token
+from .auth import SESSION_ID, Refused, check_access, check_current, check_token
 from .context import client_ip, ctx
 from .origins import origin_allowed
 
@@ -28,6 +28,12 @@ from .origins import origin_allowed
 async def refuse(websocket: WebSocket, code: int, reason: str) -> None:
     await websocket.accept()
     await websocket.close(code=code, reason=reason)
+
+
+def _close_for(exc: Refused | SessionNotFound) -> tuple[int, str]:
+    if isinstance(exc, SessionNotFound):
+        return CloseCode.SESSION_NOT_FOUND, "session not found"
+    return (CloseCode.UNAUTHORIZED if exc.kind == "unauthorized" else CloseCode.FORBIDDEN), exc.message
 
 
 async def session_socket(websocket: WebSocket) -> None:
@@ -44,20 +50,25 @@ async def session_socket(websocket: WebSocket) -> None:
         if not SESSION_ID.match(sid):
             raise Refused("forbidden", "forbidden", "token is not valid for this session")
         check_access(claims, sid, ANY_ROLE)
-    except Refused as r:
-        code = CloseCode.UNAUTHORIZED if r.kind == "unauthorized" else CloseCode.FORBIDDEN
-        return await refuse(websocket, code, r.message)
+        await check_current(c.service, claims)
+    except (Refused, SessionNotFound) as exc:
+        return await refuse(websocket, *_close_for(exc))
     async with AsyncExitStack() as stack:
         try:  # loaded before accepting (a broken session is refused cleanly), and held loaded
             # until this handler ends, however it ends: the idle unload is scheduled then
-            await c.service.get(sid)
             room = await stack.enter_async_context(c.service.rooms.room(sid))
-        except SessionNotFound:
-            return await refuse(websocket, CloseCode.SESSION_NOT_FOUND, "session not found")
+        except SessionNotFound as exc:
+            return await refuse(websocket, *_close_for(exc))
         await websocket.accept()
         conn = Connection(websocket, session_id=sid, role=claims.role,
                           max_messages=c.settings.send_queue_messages, max_bytes=c.settings.send_queue_bytes)
-        await _serve(c.service, conn, room)
+        with c.service.tracking(conn, claims.generation):
+            try:  # once more, now that a re-issue finds this socket: one may have run since the check
+                await check_current(c.service, claims)
+            except (Refused, SessionNotFound) as exc:
+                code, reason = _close_for(exc)
+                return await websocket.close(code=code, reason=reason)  # before any document data
+            await _serve(c.service, conn, room)
 
 
 async def _serve(service: SessionService, conn: Connection, room: SessionRoom) -> None:

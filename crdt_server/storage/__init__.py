@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..lifetimes import Lifetimes
 from .base import (
     EventRecord,
     SessionChange,
@@ -27,4 +28,4 @@ __all__ = [
 
 def open_store(settings: Settings) -> SQLiteStore:
     """The one place that picks a backend from the settings."""
-    return SQLiteStore(settings.sqlite_path, durability=settings.durability, session_ttl=settings.session_ttl)
+    return SQLiteStore(settings.sqlite_path, durability=settings.durability, lifetimes=Lifetimes.from_settings(settings))

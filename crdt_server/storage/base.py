@@ -20,7 +20,10 @@ class SessionRecord:
     status: str
     created_at: float
     updated_at: float
-    expires_at: float
+    expires_at: float  # derived by the store from the fields below (``crdt_server/lifetimes.py``)
+    keep_until: float = 0.0  # never deleted before this: the requested expiresAt
+    ended_at: float | None = None
+    token_generation: int = 0  # tokens of another generation are revoked
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class SessionChange:
     events: tuple[EventRecord, ...] = ()
 
 
-SESSION_FIELDS = frozenset({"title", "language", "status", "updated_at", "expires_at"})
+SESSION_FIELDS = frozenset({"title", "language", "status", "updated_at", "ended_at"})  # expires_at follows them
 
 
 class StoreClosed(RuntimeError):
@@ -81,6 +84,10 @@ class Store(Protocol):
         """Apply row fields and append events in one transaction; None if the session does not exist."""
         ...
     async def delete_session(self, session_id: str) -> bool: ...
+    async def reissue_tokens(self, session_id: str, event: EventRecord) -> int | None:
+        """Advance the token generation and record ``event`` in one transaction; the new generation,
+        or None if the session does not exist."""
+        ...
     async def expired_sessions(self, now: float) -> list[str]: ...
 
     # the update log (write-ahead: append returns once committed)

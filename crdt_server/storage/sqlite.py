@@ -19,13 +19,15 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import anyio
 
+from ..lifetimes import Lifetimes
 from .base import SESSION_FIELDS, EventRecord, SessionChange, SessionGone, SessionRecord, StoreClosed, UpdateRecord
+from .sqlite_lifetimes import next_generation, refresh_all, refresh_expiry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,9 +72,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX events_session ON events(session_id, id);
     """,
+    # 2: lifetimes (crdt_server/lifetimes.py); an ended row without ended_at counts from updated_at
+    "ALTER TABLE sessions ADD COLUMN keep_until REAL NOT NULL DEFAULT 0; ALTER TABLE sessions ADD COLUMN ended_at REAL;"
+    " ALTER TABLE sessions ADD COLUMN token_generation INTEGER NOT NULL DEFAULT 0;",
 ]
 
-_SESSION_COLUMNS = "id, title, language, status, created_at, updated_at, expires_at"
+_SESSION_COLUMNS = "id, title, language, status, created_at, updated_at, expires_at, keep_until, ended_at, token_generation"
 
 
 @dataclass
@@ -103,10 +108,10 @@ def _session(row: tuple[Any, ...]) -> SessionRecord:
 class SQLiteStore:
     """The embedded default store (see the module docstring for the write path)."""
 
-    def __init__(self, path: Path, *, durability: str = "normal", session_ttl: float = 86400.0) -> None:
+    def __init__(self, path: Path, *, durability: str = "normal", lifetimes: Lifetimes | None = None) -> None:
         self.path = Path(path)
         self.durability = durability
-        self.session_ttl = session_ttl
+        self.lifetimes = lifetimes or Lifetimes()
         self._writer: sqlite3.Connection | None = None
         # Reader connections are pooled, not per thread: anyio retires idle worker threads, and
         # per-thread connections would then leak. The pool never exceeds peak read concurrency.
@@ -152,6 +157,7 @@ class SQLiteStore:
             conn.execute(f"PRAGMA user_version={target + 1}")
             conn.execute("COMMIT")
             log.info("storage schema migrated to version %d", target + 1)
+        refresh_all(conn, self.lifetimes)  # expires_at follows the current settings (e.g. a new retention)
         return conn
 
     async def close(self) -> None:
@@ -288,11 +294,8 @@ class SQLiteStore:
     # sessions ----------------------------------------------------------------------------
     async def create_session(self, session: SessionRecord, initial_update: bytes, event: EventRecord) -> None:
         def op(c: sqlite3.Connection) -> None:
-            c.execute(
-                f"INSERT INTO sessions ({_SESSION_COLUMNS}, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
-                (session.id, session.title, session.language, session.status,
-                 session.created_at, session.updated_at, session.expires_at),
-            )
+            values = astuple(session)  # the fields in _SESSION_COLUMNS order
+            c.execute(f"INSERT INTO sessions ({_SESSION_COLUMNS}, last_seq) VALUES ({', '.join('?' * len(values))}, 1)", values)
             c.execute(
                 "INSERT INTO updates VALUES (?, 1, ?, 'server', 'server', '', ?)",
                 (session.id, session.created_at, initial_update),
@@ -309,7 +312,7 @@ class SQLiteStore:
 
     async def change_session(self, change: SessionChange) -> SessionRecord | None:
         def op(c: sqlite3.Connection) -> SessionRecord | None:
-            if not _apply_change(c, change):
+            if not _apply_change(c, change, self.lifetimes):
                 return None
             row = c.execute(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (change.session_id,)).fetchone()
             return _session(row) if row else None
@@ -325,6 +328,13 @@ class SQLiteStore:
 
         return await self._write(op)
 
+    async def reissue_tokens(self, session_id: str, event: EventRecord) -> int | None:
+        def op(c: sqlite3.Connection) -> int | None:
+            _insert_events(c, [event])  # only while the session exists
+            return next_generation(c, session_id)
+
+        return await self._write(op)
+
     async def expired_sessions(self, now: float) -> list[str]:
         rows = await self._read(lambda c: c.execute("SELECT id FROM sessions WHERE expires_at <= ?", (now,)).fetchall())
         return [r[0] for r in rows]
@@ -337,7 +347,6 @@ class SQLiteStore:
         if not updates and not changes:
             return []
         now = time.time()
-        ttl = self.session_ttl
 
         def op(c: sqlite3.Connection) -> list[int]:
             counts: dict[str, int] = {}
@@ -346,12 +355,12 @@ class SQLiteStore:
             next_seq: dict[str, int] = {}
             for sid, n in counts.items():
                 row = c.execute(
-                    "UPDATE sessions SET last_seq = last_seq + ?, updated_at = ?, expires_at = ? "
-                    "WHERE id = ? RETURNING last_seq",
-                    (n, now, now + ttl, sid),
+                    "UPDATE sessions SET last_seq = last_seq + ?, updated_at = ? WHERE id = ? RETURNING last_seq",
+                    (n, now, sid),
                 ).fetchone()
                 if row is None:
                     raise SessionGone(sid)
+                refresh_expiry(c, self.lifetimes, sid)
                 next_seq[sid] = row[0] - n + 1
             seqs = []
             rows = []
@@ -362,7 +371,7 @@ class SQLiteStore:
                 rows.append((u.session_id, seq, now, u.conn_id, u.role, u.name, u.data))
             c.executemany("INSERT INTO updates VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             for change in changes:
-                if not _apply_change(c, change):
+                if not _apply_change(c, change, self.lifetimes):
                     raise SessionGone(change.session_id)
             return seqs
 
@@ -416,7 +425,7 @@ def _updates(c: sqlite3.Connection, session_id: str, after: int, limit: int) -> 
     return [UpdateRecord(session_id, d, r, ci, n, seq=s, ts=ts) for s, ts, ci, r, n, d in rows]
 
 
-def _apply_change(c: sqlite3.Connection, change: SessionChange) -> bool:
+def _apply_change(c: sqlite3.Connection, change: SessionChange, lifetimes: Lifetimes) -> bool:
     """Row fields + events of one change inside the current transaction; False if the session is gone."""
     unknown = set(change.fields) - SESSION_FIELDS
     if unknown:
@@ -426,6 +435,7 @@ def _apply_change(c: sqlite3.Connection, change: SessionChange) -> bool:
         cur = c.execute(f"UPDATE sessions SET {assignments} WHERE id = ?", (*change.fields.values(), change.session_id))
         if cur.rowcount == 0:
             return False
+        refresh_expiry(c, lifetimes, change.session_id)
     elif c.execute("SELECT 1 FROM sessions WHERE id = ?", (change.session_id,)).fetchone() is None:
         return False
     _insert_events(c, change.events)
