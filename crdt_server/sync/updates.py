@@ -194,8 +194,7 @@ def decode(update: bytes) -> Update:
         for _ in range(r.var_uint()):
             clock, length = r.var_uint(), r.var_uint()
             deletes.append((client, clock, length))
-    if r.pos != len(update):
-        raise ProtocolError("trailing bytes after the update")
+    # Bytes after the delete set are ignored, as Yjs and Yrs ignore them.
     return Update(structs, deletes, offset)
 
 
