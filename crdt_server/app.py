@@ -18,6 +18,7 @@ from .api.routes import routes
 from .config import Settings
 from .execution import ExecutionService, ExecutionSettings
 from .limits import TokenBuckets
+from .metrics import Metrics
 from .service import SessionService
 from .storage import open_store
 from .sync import RoomOptions, SessionServer
@@ -37,13 +38,26 @@ async def sweep_expired(service: SessionService, interval: float) -> None:
             log.exception("expiry sweep failed")
 
 
+def watch_gauges(metrics: Metrics, service: SessionService) -> None:
+    """The gauges are read off the live objects at scrape time (in the event loop, like every change)."""
+    metrics.watch(
+        connections=lambda: sum(len(room.clients) for room in service.rooms.rooms.values()),
+        rooms_loaded=lambda: len(service.rooms.rooms),
+        run_queue_depth=lambda: service.execution.queue_depth if service.execution is not None else 0,
+    )
+
+
 def create_app(settings: Settings) -> Starlette:
+    metrics = Metrics()  # this app's own registry (see crdt_server/metrics.py)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         secret = load_secret(settings.secret, settings.data_dir)
         store = open_store(settings)
-        rooms = SessionServer(store, RoomOptions.from_settings(settings))
-        service = SessionService(store, rooms, session_ttl=settings.session_ttl)
+        store.observe_commit = metrics.commit_seconds.observe  # thread-safe: called by the writer thread
+        rooms = SessionServer(store, RoomOptions.from_settings(settings), metrics)
+        service = SessionService(store, rooms, session_ttl=settings.session_ttl, metrics=metrics)
+        watch_gauges(metrics, service)
         app.state.ctx = AppContext(
             settings=settings,
             service=service,
@@ -59,6 +73,7 @@ def create_app(settings: Settings) -> Starlette:
                 service.execution = await stack.enter_async_context(
                     ExecutionService(ExecutionSettings.from_settings(settings))
                 )
+            metrics.sandbox_started(service.execution.mode if service.execution else "off", service.execution)
             tg.start_soon(sweep_expired, service, min(60.0, max(1.0, settings.session_ttl / 10)))
             try:
                 yield

@@ -76,6 +76,7 @@ class Settings:
     sandbox_uid_base: int = _opt(60000, "Worker slot i runs code as uid/gid base+i (never the server's user or root).")
     secret: str = _opt("", "Token signing secret (default: generated once, kept in the data directory).")
     api_key: str = _opt("", "When set, POST /api/sessions and POST /api/execute need 'Authorization: Bearer <key>'.")
+    metrics_token: str = field(default="", repr=False, metadata={"help": "When set, GET /metrics needs 'Authorization: Bearer <token>'.", "choices": None})
 
     @property
     def sqlite_path(self) -> Path:
@@ -89,7 +90,7 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-SECRET_OPTIONS = {"secret", "api_key"}
+SECRET_OPTIONS = {"secret", "api_key", "metrics_token"}
 
 
 def env_name(name: str) -> str:

@@ -23,6 +23,7 @@ from . import presence
 from .document import edit_update, initial_document, read_text, run_entry
 from .domain import EventType, Role, changed_event
 from .execution import ExecutionError, ExecutionService, RunResult, SandboxUnavailable
+from .metrics import Metrics
 from .storage import EventRecord, SessionChange, SessionNotFound, SessionRecord, Store
 from .sync import Connection, SessionRoom, SessionServer, load_document
 from .sync.protocol import CloseCode
@@ -48,11 +49,13 @@ def new_session_id() -> str:
 class SessionService:
     def __init__(
         self, store: Store, rooms: SessionServer, *, session_ttl: float, execution: ExecutionService | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.rooms = rooms
         self.session_ttl = session_ttl
         self.execution = execution
+        self.metrics = metrics or rooms.metrics
 
     # -- sessions ------------------------------------------------------------------------------
     async def create(self, *, title: str, language: str, code: str) -> SessionRecord:
@@ -145,7 +148,8 @@ class SessionService:
         await self.record(EventRecord(sid, EventType.RUN_STARTED,
                                       {"runId": run_id, "by": by, "language": language, "sha256": digest}, ts=started))
         try:
-            result = await runner.run(language=language, code=view.code, stdin=stdin, timeout=timeout, session_key=sid)
+            result = await self.metrics.run(runner, language=language, code=view.code, stdin=stdin, timeout=timeout,
+                                            session_key=sid)
         except ExecutionError as exc:
             await self.record(EventRecord(sid, EventType.RUN_REFUSED, {"runId": run_id, "reason": exc.code}))
             raise

@@ -37,10 +37,12 @@ async def execute(request: Request) -> Response:
     runner = c.service.runner()
     retry = c.run_limit.take(client_ip(request))
     if retry:
+        c.service.metrics.run_rate_limited()
         raise ApiError(429, "rate_limited", "Too many runs from this address; retry later.",
                        {"Retry-After": retry_after_header(retry)})
     body = await read_model(request, ExecuteRequest)
-    result = await runner.run(language=body.language, code=body.code, stdin=body.stdin, timeout=body.timeout)
+    result = await c.service.metrics.run(runner, language=body.language, code=body.code, stdin=body.stdin,
+                                         timeout=body.timeout)
     return model_response(_result(result))
 
 

@@ -30,6 +30,7 @@ from pycrdt.websocket import YRoom
 from .. import presence
 from ..document import META
 from ..domain import LANGUAGE_PATTERN
+from ..metrics import Metrics
 from ..storage import SessionChange, SessionGone, Store, UpdateRecord
 from . import protocol as p
 from .connection import SERVER, Connection, Origin, wire_frame
@@ -87,6 +88,7 @@ class SessionRoom(YRoom):
         last_seq: int,
         snapshot_seq: int,
         read_only: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(ready=True, ydoc=doc, log=log, exception_handler=log_exception)
         # No server-side presence entry: JS clients would show it as a ghost user.
@@ -112,6 +114,9 @@ class SessionRoom(YRoom):
         self._applying: Origin | None = None
         self._languages: list[tuple[Origin, str]] = []
         self._meta.observe(self._on_meta)
+        m = metrics or Metrics()  # unbound counters: the hot path adds to them once per batch
+        self._count_updates, self._count_bytes = m.updates.inc, m.broadcast_bytes.inc
+        self._count_slow_close = m.slow_consumer_closes.inc
 
     # -- YRoom overrides ---------------------------------------------------------------------
     def send_server_awareness(self, type: str, changes: Any) -> None:
@@ -164,6 +169,7 @@ class SessionRoom(YRoom):
             self.close_all(CloseCode.INTERNAL_ERROR, "storage failure")
             return
         conns = self.clients
+        sent = 0  # bytes fanned out, for the metrics
         for item in batch.items:
             self._applying = item.origin
             try:
@@ -180,7 +186,10 @@ class SessionRoom(YRoom):
             for conn in conns:
                 if conn is not item.conn:
                     conn.enqueue(frame, wire)
+            sent += len(wire) * (len(conns) - (item.conn in conns))
         self.last_seq = seqs[-1]
+        self._count_updates(len(records))
+        self._count_bytes(sent)
         batch.done.set()
         await self._language_changes()
         if self.last_seq - self.snapshot_seq >= self.options.snapshot_every:
@@ -261,6 +270,7 @@ class SessionRoom(YRoom):
     async def serve(self, channel: Connection) -> None:  # type: ignore[override]
         """Serve one connection until it closes. Never raises into the room."""
         conn = channel
+        conn.on_slow_consumer = self._count_slow_close
         self.clients.add(conn)
         try:
             conn.enqueue(p.sync_frame(p.SYNC_STEP1, self.ydoc.get_state()))
