@@ -20,6 +20,7 @@ from .config import Settings
 from .execution import ExecutionService, ExecutionSettings
 from .lifetimes import Lifetimes
 from .limits import TokenBuckets
+from .metrics import Metrics
 from .service import SessionService
 from .storage import open_store
 from .sync import RoomOptions, SessionServer
@@ -40,17 +41,30 @@ async def sweep_expired(service: SessionService, interval: float) -> None:
             log.exception("expiry sweep failed")
 
 
+def watch_gauges(metrics: Metrics, service: SessionService) -> None:
+    """The gauges are read off the live objects at scrape time (in the event loop, like every change)."""
+    metrics.watch(
+        connections=lambda: sum(len(room.clients) for room in service.rooms.rooms.values()),
+        rooms_loaded=lambda: len(service.rooms.rooms),
+        run_queue_depth=lambda: service.execution.queue_depth if service.execution is not None else 0,
+    )
+
+
 def create_app(settings: Settings) -> Starlette:
+    metrics = Metrics()  # this app's own registry (see crdt_server/metrics.py)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         secret = load_secret(settings.secret, settings.data_dir)
         store = open_store(settings)
-        rooms = SessionServer(store, RoomOptions.from_settings(settings))
+        rooms = SessionServer(store, RoomOptions.from_settings(settings), metrics)
         lifetimes = Lifetimes.from_settings(settings)
         if settings.token_ttl < settings.session_max_lifetime + settings.ended_retention:
             log.warning("--token-ttl is shorter than --session-max-lifetime + --ended-retention: tokens of long-lived "
                         "sessions expire before their session does (re-issue them: POST /api/sessions/{id}/tokens)")
-        service = SessionService(store, rooms, lifetimes=lifetimes)
+        store.observe_commit = metrics.commit_seconds.observe  # thread-safe: called by the writer thread
+        service = SessionService(store, rooms, lifetimes=lifetimes, metrics=metrics)
+        watch_gauges(metrics, service)
         app.state.ctx = AppContext(
             settings=settings,
             service=service,
@@ -67,6 +81,7 @@ def create_app(settings: Settings) -> Starlette:
                 service.execution = await stack.enter_async_context(
                     ExecutionService(ExecutionSettings.from_settings(settings))
                 )
+            metrics.sandbox_started(service.execution.mode if service.execution else "off", service.execution)
             shortest = min(settings.session_ttl, settings.ended_retention)
             tg.start_soon(sweep_expired, service, min(60.0, max(1.0, shortest / 10)))
             tg.start_soon(editor.run)

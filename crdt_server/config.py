@@ -179,6 +179,7 @@ class Settings:
     )
     secret: str = _opt("", f"Token signing secret, at least {MIN_SECRET_LENGTH} characters (default: generated once, kept in the data directory).", check=secret_length, secret=True)
     api_key: str = _opt("", "When set, POST /api/sessions and POST /api/execute need 'Authorization: Bearer <key>'.", check=anything, secret=True)
+    metrics_token: str = _opt("", "When set, GET /metrics needs 'Authorization: Bearer <token>'.", check=anything, secret=True)
 
     @property
     def sqlite_path(self) -> Path:

@@ -25,6 +25,7 @@ from .domain import EventType, Role, changed_event
 from .execution import ExecutionError, ExecutionService, RunResult, SandboxUnavailable
 from .lifetimes import Lifetimes
 from .logs import log_run
+from .metrics import Metrics, run_outcome
 from .storage import EventRecord, SessionChange, SessionNotFound, SessionRecord, Store
 from .sync import Connection, SessionRoom, SessionServer, load_document
 from .sync.protocol import CloseCode
@@ -54,12 +55,14 @@ def new_session_id() -> str:
 class SessionService:
     def __init__(
         self, store: Store, rooms: SessionServer, *, lifetimes: Lifetimes, execution: ExecutionService | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.rooms = rooms
         self.lifetimes = lifetimes
         self.execution = execution
         self._sockets: dict[str, dict[Connection, int]] = {}  # session -> live socket -> its token generation
+        self.metrics = metrics or rooms.metrics
 
     # -- sessions ------------------------------------------------------------------------------
     async def create(self, *, title: str, language: str, code: str, expires_at: float | None = None) -> SessionRecord:
@@ -209,10 +212,12 @@ class SessionService:
 
     async def _run(self, sid: str | None, runner: ExecutionService, *, language: str, code: str, stdin: str,
                    timeout: float | None) -> RunResult:
-        """Every run goes through here: one log line each, whatever happens (never the code or output)."""
+        """Every run goes through here: counted, timed and logged once each, whatever happens (never the
+        code or output)."""
         started = time.monotonic()
         try:
-            result = await runner.run(language=language, code=code, stdin=stdin, timeout=timeout, session_key=sid)
+            result = await self.metrics.run(runner, language=language, code=code, stdin=stdin, timeout=timeout,
+                                            session_key=sid)
         except ExecutionError as exc:
             log_run(sid, language, f"refused:{exc.code}", (time.monotonic() - started) * 1000)
             raise
@@ -303,19 +308,6 @@ class SessionService:
             await room.submit(update, change)
         elif await self.store.change_session(change) is None:
             raise SessionNotFound(room.session_id)
-
-
-def run_outcome(result: RunResult) -> str:
-    """One word for how a run ended (logs, metrics): a small closed set."""
-    if result.compile_error:
-        return "compile_error"
-    if result.timed_out:
-        return "timeout"
-    if result.oom_killed:
-        return "oom"
-    if result.truncated:
-        return "truncated"
-    return "ok" if result.exit_code == 0 else "error"
 
 
 def _with_name(e: EventRecord, names: Mapping[str, str]) -> EventRecord:

@@ -37,6 +37,7 @@ async def execute(request: Request) -> Response:
     c.service.runner()  # 503 before anything else when Run is unavailable
     retry = c.run_limit.take(client_ip(request))
     if retry:
+        c.service.metrics.run_rate_limited()
         raise ApiError(429, "rate_limited", "Too many runs from this address; retry later.",
                        {"Retry-After": retry_after_header(retry)})
     body = await read_model(request, ExecuteRequest)

@@ -27,8 +27,8 @@ from .operation import REF, Operation, error_entry
 from .routes import operations
 
 
-def _content(schema: Mapping[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": dict(schema)}}
+def _content(schema: Mapping[str, Any], media_type: str = "application/json") -> dict[str, Any]:
+    return {media_type: {"schema": dict(schema)}}
 
 
 def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
         },
         "tags": [
             {"name": "sessions", "description": "Interview sessions, their code, participants and history."},
-            {"name": "meta", "description": "Server health and this document."},
+            {"name": "meta", "description": "Server health, metrics and this document."},
         ],
         "paths": paths,
         "components": {
@@ -142,7 +142,7 @@ def _operation(op: Operation, refs: Mapping[Any, Any]) -> dict[str, Any]:
         if model is not None:
             response["content"] = _content(refs[(model, "serialization")])
         elif status == 200 and op.raw_response is not None:
-            response["content"] = _content(op.raw_response)
+            response["content"] = _content(op.raw_response, op.raw_media_type)
         if status in op.response_headers:
             response["headers"] = {k: dict(v) for k, v in op.response_headers[status].items()}
         responses[str(status)] = response

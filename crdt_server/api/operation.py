@@ -77,6 +77,7 @@ class Operation:
     query: tuple[QueryParam, ...] = ()
     response_headers: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
     raw_response: Mapping[str, Any] | None = None  # a literal JSON schema for a 200 not modelled in pydantic
+    raw_media_type: str = "application/json"  # the media type of that 200 (e.g. /metrics: text/plain)
     strict_query: bool = True  # unknown query parameters answer 422 (False: ignored, e.g. for health probes)
 
     def error_statuses(self) -> list[int]:

@@ -139,6 +139,14 @@ def operations() -> list[Operation]:
             strict_query=False,
         ),
         Operation(
+            "GET", "/metrics", meta.metrics, "metrics", "Prometheus metrics", tag="meta",
+            description="The Prometheus text exposition format (`text/plain; version=0.0.4`), not JSON; the "
+                        "metrics are listed in the README (Monitoring). Needs `Authorization: Bearer <metrics "
+                        "token>` when the server has one (`--metrics-token`).",
+            responses={200: ("The metrics.", None)}, raw_response={"type": "string"},
+            raw_media_type="text/plain; version=0.0.4", errors=(401,), strict_query=False,
+        ),
+        Operation(
             "GET", "/openapi.json", meta.openapi_json, "openapi", "This OpenAPI document", tag="meta",
             description="The same document as `docs/openapi.yaml` in the repository.",
             responses={200: ("The OpenAPI 3.1 document.", None)}, raw_response={"type": "object"},

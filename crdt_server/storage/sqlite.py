@@ -125,6 +125,7 @@ class SQLiteStore:
         self._stop_checkpoints = threading.Event()
         self._closed = False
         self.commits = 0  # transactions committed (for benchmarks and tests)
+        self.observe_commit: Callable[[float], None] = lambda seconds: None  # metrics; called in the writer thread
 
     # lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> SQLiteStore:
@@ -255,6 +256,7 @@ class SQLiteStore:
     def _run_batch(self, ops: list[_Op]) -> None:
         conn = self._writer
         assert conn is not None
+        started = time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
         try:
             for op in ops:
@@ -268,6 +270,7 @@ class SQLiteStore:
                     op.error = exc
             conn.execute("COMMIT")
             self.commits += 1
+            self.observe_commit(time.perf_counter() - started)
         except BaseException:
             conn.execute("ROLLBACK")
             raise

@@ -17,7 +17,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -69,6 +69,10 @@ def _direct_protocol(websocket: WebSocket) -> object | None:
     return None
 
 
+def _nothing() -> None:
+    pass
+
+
 def _contents(cell: object) -> object:
     try:
         return cell.cell_contents  # type: ignore[attr-defined]
@@ -107,6 +111,7 @@ class Connection:
         self._sending = False
         self._direct = _direct_protocol(websocket)
         self.closed = anyio.Event()
+        self.on_slow_consumer: Callable[[], object] = _nothing  # the room counts these closes
 
     @property
     def path(self) -> str:
@@ -146,6 +151,7 @@ class Connection:
         if len(self._queue) >= self._max_messages or self._queued_bytes + len(message) > self._max_bytes:
             log.warning("closing connection %s: send queue full (client not reading)", self.id)
             self.close(CloseCode.SLOW_CONSUMER, "send queue full: client too slow")
+            self.on_slow_consumer()
             return
         self._queue.append(message)
         self._queued_bytes += len(message)

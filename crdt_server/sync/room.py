@@ -30,6 +30,7 @@ from pycrdt.websocket import YRoom
 from .. import presence
 from ..document import META
 from ..domain import LANGUAGE_PATTERN, EventType
+from ..metrics import Metrics
 from ..storage import EventRecord, SessionChange, SessionGone, Store, UpdateRecord
 from . import protocol as p
 from .connection import SERVER, Connection, Origin, wire_frame
@@ -93,6 +94,7 @@ class SessionRoom(YRoom):
         last_seq: int,
         snapshot_seq: int,
         read_only: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(ready=True, ydoc=doc, log=log, exception_handler=log_exception)
         # No server-side presence entry: JS clients would show it as a ghost user.
@@ -122,6 +124,9 @@ class SessionRoom(YRoom):
         self.broken = False  # the document holds updates that failed to commit: reload it from storage
         self._settled = anyio.Event()  # no guarded batch is between apply and commit
         self._settled.set()
+        m = metrics or Metrics()  # unlabelled counters: two additions per update on the hot path
+        self._count_updates, self._count_bytes = m.updates.inc, m.broadcast_bytes.inc
+        self._count_slow_close = m.slow_consumer_closes.inc
 
     # -- YRoom overrides ---------------------------------------------------------------------
     def send_server_awareness(self, type: str, changes: Any) -> None:
@@ -232,6 +237,7 @@ class SessionRoom(YRoom):
             self.close_all(CloseCode.INTERNAL_ERROR, "storage failure")
             return False
         self.last_seq = seqs[-1]
+        self._count_updates(len(records))
         return True
 
     def _apply(self, item: _Pending) -> bool:
@@ -269,9 +275,11 @@ class SessionRoom(YRoom):
     def _broadcast(self, update: bytes, exclude: Connection | None) -> None:
         frame = p.sync_frame(p.SYNC_UPDATE, update)
         wire = wire_frame(frame)  # framed once for every recipient
-        for conn in self.clients:
+        clients = self.clients
+        for conn in clients:
             if conn is not exclude:
                 conn.enqueue(frame, wire)
+        self._count_bytes(len(wire) * (len(clients) - (exclude in clients)))
 
     async def _after_commit(self, batch: _Batch) -> None:
         batch.done.set()
@@ -388,6 +396,7 @@ class SessionRoom(YRoom):
     async def serve(self, channel: Connection) -> None:  # type: ignore[override]
         """Serve one connection until it closes. Never raises into the room."""
         conn = channel
+        conn.on_slow_consumer = self._count_slow_close
         self.clients.add(conn)
         try:
             conn.enqueue(p.sync_frame(p.SYNC_STEP1, self.ydoc.get_state()))

@@ -28,6 +28,7 @@ from pycrdt.websocket import WebsocketServer
 
 from ..document import META
 from ..domain import LANGUAGE_PATTERN
+from ..metrics import Metrics
 from ..storage import SessionChange, SessionNotFound, SessionRecord, Store
 from .protocol import CloseCode, is_crdt_failure
 from .room import RoomOptions, SessionRoom, log_exception
@@ -60,10 +61,11 @@ async def load_document(store: Store, session_id: str) -> tuple[Doc[Any], int, i
 class SessionServer(WebsocketServer):
     rooms: dict[str, SessionRoom]  # type: ignore[assignment]
 
-    def __init__(self, store: Store, options: RoomOptions) -> None:
+    def __init__(self, store: Store, options: RoomOptions, metrics: Metrics | None = None) -> None:
         super().__init__(rooms_ready=True, auto_clean_rooms=False, log=log, exception_handler=log_exception)
         self.store = store
         self.options = options
+        self.metrics = metrics or Metrics()
         self._locks: dict[str, anyio.Lock] = {}
         self._unload_scopes: dict[str, anyio.CancelScope] = {}
         self._unloading: dict[str, anyio.Event] = {}
@@ -92,6 +94,7 @@ class SessionServer(WebsocketServer):
                     room = SessionRoom(
                         name, doc, self.store, self.options,
                         last_seq=last_seq, snapshot_seq=snapshot_seq, read_only=session.status == "ended",
+                        metrics=self.metrics,
                     )
                     assert self._task_group is not None, "SessionServer is not running"
                     await self._task_group.start(room.start)
