@@ -19,46 +19,28 @@ described in docs/design/pycrdt-websocket.md:
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from pycrdt import Doc, Map, MapEvent, get_state, merge_updates
+from pycrdt import Doc, Map, get_state
 from pycrdt.websocket import YRoom
 
 from .. import presence
 from ..document import META
-from ..domain import LANGUAGE_PATTERN, EventType
 from ..metrics import Metrics
-from ..storage import EventRecord, SessionChange, SessionGone, Store, UpdateRecord
+from ..storage import SessionChange, SessionGone, Store, UpdateRecord
 from . import protocol as p
 from .connection import SERVER, Connection, Origin, wire_frame
-from .guard import DocumentGuard, Verdict, apply_guarded
+from .guard import DocumentGuard
+from .ingest import Batch, GuardedIngest, Pending
 from .protocol import CloseCode
-from .updates import Update, decode
+from .updates import decode
 
 if TYPE_CHECKING:
     from ..config import Settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Pending:
-    update: bytes
-    conn: Connection | None  # the sender, which does not get its own update back
-    origin: Origin
-    change: SessionChange | None  # row fields and events that commit with this update
-    decoded: Update
-    verdict: Verdict | None = None  # a client's update, as the guard classified it
-
-
-class _Batch:
-    def __init__(self) -> None:
-        self.items: list[_Pending] = []
-        self.done = anyio.Event()
-        self.error: BaseException | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +63,7 @@ class RoomOptions:
         )
 
 
-class SessionRoom(YRoom):
+class SessionRoom(GuardedIngest, YRoom):
     clients: set[Connection]  # type: ignore[assignment]  # YRoom's are pycrdt Channels; ours are Connections
 
     def __init__(
@@ -104,6 +86,8 @@ class SessionRoom(YRoom):
         self.last_seq = last_seq
         self.snapshot_seq = snapshot_seq
         self.options = options
+        self.persist = options.persist
+        self.editor_event_limit = options.editor_events
         self.read_only = read_only  # the session has ended; set by the service, which owns the status
         self.presence: dict[int, p.AwarenessEntry] = {}
         self._presence_out: dict[int, p.AwarenessEntry] = {}
@@ -112,8 +96,8 @@ class SessionRoom(YRoom):
         self._owners: dict[int, Connection] = {}
         self.holds = 0  # WebSocket handlers and REST operations that keep the room loaded
         self.gone = False  # the session was deleted: nothing more is committed or snapshotted
-        self._batch = _Batch()
-        self._inflight: _Batch | None = None
+        self._batch = Batch()
+        self._inflight: Batch | None = None
         self._wakeup = anyio.Event()
         # Editors may switch meta.language; the session row follows (see _language_changes).
         self._meta = doc.get(META, type=Map)  # kept: pycrdt drops observers of collected type objects
@@ -145,7 +129,7 @@ class SessionRoom(YRoom):
             while True:
                 await self._wakeup.wait()
                 self._wakeup = anyio.Event()
-                batch, self._batch = self._batch, _Batch()
+                batch, self._batch = self._batch, Batch()
                 if batch.items:
                     self._inflight = batch
                     with anyio.CancelScope(shield=True):
@@ -160,7 +144,7 @@ class SessionRoom(YRoom):
                 pending.error = SessionGone(self.session_id)
                 pending.done.set()
 
-    async def _commit_and_apply(self, batch: _Batch) -> None:
+    async def _commit_and_apply(self, batch: Batch) -> None:
         if any(i.verdict is not None and i.verdict.guarded for i in batch.items):
             return await self._apply_and_commit(batch)
         records = [self._record(i) for i in batch.items]
@@ -172,55 +156,10 @@ class SessionRoom(YRoom):
                 self._broadcast(item.update, exclude=item.conn)
         await self._after_commit(batch)
 
-    async def _apply_and_commit(self, batch: _Batch) -> None:
-        """The guarded path: apply first (watching what each update really changes), compensate what
-        editors may not change, then commit update and compensation together, then broadcast.
-
-        Sync step 1 answers wait meanwhile (``_settled``), so nobody is sent an uncommitted state; if
-        the commit fails the room is marked broken and reloaded from storage.
-        """
-        self._settled = anyio.Event()
-        try:
-            records: list[UpdateRecord] = []
-            changes = [i.change for i in batch.items if i.change is not None]
-            sends: list[tuple[_Pending, bytes | None]] = []
-            for item in batch.items:
-                records.append(self._record(item))
-                if item.verdict is None or not item.verdict.guarded:
-                    if self._apply(item):
-                        sends.append((item, None))
-                    continue
-                compensation, reverted = self._apply_watched(item)
-                if compensation is not None:
-                    records.append(UpdateRecord(self.session_id, compensation, SERVER.role, SERVER.conn_id))
-                    self.guard.applied(decode(compensation), pending=False)
-                if reverted:
-                    log.warning("session %s: reverted a %s's change to %s", self.session_id, item.origin.role,
-                                ", ".join(sorted(reverted)))
-                    event = self._editor_event(item, EventType.UPDATE_REVERTED, {"touched": sorted(reverted)})
-                    if event is not None:
-                        changes.append(SessionChange(self.session_id, events=(event,)))
-                sends.append((item, compensation))
-            if not await self._commit(batch, records, changes):
-                self.broken = True
-                return
-            for item, compensation in sends:
-                if compensation is None:
-                    self._broadcast(item.update, exclude=item.conn)
-                    continue
-                # the others get the update with its compensation (nothing forged ever shows);
-                # its author gets the compensation
-                self._broadcast(merge_updates(item.update, compensation), exclude=item.conn)
-                if item.conn is not None:
-                    item.conn.enqueue(p.sync_frame(p.SYNC_UPDATE, compensation))
-            await self._after_commit(batch)
-        finally:
-            self._settled.set()
-
-    def _record(self, item: _Pending) -> UpdateRecord:
+    def _record(self, item: Pending) -> UpdateRecord:
         return UpdateRecord(self.session_id, item.update, item.origin.role, item.origin.conn_id, item.origin.name)
 
-    async def _commit(self, batch: _Batch, records: list[UpdateRecord], changes: list[SessionChange]) -> bool:
+    async def _commit(self, batch: Batch, records: list[UpdateRecord], changes: list[SessionChange]) -> bool:
         try:
             if self.options.persist:
                 seqs = await self.store.append_updates(records, changes)
@@ -240,7 +179,7 @@ class SessionRoom(YRoom):
         self._count_updates(len(records))
         return True
 
-    def _apply(self, item: _Pending) -> bool:
+    def _apply(self, item: Pending) -> bool:
         """Apply a committed (or server-made) update; False if the CRDT library refused it."""
         self._applying = item.origin
         try:
@@ -255,23 +194,6 @@ class SessionRoom(YRoom):
         self.guard.applied(item.decoded, pending=item.verdict is not None and item.verdict.pending)
         return True
 
-    def _apply_watched(self, item: _Pending) -> tuple[bytes | None, set[str]]:
-        assert item.verdict is not None
-        self._applying = item.origin
-        try:
-            compensation, reverted = apply_guarded(self.ydoc, item.update, _valid_language)
-        except BaseException as exc:
-            if not p.is_crdt_failure(exc):
-                raise
-            log.warning("session %s: update could not be applied: %r", self.session_id, exc)
-            return None, set()
-        finally:
-            self._applying = None
-        if f"{META}.language" in reverted:
-            self._languages = [x for x in self._languages if x[0] is not item.origin]
-        self.guard.applied(item.decoded, pending=item.verdict.pending)
-        return compensation, reverted
-
     def _broadcast(self, update: bytes, exclude: Connection | None) -> None:
         frame = p.sync_frame(p.SYNC_UPDATE, update)
         wire = wire_frame(frame)  # framed once for every recipient
@@ -281,7 +203,7 @@ class SessionRoom(YRoom):
                 conn.enqueue(frame, wire)
         self._count_bytes(len(wire) * (len(clients) - (exclude in clients)))
 
-    async def _after_commit(self, batch: _Batch) -> None:
+    async def _after_commit(self, batch: Batch) -> None:
         batch.done.set()
         await self._language_changes()
         if self.last_seq - self.snapshot_seq >= self.options.snapshot_every:
@@ -290,51 +212,11 @@ class SessionRoom(YRoom):
             except Exception:  # noqa: BLE001 - the log has everything; a missed snapshot only slows the next load
                 log.exception("session %s: snapshot failed", self.session_id)
 
-    def _editor_event(self, item: _Pending, kind: EventType, data: dict[str, Any]) -> EventRecord | None:
-        """A history event caused by an editor's update, at most ``editor_events`` per connection."""
-        conn = item.conn
-        if conn is not None:
-            if conn.editor_events >= self.options.editor_events:
-                return None
-            conn.editor_events += 1
-        return EventRecord(self.session_id, kind, {"role": item.origin.role, "connectionId": item.origin.conn_id,
-                                                   "name": item.origin.name or None, **data})
-
-    def _on_meta(self, event: MapEvent) -> None:
-        origin = self._applying
-        keys = getattr(event, "keys", {})
-        if origin is None or origin is SERVER or "language" not in keys:
-            return
-        value = self._meta.get("language")
-        if _valid_language(value):
-            old = keys["language"].get("oldValue") if isinstance(keys["language"], dict) else None
-            self._languages.append((origin, old if isinstance(old, str) else "", value))
-
-    async def _language_changes(self) -> None:
-        """An editor switched ``meta.language``: the session row, which REST reads, follows, and the
-        history records who did it (bounded per connection)."""
-        if not self._languages or not self.options.persist:
-            self._languages.clear()
-            return
-        changes, self._languages = self._languages, []
-        events = []
-        for origin, old, new in changes:
-            conn = next((c for c in self.clients if c.id == origin.conn_id), None)
-            if conn is None or conn.editor_events < self.options.editor_events:
-                if conn is not None:
-                    conn.editor_events += 1
-                events.append(EventRecord(self.session_id, EventType.LANGUAGE_CHANGED,
-                                          {"from": old or None, "to": new, "by": origin.role}))
-        try:
-            await self.store.change_session(SessionChange(self.session_id, {"language": changes[-1][2]}, tuple(events)))
-        except Exception as exc:  # noqa: BLE001 - the document has it; the next load brings the row along
-            log.warning("session %s: language change not recorded: %r", self.session_id, exc)
-
     # -- updates ---------------------------------------------------------------------------
     def queue_update(
         self, update: bytes, conn: Connection | None = None, *, origin: Origin = SERVER,
         change: SessionChange | None = None,
-    ) -> _Batch:
+    ) -> Batch:
         """Validate an update and queue it for the next commit; the batch's ``done`` fires once applied.
 
         A client's update is classified by the guard first (and loses deletes aimed at other
@@ -359,7 +241,7 @@ class SessionRoom(YRoom):
         if self.gone:
             raise SessionGone(self.session_id)
         batch = self._batch
-        batch.items.append(_Pending(update, conn, conn.origin if conn else origin, change, decoded, verdict))
+        batch.items.append(Pending(update, conn, conn.origin if conn else origin, change, decoded, verdict))
         self._wakeup.set()
         return batch
 
@@ -535,11 +417,6 @@ class SessionRoom(YRoom):
             conn.close(code, reason)
 
 
-_LANGUAGE = re.compile(LANGUAGE_PATTERN)
-
-
-def _valid_language(value: Any) -> bool:
-    return isinstance(value, str) and _LANGUAGE.match(value) is not None
 
 
 def log_exception(exc: Exception, logger: logging.Logger) -> bool:

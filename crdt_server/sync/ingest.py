@@ -1,0 +1,176 @@
+"""The room's guarded ingest path and the history events editors' changes cause.
+
+Most updates take the room's fast path (commit, apply, broadcast). An update the guard
+(``sync/guard.py``) cannot clear takes this one: applied first while ``meta`` and ``runs`` are
+watched, what the server owns compensated at once, update and compensation committed together,
+then broadcast. Kept apart from ``room.py`` so the room reads as its lifecycle and fast path.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from pycrdt import Doc, Map, MapEvent, merge_updates
+
+from ..document import META
+from ..domain import LANGUAGE_PATTERN, EventType
+from ..storage import EventRecord, SessionChange, Store, UpdateRecord
+from . import protocol as p
+from .connection import SERVER, Connection, Origin
+from .guard import DocumentGuard, Verdict, apply_guarded
+from .updates import Update, decode
+
+log = logging.getLogger("crdt_server.sync.room")
+_LANGUAGE = re.compile(LANGUAGE_PATTERN)
+
+
+@dataclass
+class Pending:
+    update: bytes
+    conn: Connection | None  # the sender, which does not get its own update back
+    origin: Origin
+    change: SessionChange | None  # row fields and events that commit with this update
+    decoded: Update
+    verdict: Verdict | None = None  # a client's update, as the guard classified it
+
+
+class Batch:
+    def __init__(self) -> None:
+        self.items: list[Pending] = []
+        self.done = anyio.Event()
+        self.error: BaseException | None = None
+
+
+
+class GuardedIngest:
+    """Mixed into ``SessionRoom``: the guarded path and the editor events (see the module docstring)."""
+
+    session_id: str
+    ydoc: Doc[Any]
+    store: Store
+    guard: DocumentGuard
+    broken: bool
+    clients: set[Connection]
+    editor_event_limit: int
+    persist: bool
+    _meta: Map[Any]
+    _settled: anyio.Event
+    _applying: Origin | None
+    _languages: list[tuple[Origin, str, str]]
+    _record: Callable[[Pending], UpdateRecord]
+    _commit: Callable[[Batch, list[UpdateRecord], list[SessionChange]], Awaitable[bool]]
+    _apply: Callable[[Pending], bool]
+    _broadcast: Callable[[bytes, Connection | None], None]
+    _after_commit: Callable[[Batch], Awaitable[None]]
+
+    async def _apply_and_commit(self, batch: Batch) -> None:
+        """The guarded path: apply first (watching what each update really changes), compensate what
+        editors may not change, then commit update and compensation together, then broadcast.
+
+        Sync step 1 answers wait meanwhile (``_settled``), so nobody is sent an uncommitted state; if
+        the commit fails the room is marked broken and reloaded from storage.
+        """
+        self._settled = anyio.Event()
+        try:
+            records: list[UpdateRecord] = []
+            changes = [i.change for i in batch.items if i.change is not None]
+            sends: list[tuple[Pending, bytes | None]] = []
+            for item in batch.items:
+                records.append(self._record(item))
+                if item.verdict is None or not item.verdict.guarded:
+                    if self._apply(item):
+                        sends.append((item, None))
+                    continue
+                compensation, reverted = self._apply_watched(item)
+                if compensation is not None:
+                    records.append(UpdateRecord(self.session_id, compensation, SERVER.role, SERVER.conn_id))
+                    self.guard.applied(decode(compensation), pending=False)
+                if reverted:
+                    log.warning("session %s: reverted a %s's change to %s", self.session_id, item.origin.role,
+                                ", ".join(sorted(reverted)))
+                    event = self._editor_event(item, EventType.UPDATE_REVERTED, {"touched": sorted(reverted)})
+                    if event is not None:
+                        changes.append(SessionChange(self.session_id, events=(event,)))
+                sends.append((item, compensation))
+            if not await self._commit(batch, records, changes):
+                self.broken = True
+                return
+            for item, compensation in sends:
+                if compensation is None:
+                    self._broadcast(item.update, item.conn)
+                    continue
+                # the others get the update with its compensation (nothing forged ever shows);
+                # its author gets the compensation
+                self._broadcast(merge_updates(item.update, compensation), item.conn)
+                if item.conn is not None:
+                    item.conn.enqueue(p.sync_frame(p.SYNC_UPDATE, compensation))
+            await self._after_commit(batch)
+        finally:
+            self._settled.set()
+
+    def _apply_watched(self, item: Pending) -> tuple[bytes | None, set[str]]:
+        assert item.verdict is not None
+        self._applying = item.origin
+        try:
+            compensation, reverted = apply_guarded(self.ydoc, item.update, valid_language)
+        except BaseException as exc:
+            if not p.is_crdt_failure(exc):
+                raise
+            log.warning("session %s: update could not be applied: %r", self.session_id, exc)
+            return None, set()
+        finally:
+            self._applying = None
+        if f"{META}.language" in reverted:
+            self._languages = [x for x in self._languages if x[0] is not item.origin]
+        self.guard.applied(item.decoded, pending=item.verdict.pending)
+        return compensation, reverted
+
+    def _editor_event(self, item: Pending, kind: EventType, data: dict[str, Any]) -> EventRecord | None:
+        """A history event caused by an editor's update, at most ``editor_events`` per connection."""
+        conn = item.conn
+        if conn is not None:
+            if conn.editor_events >= self.editor_event_limit:
+                return None
+            conn.editor_events += 1
+        return EventRecord(self.session_id, kind, {"role": item.origin.role, "connectionId": item.origin.conn_id,
+                                                   "name": item.origin.name or None, **data})
+
+    def _on_meta(self, event: MapEvent) -> None:
+        origin = self._applying
+        keys = getattr(event, "keys", {})
+        if origin is None or origin is SERVER or "language" not in keys:
+            return
+        value = self._meta.get("language")
+        if isinstance(value, str) and valid_language(value):
+            old = keys["language"].get("oldValue") if isinstance(keys["language"], dict) else None
+            self._languages.append((origin, old if isinstance(old, str) else "", value))
+
+    async def _language_changes(self) -> None:
+        """An editor switched ``meta.language``: the session row, which REST reads, follows, and the
+        history records who did it (bounded per connection)."""
+        if not self._languages or not self.persist:
+            self._languages.clear()
+            return
+        changes, self._languages = self._languages, []
+        events = []
+        for origin, old, new in changes:
+            conn = next((c for c in self.clients if c.id == origin.conn_id), None)
+            if conn is None or conn.editor_events < self.editor_event_limit:
+                if conn is not None:
+                    conn.editor_events += 1
+                events.append(EventRecord(self.session_id, EventType.LANGUAGE_CHANGED,
+                                          {"from": old or None, "to": new, "by": origin.role}))
+        try:
+            await self.store.change_session(SessionChange(self.session_id, {"language": changes[-1][2]}, tuple(events)))
+        except Exception as exc:  # noqa: BLE001 - the document has it; the next load brings the row along
+            log.warning("session %s: language change not recorded: %r", self.session_id, exc)
+
+
+
+def valid_language(value: Any) -> bool:
+    return isinstance(value, str) and _LANGUAGE.match(value) is not None
