@@ -62,6 +62,11 @@ class Settings:
         "Lowest sandbox mode to start with: 'full' refuses to start unless namespaces, seccomp and cgroups all work.",
         choices=("any", "degraded", "full"),
     )
+    sandbox_mode: str = _opt(
+        "auto",
+        "Which sandbox to use: 'auto' the full one (bubblewrap namespaces) if it works here, else the degraded one; 'full' or 'degraded' only that one.",
+        choices=("auto", "full", "degraded"),
+    )
     exec_workers: int = _opt(0, "Concurrent runs (0 = number of CPU cores).")
     exec_queue_size: int = _opt(16, "Runs waiting for a worker before new ones get 429.")
     run_timeout: float = _opt(5.0, "Default wall-clock limit of a run, seconds.")
@@ -105,6 +110,15 @@ def _convert(f: dataclasses.Field, raw: str) -> Any:
     return kind(raw)
 
 
+class _RefuseOnArgv(argparse.Action):
+    """A secret on the command line is readable by every process of the host (and stays in the argv
+    of a parent such as ``uv run``), so the flag only says where the secret goes instead."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: str | None = None) -> None:
+        raise SystemExit(f"crdt-server: {option} is refused: a secret on the command line is readable by other "
+                         f"processes (/proc/<pid>/cmdline); set {env_name(self.dest)} in the environment instead")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crdt-server",
@@ -119,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs["choices"] = f.metadata["choices"]
         if f.name not in SECRET_OPTIONS:
             kwargs["help"] += f" (default: {f.default})"
+        else:  # any local process (a sandboxed run too) can read argv in /proc/<pid>/cmdline
+            kwargs.update(action=_RefuseOnArgv, help=f"Refused: set {env_name(f.name)} instead. {f.metadata['help']}")
         parser.add_argument(flag, type=str, **kwargs)
     parser.add_argument("--version", action="version", version=_version())
     return parser
