@@ -183,6 +183,9 @@ class Sandbox:
                 compile_error, exit_code = True, state.compile_status
             elif state.compile_status is None:  # killed (timeout, OOM, output cap) while compiling
                 compile_error = True
+        # Died of a signal the sandbox did not send (no timeout, output cap, scratch watcher or OOM):
+        # the program's own, or something outside (an operator, another process of the host).
+        outside = exit_code - 128 if exit_code > 128 and not (state.killed or oom or compile_error) else 0
         stderr = bytes(state.stderr)
         if compile_error and not stderr:
             stderr = bytes(state.compile_output)
@@ -196,6 +199,7 @@ class Sandbox:
             compile_error=compile_error,
             compile_output=bytes(state.compile_output),
             oom_killed=oom,
+            signal=outside,
         )
 
     def _kill(self, pid: int, slot: Slot, state: _RunState) -> None:

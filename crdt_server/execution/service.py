@@ -147,7 +147,8 @@ class ExecutionService:
         wall = s.default_timeout if timeout is None else float(timeout)
         if not math.isfinite(wall) or wall <= 0:
             raise InvalidRequest("timeout must be a positive number of seconds")
-        wall = min(wall, s.max_timeout)
+        if wall > s.max_timeout:
+            raise InvalidRequest(f"timeout must be at most {s.max_timeout:g} seconds on this server (--run-timeout-max)")
 
         async with self._pool.slot(session_key) as index:
             slot = self._slots[index]

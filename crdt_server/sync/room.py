@@ -19,7 +19,6 @@ described in docs/design/pycrdt-websocket.md:
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +28,7 @@ from pycrdt.websocket import YRoom
 
 from .. import presence
 from ..document import META
-from ..domain import LANGUAGE_PATTERN
+from ..languages import canonical
 from ..storage import SessionChange, SessionGone, Store, UpdateRecord
 from . import protocol as p
 from .connection import SERVER, Connection, Origin, wire_frame
@@ -194,8 +193,9 @@ class SessionRoom(YRoom):
         if origin is None or origin is SERVER or "language" not in getattr(event, "keys", ()):
             return
         value = self._meta.get("language")
-        if isinstance(value, str) and _LANGUAGE.match(value):
-            self._languages.append((origin, value))
+        language = canonical(value) if isinstance(value, str) else None  # the registry, as REST (languages.py)
+        if language is not None:
+            self._languages.append((origin, language))
 
     async def _language_changes(self) -> None:
         """An editor switched ``meta.language``: the session row, which REST reads, follows."""
@@ -396,8 +396,6 @@ class SessionRoom(YRoom):
         for conn in list(self.clients):
             conn.close(code, reason)
 
-
-_LANGUAGE = re.compile(LANGUAGE_PATTERN)
 
 
 def log_exception(exc: Exception, logger: logging.Logger) -> bool:
