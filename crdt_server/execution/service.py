@@ -183,6 +183,7 @@ class ExecutionService:
                             self._uid_claim.base + s.workers - 1)
                 self.settings = s = dataclasses.replace(s, uid_base=self._uid_claim.base)
             layers.uid_base = s.uid_base
+            log.info("sandbox uids %d-%d claimed", s.uid_base, s.uid_base + s.workers - 1)
         uids = range(s.uid_base, s.uid_base + s.workers)
         bpf_full = bpf_degraded = None
         try:
