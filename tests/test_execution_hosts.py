@@ -3,7 +3,9 @@ another's runs), and in degraded mode a run reads no secret of the server."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +14,11 @@ import anyio
 import httpx
 import pytest
 
+from crdt_server.execution import ExecutionService, SandboxUnavailable
+from crdt_server.execution.procs import processes_of
+
 from .conftest import ROOT, ServerProcess
-from .execution_fixtures import require_bwrap
+from .execution_fixtures import anyio_backend, require_bwrap, sandbox_settings, sandbox_uids  # noqa: F401
 
 pytestmark = pytest.mark.anyio
 
@@ -56,7 +61,7 @@ async def test_two_servers_on_one_host_keep_their_runs(tmp_path: Path) -> None:
         result: dict = {}
 
         async def long_run() -> None:
-            result.update(await run(first, SLEEPER.format(seconds=12), timeout=120))
+            result.update(await run(first, SLEEPER.format(seconds=20), timeout=120))
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(long_run)
@@ -65,10 +70,12 @@ async def test_two_servers_on_one_host_keep_their_runs(tmp_path: Path) -> None:
             assert claimed_base(second) != base and "taken by another server" in second.log()
             ok = await run(second, "print('second')")
             assert (ok["stdout"], ok["exitCode"]) == ("second\n", 0), ok
+            await anyio.sleep(0.5)
+            assert not result or result["exitCode"] == 0, f"the first server's run was killed: {result}"
             third = exec_server(tmp_path / "c", uid_base=base + 1)
             with pytest.raises(RuntimeError, match="in use by another crdt-server"):
                 await anyio.to_thread.run_sync(third.start)
-            assert not result, "the first server's run ended early"
+            assert not result or result["exitCode"] == 0, f"the first server's run was killed: {result}"
         assert (result["stdout"], result["exitCode"], result.get("killedBySignal")) == ("done\n", 0, None), result
     finally:
         second.stop()
@@ -126,3 +133,36 @@ async def test_a_degraded_run_reads_no_secret(tmp_path: Path) -> None:
         assert out["stdout"].startswith("control 0 "), out
     finally:
         srv.stop()
+
+
+async def test_a_run_killed_from_outside_says_so() -> None:
+    """SIGKILL from outside the sandbox (an operator, another server before uid claims): not a
+    silent 137, but killedBySignal and a note in stderr."""
+    require_bwrap()
+    async with ExecutionService(sandbox_settings(probe_languages=False)) as svc:
+
+        async def killer() -> None:
+            with anyio.fail_after(10):
+                while not (victims := [p for p in processes_of(set(sandbox_uids())) if p.state != "Z"]):
+                    await anyio.sleep(0.05)
+            await anyio.sleep(0.5)
+            for p in victims:
+                os.kill(p.pid, signal.SIGKILL)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(killer)
+            result = await svc.run(language="python", code=SLEEPER.format(seconds=8), timeout=10)
+        assert result.exit_code == 137 and not result.timed_out and result.killed_by_signal == 9, result
+        assert "killed by SIGKILL" in result.stderr and result.as_json()["killedBySignal"] == 9
+        ok = await svc.run(language="python", code="print(1)")
+        assert ok.killed_by_signal is None and ok.stderr == ""
+
+
+async def test_require_full_needs_cgroups_and_mode_degraded_is_chosen() -> None:
+    require_bwrap()
+    with pytest.raises(SandboxUnavailable, match="cgroup"):
+        async with ExecutionService(sandbox_settings(probe_languages=False, use_cgroups=False)):
+            pass
+    async with ExecutionService(sandbox_settings(probe_languages=False, mode="degraded", require="degraded")) as svc:
+        assert svc.mode == "degraded" and "sandbox mode degraded" in svc.layers["reasons"]["namespaces"]
+        assert (await svc.run(language="python", code="print(1)")).sandbox == "degraded"
