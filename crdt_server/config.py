@@ -159,6 +159,11 @@ class Settings:
         "Lowest sandbox mode to start with: 'full' refuses to start unless namespaces, seccomp and cgroups all work.",
         ("any", "degraded", "full"),
     )
+    sandbox_mode: str = _choice(
+        "auto",
+        "Which sandbox to use: 'auto' the full one (bubblewrap namespaces) if it works here, else the degraded one; 'full' or 'degraded' only that one.",
+        ("auto", "full", "degraded"),
+    )
     exec_workers: int = _opt(0, "Concurrent runs (0 = number of CPU cores).", check=non_negative)
     exec_queue_size: int = _opt(16, "Runs waiting for a worker before new ones get 429 (0 = no queue).", check=non_negative)
     run_timeout: float = _opt(5.0, "Default wall-clock limit of a run, seconds.", check=positive)
@@ -222,6 +227,15 @@ def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
     return kind(raw)
 
 
+class _RefuseOnArgv(argparse.Action):
+    """A secret on the command line is readable by every process of the host (and stays in the argv
+    of a parent such as ``uv run``), so the flag only says where the secret goes instead."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: str | None = None) -> None:
+        raise SystemExit(f"crdt-server: {option} is refused: a secret on the command line is readable by other "
+                         f"processes (/proc/<pid>/cmdline); set {env_name(self.dest)} in the environment instead")
+
+
 def build_parser(prog: str = "crdt-server", description: str | None = None,
                  only: set[str] | None = None) -> argparse.ArgumentParser:
     """Flags for every setting (or the ``only`` ones); their env vars apply either way."""
@@ -243,6 +257,8 @@ def build_parser(prog: str = "crdt-server", description: str | None = None,
             kwargs["metavar"] = "{" + ",".join(f.metadata["choices"]) + "}"
         if f.name not in SECRET_OPTIONS:
             kwargs["help"] += f" (default: {f.default})"
+        else:  # any local process (a sandboxed run too) can read argv in /proc/<pid>/cmdline
+            kwargs.update(action=_RefuseOnArgv, help=f"Refused: set {env_name(f.name)} instead. {f.metadata['help']}")
         parser.add_argument(flag_name(f.name), type=str, **kwargs)
     parser.add_argument("--version", action="version", version=_version())
     return parser

@@ -17,6 +17,7 @@ from typing import Any
 from pycrdt import Array, Doc, Map, Text
 
 from .execution import RunResult
+from .execution.display import display_text
 
 TEXT = "code"
 META = "meta"
@@ -103,10 +104,11 @@ def edit_update(
 
 
 def run_entry(run_id: str, by: str, started_at: float, result: RunResult) -> dict[str, Any]:
-    """A session run as the document's ``runs`` array holds it (what every editor shows)."""
+    """A session run as the document's ``runs`` array holds it (what every editor shows): output
+    without terminal escapes, NUL or bidi overrides (``execution/display.py``)."""
     return {
         "id": run_id, "by": by, "language": result.language, "startedAt": started_at,
-        "durationMs": result.duration_ms, "exitCode": result.exit_code, "stdout": result.stdout,
-        "stderr": result.stderr, "timedOut": result.timed_out, "truncated": result.truncated,
+        "durationMs": result.duration_ms, "exitCode": result.exit_code, "stdout": display_text(result.stdout),
+        "stderr": display_text(result.stderr), "timedOut": result.timed_out, "truncated": result.truncated,
         "sandbox": result.sandbox,
     }

@@ -173,7 +173,9 @@ async def test_bad_requests(service: ExecutionService) -> None:
         await service.run(language="python", code="print(1)", timeout=0)
     with pytest.raises(InvalidRequest):
         await service.run(language="python", code="#" * (service.settings.max_code_bytes + 1))
-    result = await service.run(language="python", code="print(1)", timeout=10_000)  # clamped to max_timeout
+    with pytest.raises(InvalidRequest, match="at most"):  # above --run-timeout-max: refused, not clamped
+        await service.run(language="python", code="print(1)", timeout=service.settings.max_timeout + 0.5)
+    result = await service.run(language="python", code="print(1)", timeout=service.settings.max_timeout)
     assert result.stdout == "1\n"
 
 

@@ -424,3 +424,32 @@ def test_health_and_openapi(http):
     doc = http.get("/openapi.json").json()
     assert doc["openapi"].startswith("3.1")
     assert json.dumps(doc)  # plain JSON
+
+
+def test_session_languages_come_from_the_registry(http):
+    """Aliases are stored as the registry id; an id outside the registry is refused with a hint,
+    whatever toolchains the host has (this server has Run off)."""
+    s = new_session(http, language="c++")
+    assert s["language"] == "cpp"
+    h = auth(s["tokens"]["interviewer"])
+    url = f"/api/sessions/{s['id']}"
+    assert http.patch(url, json={"language": "golang"}, headers=h).json()["language"] == "go"
+    assert http.post(url + "/code", json={"code": "x", "language": "py"}, headers=h).json()["language"] == "python"
+    for r in (http.post("/api/sessions", json={"language": "cobol"}),
+              http.patch(url, json={"language": "cobol"}, headers=h),
+              http.post(url + "/code", json={"code": "x", "language": "cobol"}, headers=h)):
+        error = assert_error(r, 422, "invalid_field")
+        assert "cobol" in error["message"] and "/api/languages" in error["message"], error
+    assert http.get(url, headers=h).json()["language"] == "python"
+
+
+def test_languages_lists_the_registry_with_run_off(http):
+    """With execution off: 200 with every session language, none runnable (not 503)."""
+    r = http.get("/api/languages")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["sandbox"] == "unavailable"
+    by_name = {lang["name"]: lang for lang in body["languages"]}
+    assert {"python", "javascript", "cpp", "ruby"} <= set(by_name)
+    assert "c++" in by_name["cpp"]["aliases"] and "c++" not in by_name
+    assert not any(lang["runnable"] for lang in body["languages"])

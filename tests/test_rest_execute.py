@@ -39,10 +39,13 @@ async def test_health_and_languages_report_the_sandbox(exec_server):
     async with httpx.AsyncClient(base_url=exec_server.base_url) as http:
         assert (await http.get("/health")).json()["sandbox"] == "full"
         body = (await http.get("/api/languages")).json()
-    names = {lang["name"] for lang in body["languages"]}
-    assert {"python", "javascript"} <= names
+    runnable = {lang["name"] for lang in body["languages"] if lang["runnable"]}
+    assert {"python", "javascript"} <= runnable
     assert body["sandbox"] == "full"
-    assert all(lang["version"] for lang in body["languages"])
+    assert all(lang["version"] for lang in body["languages"] if lang["runnable"])
+    # The registry, not the toolchains: a language no host here runs is listed, not runnable.
+    ruby = next(lang for lang in body["languages"] if lang["name"] == "ruby")
+    assert ruby["runnable"] is False and ruby["version"] is None
 
 
 async def test_execute_returns_output_exit_code_and_stdin(exec_server):
@@ -63,6 +66,41 @@ async def test_execute_rejects_unknown_languages_and_bad_bodies(exec_server):
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_field"
     r = await post(exec_server, "/api/execute", {"language": "python", "code": "1", "timeout": -1})
     assert r.status_code == 422
+
+
+async def test_timeout_above_the_maximum_is_refused_not_clamped(exec_server):
+    r = await post(exec_server, "/api/execute", {"language": "python", "code": "print(1)", "timeout": 10.5})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_field", r.text
+    assert "--run-timeout-max" in r.json()["error"]["message"]
+    s = await create_session(exec_server, code="print(1)\n")
+    r = await post(exec_server, f"/api/sessions/{s['id']}/execute", {"timeout": 11}, s["tokens"]["candidate"])
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_field", r.text
+    r = await post(exec_server, "/api/execute", {"language": "python", "code": "print(1)", "timeout": 10})
+    assert r.status_code == 200 and r.json()["stdout"] == "1\n", r.text
+
+
+HOSTILE_OUTPUT = (
+    "import sys\n"
+    "sys.stdout.write('\\x1b[31mred\\x1b[0m \\x1b]0;pwned\\x07nul:\\x00 bidi:\\u202eevil\\n')\n"
+    "sys.stderr.write('\\x1b[2J\\x1b[Hcleared\\n')\n"
+)
+
+
+async def test_run_output_reaches_editors_without_escapes_nul_or_bidi(exec_server, js_deps):
+    """What every editor shows (the document's runs) is filtered; the API answer is the exact output."""
+    s = await create_session(exec_server, code=HOSTILE_OUTPUT)
+    async with js_client(exec_server.ws_url, s["id"], s["tokens"]["interviewer"], name="Ada") as editor:
+        r = await post(exec_server, f"/api/sessions/{s['id']}/execute", {}, s["tokens"]["candidate"])
+        assert r.status_code == 200, r.text
+        assert "\x1b[31m" in r.json()["stdout"] and "\x00" in r.json()["stdout"]  # JSON carries it losslessly
+        with anyio.fail_after(10):
+            while not (runs := await editor.get_runs()):
+                await anyio.sleep(0.05)
+    run = runs[-1]
+    assert run["stdout"] == "red nul:\\x00 bidi:\\u202eevil\n", run
+    assert run["stderr"] == "cleared\n", run
+    for text in (run["stdout"], run["stderr"]):
+        assert not any(ch in text for ch in "\x1b\x00\u202e\x9b"), text
 
 
 async def test_session_run_lands_in_runs_for_every_editor_and_in_history(exec_server, js_deps):

@@ -54,6 +54,16 @@ async def test_editor_language_change_shows_in_rest(server):
         await js.set_meta("language", 42)  # garbage in the map: REST keeps the last valid value
         await anyio.sleep(0.3)
         assert (await rest(server, "GET", f"/api/sessions/{s['id']}", tok)).json()["language"] == "kotlin"
+        await js.set_meta("language", "cobol")  # not in the registry: not taken into the session either
+        await anyio.sleep(0.3)
+        assert (await rest(server, "GET", f"/api/sessions/{s['id']}", tok)).json()["language"] == "kotlin"
+        await js.set_meta("language", "c++")  # an alias: the session stores the registry id
+
+        async def normalised() -> bool:
+            r = await rest(server, "GET", f"/api/sessions/{s['id']}", tok)
+            return r.json()["language"] == "cpp"
+
+        await js.wait_until(normalised, timeout=5)
 
 
 async def test_saved_code_appears_exactly_once(server):

@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from ..domain import WRITERS
 from ..execution import RunResult
+from ..languages import LANGUAGES
 from ..limits import retry_after_header
 from .auth import authorize, require_api_key
 from .body import read_model
@@ -25,9 +26,16 @@ def _result(r: RunResult, run_id: str | None = None) -> ExecutionResult:
 
 
 async def languages(request: Request) -> Response:
-    runner = ctx(request).service.runner()
-    return model_response(Languages(languages=[Language(**lang.as_json()) for lang in runner.languages()],
-                                    sandbox=runner.mode))
+    """The whole registry, each marked runnable here or not; with Run off or unavailable, none is."""
+    execution = ctx(request).service.execution
+    mode = execution.mode if execution is not None else "unavailable"
+    runnable = {lang.name: lang for lang in execution.languages()} if execution is not None and mode != "unavailable" else {}
+    items = []
+    for name, aliases in LANGUAGES.items():
+        info = runnable.get(name)
+        items.append(Language(name=name, aliases=list(aliases), runnable=info is not None,
+                              version=info.version if info else None, compiled=info.compiled if info else None))
+    return model_response(Languages(languages=items, sandbox=mode))
 
 
 async def execute(request: Request) -> Response:

@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from ..config import Settings
 from ..domain import LANGUAGE_PATTERN, MAX_TITLE, EventType, Role, Status
+from ..languages import accepted_names, canonical, unknown_message
 
-_LANGUAGE = "Language id, lower case (e.g. `python`, `javascript`, `c++`); editors read it from the `meta` map."
+_LANGUAGE = ("Language id of the registry (`GET /api/languages`) or an alias of one, lower case (e.g. `python`, "
+             "`javascript`, `c++`); stored as the id (`c++` becomes `cpp`); editors read it from the `meta` map.")
+
+
+def _registry_id(name: str) -> str:
+    lang = canonical(name)
+    if lang is None:
+        raise ValueError(unknown_message(name))
+    return lang
+
+
+# A session language: the pattern bounds it, the registry decides it (crdt_server/languages.py).
+SessionLanguage = Annotated[
+    str,
+    Field(pattern=LANGUAGE_PATTERN, description=_LANGUAGE, json_schema_extra={"enum": list(accepted_names())}),
+    AfterValidator(_registry_id),
+]
+# The schema shows the default --run-timeout-max; the server checks its configured one (422 above it).
+_TIMEOUT_MAX = Settings.run_timeout_max
 _CODE = "Source text. At most `--max-code-size` bytes as UTF-8 (default 1 MiB)."
 _TIME = "Unix time in seconds."
 
@@ -22,7 +42,7 @@ class CreateSession(Model):
     """Every field is optional; an empty body (or no body) creates an untitled Python session."""
 
     title: str = Field("", max_length=MAX_TITLE, description="Shown to every participant.")
-    language: str = Field("python", pattern=LANGUAGE_PATTERN, description=_LANGUAGE)
+    language: SessionLanguage = "python"
     code: str = Field("", description="Starter code. " + _CODE)
     expires_at: float | None = Field(
         None, allow_inf_nan=False,
@@ -35,7 +55,7 @@ class UpdateSession(Model):
     """Fields left out (or null) stay as they are."""
 
     title: str | None = Field(None, max_length=MAX_TITLE)
-    language: str | None = Field(None, pattern=LANGUAGE_PATTERN, description=_LANGUAGE)
+    language: SessionLanguage | None = None
     status: Status | None = Field(
         None, description="`ended` makes the session read-only for everyone; `active` reopens it."
     )
@@ -43,7 +63,7 @@ class UpdateSession(Model):
 
 class SaveCode(Model):
     code: str = Field(description="The complete new text; applied to the live document as a minimal edit. " + _CODE)
-    language: str | None = Field(None, pattern=LANGUAGE_PATTERN, description="Also switch the language. " + _LANGUAGE)
+    language: SessionLanguage | None = Field(None, description="Also switch the language. " + _LANGUAGE)
 
 
 class Session(Model):
@@ -125,12 +145,13 @@ class History(Model):
 class ExecuteRequest(Model):
     code: str
     language: str = Field(pattern=LANGUAGE_PATTERN)
-    timeout: float | None = Field(None, gt=0, le=3600, description="Seconds; default 5, at most the server's maximum (10)")
+    timeout: float | None = Field(None, gt=0, le=3600, json_schema_extra={"maximum": _TIMEOUT_MAX}, description="Seconds; default `--run-timeout` (5), at "
+                                  "most `--run-timeout-max` (default 10, the bound given here): above it 422 `invalid_field`")
     stdin: str = ""
 
 
 class SessionExecuteRequest(Model):
-    timeout: float | None = Field(None, gt=0, le=3600)
+    timeout: float | None = Field(None, gt=0, le=3600, json_schema_extra={"maximum": _TIMEOUT_MAX}, description="As for `POST /api/execute`.")
     stdin: str = ""
 
 
@@ -146,19 +167,23 @@ class ExecutionResult(Model):
     compile_error: bool = False
     compile_output: str = Field("", description="Compiler messages, for compiled languages")
     oom_killed: bool = False
+    killed_by_signal: int | None = Field(
+        None, description="The program died of this signal, which no limit of the sandbox sent (e.g. 9 from "
+        "outside the sandbox); stderr then ends with a note saying so")
     run_id: str | None = None
 
 
 class Language(Model):
-    name: str
-    version: str
-    aliases: list[str]
-    compiled: bool
+    name: str = Field(description="The registry id sessions store (`cpp`, not `c++`).")
+    aliases: list[str] = Field(description="Also accepted wherever a language is given; stored as `name`.")
+    runnable: bool = Field(description="Whether Run works for it on this server (a toolchain passed the start-up probe).")
+    version: str | None = Field(None, description="The toolchain's version, when runnable.")
+    compiled: bool | None = Field(None, description="Whether Run compiles first, when runnable.")
 
 
 class Languages(Model):
-    languages: list[Language]
-    sandbox: str
+    languages: list[Language] = Field(description="Every language a session may have, in registry order.")
+    sandbox: str = Field(description="'full', 'degraded' or 'unavailable' (also when Run is off).")
 
 
 class Health(Model):

@@ -107,9 +107,10 @@ def operations() -> list[Operation]:
     ]
     run_ops = [
         Operation(
-            "GET", "/api/languages", execute.languages, "listLanguages", "List runnable languages", tag="execution",
-            description="What this host can run, with versions, and the sandbox mode.",
-            responses={200: ("Runnable languages.", Languages)}, errors=(503,),
+            "GET", "/api/languages", execute.languages, "listLanguages", "List session languages", tag="execution",
+            description="Every language a session may have (the registry, with aliases) and which of them this "
+            "host can run (`runnable`, with versions), and the sandbox mode. With Run off: the registry, none runnable.",
+            responses={200: ("The language registry.", Languages)}, errors=(),
         ),
         Operation(
             "POST", "/api/execute", execute.execute, "execute", "Run code", tag="execution",

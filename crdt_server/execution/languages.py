@@ -1,6 +1,7 @@
 """Table-driven language registry: how to find each toolchain and how to compile/run it.
 
-Argv templates use placeholders resolved per run: tool paths ({python}, {gcc}...), {box}
+The ids and aliases are the session language registry's (``crdt_server/languages.py``); this
+table attaches a toolchain to some of them. Argv templates use placeholders resolved per run: tool paths ({python}, {gcc}...), {box}
 (read-only dir holding the source), {src}, {tmp} (private writable tmpfs), {exe}, {main},
 {heap_mb}. A toolchain outside /usr (rustup under /root, a GOROOT in /opt) is bind-mounted
 read-only at /opt/<lang>; if the sandbox uid cannot traverse its host path it is "staged"
@@ -17,6 +18,8 @@ import stat
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+
+from ..languages import LANGUAGES as REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +198,7 @@ def _locate_typescript() -> Toolchain | str:
 LANGUAGES: tuple[LanguageSpec, ...] = (
     LanguageSpec(
         name="python",
-        aliases=("py", "python3"),
+        aliases=REGISTRY["python"],
         source="main.py",
         run=("{python}", "-I", "-B", "-u", "{src}"),
         version=("{python}", "--version"),
@@ -204,7 +207,7 @@ LANGUAGES: tuple[LanguageSpec, ...] = (
     ),
     LanguageSpec(
         name="javascript",
-        aliases=("js", "node", "nodejs"),
+        aliases=REGISTRY["javascript"],
         source="main.js",
         run=("{node}", "--max-old-space-size={heap_mb}", "{src}"),
         version=("{node}", "--version"),
@@ -215,7 +218,7 @@ LANGUAGES: tuple[LanguageSpec, ...] = (
     ),
     LanguageSpec(
         name="typescript",
-        aliases=("ts",),
+        aliases=REGISTRY["typescript"],
         source="main.ts",
         run=("{node}", "--experimental-strip-types", "--no-warnings", "--max-old-space-size={heap_mb}", "{src}"),
         version=("{node}", "--experimental-strip-types", "--no-warnings", "-p", "process.versions.node"),
@@ -234,7 +237,7 @@ LANGUAGES: tuple[LanguageSpec, ...] = (
     ),
     LanguageSpec(
         name="bash",
-        aliases=("sh", "shell"),
+        aliases=REGISTRY["bash"],
         source="main.sh",
         run=("{bash}", "{src}"),
         version=("{bash}", "--version"),
@@ -243,7 +246,7 @@ LANGUAGES: tuple[LanguageSpec, ...] = (
     ),
     LanguageSpec(
         name="c",
-        aliases=("gcc",),
+        aliases=REGISTRY["c"],
         source="main.c",
         compile=("{gcc}", "-O2", "-pipe", "-std=gnu17", "-Wall", "-o", "{exe}", "{src}", "-lm"),
         run=("{exe}",),
@@ -253,7 +256,7 @@ LANGUAGES: tuple[LanguageSpec, ...] = (
     ),
     LanguageSpec(
         name="cpp",
-        aliases=("c++", "cxx", "g++"),
+        aliases=REGISTRY["cpp"],
         source="main.cpp",
         compile=("{gxx}", "-O2", "-pipe", "-std=gnu++17", "-Wall", "-o", "{exe}", "{src}"),
         run=("{exe}",),
@@ -263,7 +266,7 @@ LANGUAGES: tuple[LanguageSpec, ...] = (
     ),
     LanguageSpec(
         name="java",
-        aliases=(),
+        aliases=REGISTRY["java"],
         source="Main.java",
         compile=("{javac}", "-J-Xmx{heap_mb}m", "-J-XX:+UseSerialGC", "-J-XX:TieredStopAtLevel=1",
                  "-J-XX:-UsePerfData", "-encoding", "UTF-8", "-d", "{tmp}", "{src}"),
@@ -277,7 +280,7 @@ LANGUAGES: tuple[LanguageSpec, ...] = (
     ),
     LanguageSpec(
         name="go",
-        aliases=("golang",),
+        aliases=REGISTRY["go"],
         source="main.go",
         compile=("{go}", "build", "-o", "{exe}", "{src}"),
         run=("{exe}",),
@@ -290,7 +293,7 @@ LANGUAGES: tuple[LanguageSpec, ...] = (
     ),
     LanguageSpec(
         name="rust",
-        aliases=("rs",),
+        aliases=REGISTRY["rust"],
         source="main.rs",
         compile=("{rustc}", "--edition", "2021", "-C", "opt-level=1", "-o", "{exe}", "{src}"),
         run=("{exe}",),
@@ -309,3 +312,5 @@ def parse_version(output: str) -> str:
         if m:
             return m.group(1)
     return output.strip().splitlines()[0][:40] if output.strip() else "unknown"
+
+assert {spec.name for spec in LANGUAGES} <= set(REGISTRY), "every runnable language is a registry id"

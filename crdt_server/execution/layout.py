@@ -130,8 +130,8 @@ class Layout:
             )
             (etc / f"group.{slot.index}").write_text(f"root:x:0:\nsandbox:x:{u}:\nnogroup:x:65534:\n")
             slot.host_dir.mkdir(mode=0o755, exist_ok=True)
-        for path in self.state_dir.rglob("*"):
-            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        for path in self.state_dir.rglob("*"):  # executables stay so (the wheel's bwrap copy, bwrap.py)
+            os.chmod(path, 0o755 if path.is_dir() or path.stat().st_mode & 0o100 else 0o644)
         os.chmod(self.state_dir, 0o755)
         if self.mechanism == "direct":
             for slot in slots:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import signal as signals
 from dataclasses import dataclass, fields
 from typing import Any, Self
 
 from .types import Outcome
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f"{signals.Signals(number).name} (signal {number})"
+    except ValueError:
+        return f"signal {number}"
 
 
 def _camel(name: str) -> str:
@@ -45,6 +53,7 @@ class RunResult:
     compile_error: bool = False
     compile_output: str = ""
     oom_killed: bool = False
+    killed_by_signal: int | None = None  # died of a signal no limit of the sandbox sent (stderr says so)
 
     @classmethod
     def from_outcome(cls, outcome: Outcome, *, language: str, sandbox: str) -> Self:
@@ -53,9 +62,13 @@ class RunResult:
         def text(raw: bytes) -> str:
             return raw.decode("utf-8", errors="replace")
 
+        stderr = text(outcome.stderr)
+        if outcome.signal:
+            stderr += f"\n[crdt-server: the program was killed by {_signal_name(outcome.signal)}, not by a limit of the " \
+                      "sandbox: the program itself or a process outside the sandbox sent it]\n"
         return cls(
             stdout=text(outcome.stdout),
-            stderr=text(outcome.stderr),
+            stderr=stderr,
             exit_code=outcome.exit_code,
             timed_out=outcome.timed_out,
             truncated=outcome.truncated,
@@ -65,6 +78,7 @@ class RunResult:
             compile_error=outcome.compile_error,
             compile_output=text(outcome.compile_output),
             oom_killed=outcome.oom_killed,
+            killed_by_signal=outcome.signal or None,
         )
 
     def as_json(self) -> dict[str, Any]:

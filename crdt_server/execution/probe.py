@@ -28,6 +28,8 @@ class Layers:
     cgroup: str = ""  # "v1" | "v2" | "" (none)
     landlock_abi: int = 0
     subreaper: bool = False
+    bwrap: str = ""  # which bubblewrap binary the full sandbox uses (bwrap.py), "" when none
+    uid_base: int = 0  # the claimed slot uid range starts here (uidclaim.py)
     reasons: dict[str, str] = field(default_factory=dict)  # layer -> why it is missing
 
     @property
@@ -47,6 +49,8 @@ class Layers:
             "cgroup": self.cgroup or None,
             "landlock": self.landlock_abi,
             "subreaper": self.subreaper,
+            "bwrap": self.bwrap or None,
+            "uidBase": self.uid_base or None,
             "reasons": dict(self.reasons),
         }
 

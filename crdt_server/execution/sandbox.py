@@ -46,6 +46,7 @@ class _RunState:
     timed_out: bool = False
     truncated: bool = False
     killed: bool = False
+    disk_full: bool = False  # direct mode: killed by the scratch watcher
     open_streams: int = 2
     streams_done: anyio.Event = field(default_factory=anyio.Event)
 
@@ -183,6 +184,10 @@ class Sandbox:
                 compile_error, exit_code = True, state.compile_status
             elif state.compile_status is None:  # killed (timeout, OOM, output cap) while compiling
                 compile_error = True
+        # Died of a signal the sandbox did not send (no timeout, output cap, scratch watcher or OOM):
+        # the program's own, or something outside (an operator, another process of the host).
+        limited = state.timed_out or state.truncated or state.disk_full or oom or compile_error
+        outside = exit_code - 128 if exit_code > 128 and state.returncode is not None and not limited else 0
         stderr = bytes(state.stderr)
         if compile_error and not stderr:
             stderr = bytes(state.compile_output)
@@ -196,6 +201,7 @@ class Sandbox:
             compile_error=compile_error,
             compile_output=bytes(state.compile_output),
             oom_killed=oom,
+            signal=outside,
         )
 
     def _kill(self, pid: int, slot: Slot, state: _RunState) -> None:
@@ -223,7 +229,7 @@ class Sandbox:
                 tg.start_soon(self._watch_status, status_r, state, program.timeout)
             tg.start_soon(self._watchdog, state, kill)
             if self.mechanism == "direct":  # no tmpfs to cap the scratch dir: watch its size
-                tg.start_soon(self._watch_disk, slot, kill)
+                tg.start_soon(self._watch_disk, slot, state, kill)
             try:
                 state.returncode = await forkserver.wait_exit(pid)
             except ForkServerGone:
@@ -310,7 +316,7 @@ class Sandbox:
                 await changed.wait()
                 changed = anyio.Event()  # fired once; from now on only sleep to the new deadline
 
-    async def _watch_disk(self, slot: Slot, kill: Callable[[], None]) -> None:
+    async def _watch_disk(self, slot: Slot, state: _RunState, kill: Callable[[], None]) -> None:
         """Direct mode: kill the run once its host scratch dir exceeds tmp_size_mb (checked
         every 100 ms in a worker thread; RLIMIT_FSIZE bounds how far one file can overshoot)."""
         limit = self.settings.tmp_size_mb * 1024 * 1024
@@ -320,6 +326,7 @@ class Sandbox:
             used = await anyio.to_thread.run_sync(_disk_usage, tmp, limit)
             if used > limit:
                 log.warning("slot %d: scratch dir over %d MB, run killed", slot.index, self.settings.tmp_size_mb)
+                state.disk_full = True
                 kill()
                 return
 

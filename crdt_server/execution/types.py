@@ -70,3 +70,4 @@ class Outcome:
     compile_error: bool = False
     compile_output: bytes = b""
     oom_killed: bool = False
+    signal: int = 0  # the program died of this signal, not sent by the sandbox's limits

@@ -9,7 +9,6 @@ then broadcast. Kept apart from ``room.py`` so the room reads as its lifecycle a
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,8 @@ import anyio
 from pycrdt import Doc, Map, MapEvent, merge_updates
 
 from ..document import META
-from ..domain import LANGUAGE_PATTERN, EventType
+from ..domain import EventType
+from ..languages import canonical
 from ..storage import EventRecord, SessionChange, Store, UpdateRecord
 from . import protocol as p
 from .connection import SERVER, Connection, Origin
@@ -26,7 +26,6 @@ from .guard import DocumentGuard, Verdict, apply_guarded
 from .updates import Update, decode
 
 log = logging.getLogger("crdt_server.sync.room")
-_LANGUAGE = re.compile(LANGUAGE_PATTERN)
 
 
 @dataclass
@@ -146,9 +145,10 @@ class GuardedIngest:
         if origin is None or origin is SERVER or "language" not in keys:
             return
         value = self._meta.get("language")
-        if isinstance(value, str) and valid_language(value):
+        language = canonical(value) if isinstance(value, str) else None  # the registry, as REST has it
+        if language is not None:
             old = keys["language"].get("oldValue") if isinstance(keys["language"], dict) else None
-            self._languages.append((origin, old if isinstance(old, str) else "", value))
+            self._languages.append((origin, old if isinstance(old, str) else "", language))
 
     async def _language_changes(self) -> None:
         """An editor switched ``meta.language``: the session row, which REST reads, follows, and the
@@ -173,4 +173,5 @@ class GuardedIngest:
 
 
 def valid_language(value: Any) -> bool:
-    return isinstance(value, str) and _LANGUAGE.match(value) is not None
+    """A language id (or alias) of the registry (``crdt_server/languages.py``)."""
+    return isinstance(value, str) and canonical(value) is not None

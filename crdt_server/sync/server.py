@@ -17,7 +17,6 @@ life of its socket, REST operations for one request); the idle unload starts whe
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,14 +26,13 @@ from pycrdt import Doc, Map
 from pycrdt.websocket import WebsocketServer
 
 from ..document import META
-from ..domain import LANGUAGE_PATTERN
+from ..languages import canonical
 from ..metrics import Metrics
 from ..storage import SessionChange, SessionNotFound, SessionRecord, Store
 from .protocol import CloseCode, is_crdt_failure
 from .room import RoomOptions, SessionRoom, log_exception
 
 log = logging.getLogger(__name__)
-_LANGUAGE = re.compile(LANGUAGE_PATTERN)
 
 
 async def load_document(store: Store, session_id: str) -> tuple[Doc[Any], int, int]:
@@ -108,8 +106,9 @@ class SessionServer(WebsocketServer):
     async def _language_follows(self, session: SessionRecord, doc: Doc[Any]) -> None:
         """An editor's last ``meta.language`` switch may have been stored in the log but not yet in
         the row (the process died in between): bring the row along once, at load."""
-        language = doc.get(META, type=Map).get("language")
-        if isinstance(language, str) and language != session.language and _LANGUAGE.match(language):
+        value = doc.get(META, type=Map).get("language")
+        language = canonical(value) if isinstance(value, str) else None
+        if language is not None and language != session.language:
             await self.store.change_session(SessionChange(session.id, {"language": language}))
 
     @asynccontextmanager
