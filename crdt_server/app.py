@@ -43,7 +43,8 @@ def create_app(settings: Settings) -> Starlette:
         secret = load_secret(settings.secret, settings.data_dir)
         store = open_store(settings)
         rooms = SessionServer(store, RoomOptions.from_settings(settings))
-        service = SessionService(store, rooms, session_ttl=settings.session_ttl)
+        service = SessionService(store, rooms, session_ttl=settings.session_ttl,
+                                 max_participant_events=settings.max_participant_events)
         app.state.ctx = AppContext(
             settings=settings,
             service=service,

@@ -55,6 +55,9 @@ class Settings:
     create_burst: int = _opt(20, "Sessions one client IP may create in a burst.")
     connect_rate: float = _opt(5.0, "WebSocket connection attempts per second per client IP, on average (0 = unlimited).")
     connect_burst: int = _opt(50, "WebSocket connection attempts one client IP may make in a burst.")
+    max_connections_per_ip: int = _opt(1000, "Open TCP connections (HTTP and WebSocket) one client address may hold; more are answered 503 and closed (0 = no cap).")
+    header_timeout: float = _opt(10.0, "Seconds a connection may take to send a request's headers before it is closed (slowloris; 0 = no limit).")
+    max_participant_events: int = _opt(200, "participant_joined/left history events kept per session and role; later joins of that role are not recorded.")
     cors_origins: str = _opt("", "Comma-separated origins allowed for CORS and WebSocket Origin checks (empty: same origin only).")
     execution: str = _opt("on", "Offer Run (code execution); 'off' answers 503 to execution requests.", choices=("on", "off"))
     sandbox_require: str = _opt(
