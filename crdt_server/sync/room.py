@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from pycrdt import Doc, Map, MapEvent, get_state
+from pycrdt import Doc, Map, get_state
 from pycrdt.websocket import YRoom
 
 from .. import presence
@@ -109,9 +109,7 @@ class SessionRoom(YRoom):
         self._wakeup = anyio.Event()
         # Editors may switch meta.language; the session row follows (see _language_changes).
         self._meta = doc.get(META, type=Map)  # kept: pycrdt drops observers of collected type objects
-        self._applying: Origin | None = None
         self._languages: list[tuple[Origin, str]] = []
-        self._meta.observe(self._on_meta)
 
     # -- YRoom overrides ---------------------------------------------------------------------
     def send_server_awareness(self, type: str, changes: Any) -> None:
@@ -168,7 +166,7 @@ class SessionRoom(YRoom):
             return
         conns = self.clients
         for item in batch.items:
-            self._applying = item.origin
+            language = self._meta.get("language")
             try:
                 self.ydoc.apply_update(item.update)
             except BaseException as exc:  # stored but unusable: loading skips it the same way
@@ -176,8 +174,7 @@ class SessionRoom(YRoom):
                     raise
                 log.warning("session %s: stored update could not be applied: %r", self.session_id, exc)
                 continue
-            finally:
-                self._applying = None
+            self._note_language(item.origin, language)
             frame = p.sync_frame(p.SYNC_UPDATE, item.update)
             wire = wire_frame(frame)  # framed once for every recipient
             for conn in conns:
@@ -192,11 +189,12 @@ class SessionRoom(YRoom):
             except Exception:  # the log has everything; a missed snapshot only slows the next load
                 log.exception("session %s: snapshot failed", self.session_id)
 
-    def _on_meta(self, event: MapEvent) -> None:
-        origin = self._applying
-        if origin is None or origin is SERVER or "language" not in getattr(event, "keys", ()):
-            return
+    def _note_language(self, origin: Origin, before: Any) -> None:
+        """Compared before/after, not observed: building pycrdt's map event panics in yrs
+        (``event_keys``) on some crafted updates, after the update was applied."""
         value = self._meta.get("language")
+        if origin is SERVER or value == before:
+            return
         if isinstance(value, str) and _LANGUAGE.match(value):
             self._languages.append((origin, value))
 
