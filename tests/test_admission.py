@@ -17,7 +17,7 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from .conftest import ServerProcess, auth, create_session
-from .jsclient import JS_DIR, js_deps, node_executable  # noqa: F401  (js_deps is a fixture)
+from .jsclient import JS_DIR, js_client, js_deps, node_executable  # noqa: F401  (js_deps is a fixture)
 
 pytestmark = pytest.mark.anyio
 
@@ -257,3 +257,46 @@ async def test_observer_connect_loop_does_not_fill_the_history(make_server):
     assert {e["data"]["connectionId"] for e in joined} == {e["data"]["connectionId"] for e in left}
     # the cap is per role: the candidate's join is still recorded
     assert any(e["type"] == "participant_joined" and e["data"].get("role") == "candidate" for e in events)
+
+
+# -- a storage failure ------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("js_deps")
+async def test_editors_retry_through_a_storage_failure_and_their_edits_are_stored(make_server):
+    """Commits fail while another process holds the database's write lock (past SQLite's 30 s busy
+    timeout): the room closes its sockets with 1011, the clients retry, and what they typed while
+    the store was failing is re-sent on reconnect and stored. Nobody is closed for good."""
+    import sqlite3
+
+    # the default connect limits: the reconnect loop of a storage failure must stay within them
+    srv = make_server(CRDT_SERVER_CONNECT_RATE="5", CRDT_SERVER_CONNECT_BURST="50")
+    s = await create_session(srv)
+    tokens = [s["tokens"]["candidate"], s["tokens"]["interviewer"], s["tokens"]["candidate"]]
+    async with js_client(srv.ws_url, s["id"], tokens[0], name="A") as a, \
+            js_client(srv.ws_url, s["id"], tokens[1], name="B") as b, \
+            js_client(srv.ws_url, s["id"], tokens[2], name="C") as c:
+        lock = sqlite3.connect(srv.data_dir / "crdt-server.db", isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        try:
+            for i, client in enumerate((a, b, c)):
+                await client.append(f"<{i}>")
+            await a.wait_close(1011, timeout=45)  # the commit failed after the busy timeout
+            for i, client in enumerate((a, b, c)):  # typed while the store is failing
+                await client.append(f"[{i}]")
+            await anyio.sleep(2)
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        expected = [f"<{i}>" for i in range(3)] + [f"[{i}]" for i in range(3)]
+        for client in (a, b, c):
+            await client.wait_until(lambda cl=client: _has_all(cl, expected), timeout=30, what="every edit")
+            assert not client.find_events("closed"), client.find_events("closed")
+    async with httpx.AsyncClient(base_url=srv.base_url, timeout=10) as http:
+        code = (await http.get(f"/api/sessions/{s['id']}/code", headers=auth(s["tokens"]["interviewer"]))).json()["code"]
+    assert all(part in code for part in expected), code
+
+
+async def _has_all(client: Any, parts: list[str]) -> bool:
+    text = await client.get_text()
+    return all(part in text for part in parts)
