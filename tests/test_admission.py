@@ -230,6 +230,20 @@ async def test_connections_over_the_per_address_cap_get_503(make_server):
     await anyio.sleep(0.3)  # closed connections no longer count
     async with httpx.AsyncClient(base_url=srv.base_url, timeout=5) as http:
         assert (await http.get("/health")).status_code == 200
+    # WebSockets count too, and are released when they close
+    from httpx_ws import aconnect_ws
+
+    s = await create_session(srv)
+    url = f"{srv.ws_url}/{s['id']}?token={s['tokens']['candidate']}"
+    for _ in range(2):
+        async with aconnect_ws(url) as w1, aconnect_ws(url) as w2, aconnect_ws(url) as w3:
+            for ws in (w1, w2, w3):
+                await ws.receive_bytes()
+            async with httpx.AsyncClient(base_url=srv.base_url, timeout=5) as http:
+                assert (await http.get("/health")).status_code == 503
+        await anyio.sleep(0.5)
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=5) as http:
+            assert (await http.get("/health")).status_code == 200
 
 
 # -- bounded participant history --------------------------------------------------------------------
