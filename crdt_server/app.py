@@ -63,7 +63,8 @@ def create_app(settings: Settings) -> Starlette:
             log.warning("--token-ttl is shorter than --session-max-lifetime + --ended-retention: tokens of long-lived "
                         "sessions expire before their session does (re-issue them: POST /api/sessions/{id}/tokens)")
         store.observe_commit = metrics.commit_seconds.observe  # thread-safe: called by the writer thread
-        service = SessionService(store, rooms, lifetimes=lifetimes, metrics=metrics)
+        service = SessionService(store, rooms, lifetimes=lifetimes, metrics=metrics,
+                                 max_participant_events=settings.max_participant_events)
         watch_gauges(metrics, service)
         app.state.ctx = AppContext(
             settings=settings,

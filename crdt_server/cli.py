@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import resource
 import sys
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
     """The one uvicorn configuration (the tests start the app in-process with it too)."""
     import uvicorn  # here, not at the top: a bad setting is reported before the server's imports
 
+    from .admission import uvicorn_protocols
     from .app import create_app
 
     return uvicorn.Config(
@@ -34,8 +36,8 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         log_level=settings.log_level,
         log_config=logs.logging_config(settings.log_level, settings.log_format),
         loop="uvloop",
-        http="httptools",
-        ws="websockets-sansio",
+        # httptools and websockets-sansio, wrapped: per-address connection cap, header deadline
+        **uvicorn_protocols(settings.max_connections_per_ip, settings.header_timeout),
         ws_max_size=settings.max_message_size,
         # Off, as in the reference server: deflate would run once per *recipient* for every
         # broadcast frame, and Yjs updates are small and already compact.
@@ -49,6 +51,20 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         forwarded_allow_ips=settings.forwarded_allow_ips or None,
         lifespan="on",
     )
+
+
+def raise_fd_limit() -> None:
+    """Soft open-files limit up to the hard one: the usual soft 1024 is exhausted by ~1,000 sockets,
+    after which nobody can connect; the per-address cap is the bound that belongs to the server."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("open files limit stays %d: %s", soft, exc)
+            return
+        soft = hard
+    log.info("open files limit: %s", "unlimited" if soft == resource.RLIM_INFINITY else soft)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -68,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         logs.report_error(str(exc), requested_log_format(args, os.environ))
         raise SystemExit(2) from None
     logs.configure(settings.log_level, settings.log_format)
+    raise_fd_limit()
     logs.add_secret(settings.secret)
     logs.add_secret(settings.api_key)
     try:  # before the slow parts (sandbox probe, store): a wrong data dir or a busy port is one line

@@ -56,6 +56,7 @@ class SessionService:
     def __init__(
         self, store: Store, rooms: SessionServer, *, lifetimes: Lifetimes, execution: ExecutionService | None = None,
         metrics: Metrics | None = None,
+        max_participant_events: int = 200,
     ) -> None:
         self.store = store
         self.rooms = rooms
@@ -63,6 +64,9 @@ class SessionService:
         self.execution = execution
         self._sockets: dict[str, dict[Connection, int]] = {}  # session -> live socket -> its token generation
         self.metrics = metrics or rooms.metrics
+        self.max_participant_events = max_participant_events
+        self._joins_recorded: dict[tuple[str, Role], int] = {}  # since this process started
+        self._recorded_conns: set[str] = set()  # live connections whose join was recorded
 
     # -- sessions ------------------------------------------------------------------------------
     async def create(self, *, title: str, language: str, code: str, expires_at: float | None = None) -> SessionRecord:
@@ -132,6 +136,7 @@ class SessionService:
         await self.get(sid)
         await self.store.delete_session(sid)
         await self.rooms.drop(sid, CloseCode.SESSION_NOT_FOUND, "session deleted")
+        self._forget_joins(sid)
 
     # -- tokens --------------------------------------------------------------------------------
     async def check_token(self, sid: str, generation: int) -> SessionRecord:
@@ -172,7 +177,12 @@ class SessionService:
         for sid in expired:
             await self.rooms.drop(sid, CloseCode.SESSION_EXPIRED, "session expired")
             await self.store.delete_session(sid)
+            self._forget_joins(sid)
         return len(expired)
+
+    def _forget_joins(self, sid: str) -> None:
+        for key in [k for k in self._joins_recorded if k[0] == sid]:
+            del self._joins_recorded[key]
 
     # -- Run -----------------------------------------------------------------------------------
     def runner(self) -> ExecutionService:
@@ -226,10 +236,22 @@ class SessionService:
 
     # -- participants and history --------------------------------------------------------------
     async def joined(self, conn: Connection) -> None:
+        """Recorded for the first ``max_participant_events`` connections per session and role (since
+        the server started): a loop of connects (an observer link needs no more) cannot fill the history."""
+        key = (conn.session_id, conn.role)
+        count = self._joins_recorded.get(key, 0)
+        if count >= self.max_participant_events:
+            return
+        self._joins_recorded[key] = count + 1
+        self._recorded_conns.add(conn.id)
         await self.record(EventRecord(conn.session_id, EventType.PARTICIPANT_JOINED,
                                       {"role": conn.role, "connectionId": conn.id}))
 
     async def left(self, conn: Connection) -> None:
+        """Only for a recorded join: the history's joins and leaves stay paired."""
+        if conn.id not in self._recorded_conns:
+            return
+        self._recorded_conns.discard(conn.id)
         await self.record(EventRecord(conn.session_id, EventType.PARTICIPANT_LEFT,
                                       {"role": conn.role, "connectionId": conn.id, "name": conn.name}))
 

@@ -1,4 +1,4 @@
-"""TokenBuckets: the limiter behind session creation (429), WebSocket connects (4429) and runs; Retry-After rounding."""
+"""TokenBuckets: the limiter behind session creation (429), WebSocket connects (HTTP 429 on the handshake) and runs; Retry-After rounding."""
 
 from __future__ import annotations
 

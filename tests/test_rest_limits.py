@@ -156,26 +156,40 @@ async def test_create_rate_limit(make_server):
         assert (await http.get("/health")).status_code == 200
 
 
+async def handshake_refusal(url: str) -> httpx.Response:
+    """The HTTP answer to a WebSocket handshake that is refused before the upgrade."""
+    headers = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    async with httpx.AsyncClient(timeout=5) as http:
+        r = await http.get(url.replace("ws://", "http://", 1), headers=headers)
+    assert r.status_code != 101, "the handshake was accepted"
+    return r
+
+
 async def test_ws_connect_rate_limit(make_server):
     srv = make_server("--connect-rate", "0.001", "--connect-burst", "2")
     s = await create_session(srv)
     url = f"{srv.ws_url}/{s['id']}?token={s['tokens']['candidate']}"
     assert await ws_close_code(url) is None
     assert await ws_close_code(url) is None
-    assert await ws_close_code(url) == 4429
+    # over the limit: HTTP 429 on the handshake (a client retries that), never a final 44xx close
+    r = await handshake_refusal(url)
+    assert error_of(r, 429)["code"] == "rate_limited"
+    assert int(r.headers["Retry-After"]) >= 1
     # attempts with a bad token count too (they are attempts)
-    assert await ws_close_code(f"{srv.ws_url}/{s['id']}?token=bad") == 4429
+    assert (await handshake_refusal(f"{srv.ws_url}/{s['id']}?token=bad")).status_code == 429
 
 
 @pytest.mark.usefixtures("js_deps")
-async def test_ws_connect_rate_limit_js_client(make_server):
-    srv = make_server("--connect-rate", "0.001", "--connect-burst", "1")
+async def test_ws_connect_rate_limit_js_client_retries_until_admitted(make_server):
+    srv = make_server("--connect-rate", "0.5", "--connect-burst", "1")
     s = await create_session(srv)
-    async with js_client(srv.ws_url, s["id"], s["tokens"]["candidate"], name="First"):
+    async with js_client(srv.ws_url, s["id"], s["tokens"]["candidate"], name="First") as first:
+        await first.insert(0, "hello")
         async with js_client(srv.ws_url, s["id"], s["tokens"]["candidate"], wait_synced=False) as second:
-            event = await second.wait_close(4429, timeout=5)
-            assert "retry" in event["reason"]
-            assert await second.get_text() == ""
+            await second.wait_close(1006, timeout=5)  # the refused handshake
+            await second.wait_text(equals="hello", timeout=15)  # it kept retrying and got in
+            assert not second.find_events("closed"), "the refusal was final"
 
 
 # -- CORS and Origin --------------------------------------------------------------------------------

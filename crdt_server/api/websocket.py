@@ -1,8 +1,9 @@
 """The WebSocket endpoint: admit, then hand the connection to its session's room.
 
-Refusals accept first and then close with a 44xx code and a reason: closing before accept looks
-like a network error to y-websocket, which then retries forever (docs/design/pycrdt-websocket.md,
-"Refusing before accept"). No document data is sent before the token has been checked. The rules
+Final refusals accept first and then close with a 44xx code and a reason: closing before accept
+looks like a network error to y-websocket, which then retries forever (docs/design/pycrdt-websocket.md,
+"Refusing before accept"). A refusal the client should retry (the connect rate limit) is exactly
+that: an HTTP 429 answer to the handshake, which y-websocket retries with back-off. No document data is sent before the token has been checked. The rules
 are the REST ones (``api/auth.py``); only the channel of the answer differs.
 """
 
@@ -22,6 +23,7 @@ from ..storage import SessionNotFound
 from ..sync import CloseCode, Connection, SessionRoom
 from .auth import SESSION_ID, Refused, check_access, check_current, check_token
 from .context import client_ip, ctx
+from .errors import error_response
 from .origins import origin_allowed
 
 
@@ -42,9 +44,10 @@ async def session_socket(websocket: WebSocket) -> None:
     if not origin_allowed(websocket, c.settings):
         return await refuse(websocket, CloseCode.FORBIDDEN, "origin not allowed")
     retry = c.connect_limit.take(client_ip(websocket))
-    if retry:
-        return await refuse(websocket, CloseCode.RATE_LIMITED,
-                            f"too many connection attempts; retry in {retry_after_header(retry)} s")
+    if retry:  # HTTP 429 on the handshake, not a close: y-websocket retries a failed handshake
+        return await websocket.send_denial_response(error_response(
+            429, "rate_limited", "too many connection attempts from this address",
+            headers={"Retry-After": retry_after_header(retry)}))
     try:
         claims = check_token(c.signer, websocket.query_params.get("token"))
         if not SESSION_ID.match(sid):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from pycrdt import Doc, Map, MapEvent, merge_updates
+from pycrdt import Doc, Map, merge_updates
 
 from ..document import META
 from ..domain import EventType
@@ -59,7 +59,6 @@ class GuardedIngest:
     persist: bool
     _meta: Map[Any]
     _settled: anyio.Event
-    _applying: Origin | None
     _languages: list[tuple[Origin, str, str]]
     _record: Callable[[Pending], UpdateRecord]
     _commit: Callable[[Batch, list[UpdateRecord], list[SessionChange]], Awaitable[bool]]
@@ -114,7 +113,7 @@ class GuardedIngest:
 
     def _apply_watched(self, item: Pending) -> tuple[bytes | None, set[str]]:
         assert item.verdict is not None
-        self._applying = item.origin
+        before = self._meta.get("language")
         try:
             compensation, reverted = apply_guarded(self.ydoc, item.update, valid_language)
         except BaseException as exc:
@@ -122,10 +121,8 @@ class GuardedIngest:
                 raise
             log.warning("session %s: update could not be applied: %r", self.session_id, exc)
             return None, set()
-        finally:
-            self._applying = None
-        if f"{META}.language" in reverted:
-            self._languages = [x for x in self._languages if x[0] is not item.origin]
+        if f"{META}.language" not in reverted:
+            self._note_language(item.origin, before)
         self.guard.applied(item.decoded, pending=item.verdict.pending)
         return compensation, reverted
 
@@ -139,16 +136,15 @@ class GuardedIngest:
         return EventRecord(self.session_id, kind, {"role": item.origin.role, "connectionId": item.origin.conn_id,
                                                    "name": item.origin.name or None, **data})
 
-    def _on_meta(self, event: MapEvent) -> None:
-        origin = self._applying
-        keys = getattr(event, "keys", {})
-        if origin is None or origin is SERVER or "language" not in keys:
-            return
+    def _note_language(self, origin: Origin, before: Any) -> None:
+        """Compared before/after an editor's update, not observed: building pycrdt's map event panics
+        in yrs (``event_keys``) on some crafted updates, after the update was applied."""
         value = self._meta.get("language")
+        if origin is SERVER or value == before:
+            return
         language = canonical(value) if isinstance(value, str) else None  # the registry, as REST has it
         if language is not None:
-            old = keys["language"].get("oldValue") if isinstance(keys["language"], dict) else None
-            self._languages.append((origin, old if isinstance(old, str) else "", language))
+            self._languages.append((origin, before if isinstance(before, str) else "", language))
 
     async def _language_changes(self) -> None:
         """An editor switched ``meta.language``: the session row, which REST reads, follows, and the

@@ -23,7 +23,9 @@ SYNC_UPDATE = 2
 class CloseCode(IntEnum):
     """Every WebSocket close code the server sends; docs/websocket-protocol.md lists what clients do with each.
 
-    y-websocket 3 treats 4400-4499 as final (it stops reconnecting); every other code makes it retry.
+    y-websocket 3 treats 4400-4499 as final (its default ``shouldReconnect`` is
+    ``!(code >= 4400 && code < 4500)``); every other code, and a failed handshake (seen as 1006),
+    makes it retry with back-off. So 44xx is only for what reconnecting cannot fix.
     """
 
     NORMAL = 1000
@@ -37,7 +39,6 @@ class CloseCode(IntEnum):
     FORBIDDEN = 4403  # token of another session, or an origin that is not allowed
     SESSION_NOT_FOUND = 4404  # no such session, or it was deleted
     SESSION_EXPIRED = 4410  # expired and deleted by the sweeper
-    RATE_LIMITED = 4429  # too many connection attempts from one address
 
 
 class ProtocolError(ValueError):

@@ -101,9 +101,7 @@ class SessionRoom(GuardedIngest, YRoom):
         self._wakeup = anyio.Event()
         # Editors may switch meta.language; the session row follows (see _language_changes).
         self._meta = doc.get(META, type=Map)  # kept: pycrdt drops observers of collected type objects
-        self._applying: Origin | None = None
         self._languages: list[tuple[Origin, str, str]] = []  # (who, from, to)
-        self._meta.observe(self._on_meta)
         self.guard = DocumentGuard(doc)
         self.broken = False  # the document holds updates that failed to commit: reload it from storage
         self._settled = anyio.Event()  # no guarded batch is between apply and commit
@@ -181,7 +179,7 @@ class SessionRoom(GuardedIngest, YRoom):
 
     def _apply(self, item: Pending) -> bool:
         """Apply a committed (or server-made) update; False if the CRDT library refused it."""
-        self._applying = item.origin
+        before = self._meta.get("language")
         try:
             self.ydoc.apply_update(item.update)
         except BaseException as exc:  # stored but unusable: loading skips it the same way
@@ -189,8 +187,7 @@ class SessionRoom(GuardedIngest, YRoom):
                 raise
             log.warning("session %s: stored update could not be applied: %r", self.session_id, exc)
             return False
-        finally:
-            self._applying = None
+        self._note_language(item.origin, before)
         self.guard.applied(item.decoded, pending=item.verdict is not None and item.verdict.pending)
         return True
 
