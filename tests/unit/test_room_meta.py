@@ -1,5 +1,5 @@
 """The room notices an editor's ``meta.language`` switch without a map observer, and an update that
-makes pycrdt's map event panic (found by tests/test_ws_fuzz.py) is still applied and broadcast."""
+makes pycrdt's map event panic (found by tests/test_ws_fuzz.py) does not break the room."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.anyio
 DATA = Path(__file__).resolve().parents[1] / "data" / "map_event_panic.json"
 
 
-async def test_an_update_that_breaks_map_events_is_applied_and_broadcast() -> None:
+async def test_an_update_that_breaks_map_events_does_not_break_the_room() -> None:
     updates = [bytes.fromhex(u) for u in json.loads(DATA.read_text())["updates"]]
     store = MemoryStore()
     doc: Doc = Doc()
@@ -31,11 +31,16 @@ async def test_an_update_that_breaks_map_events_is_applied_and_broadcast() -> No
             batch = room.queue_update(update, author)  # type: ignore[arg-type]
             with anyio.fail_after(2):
                 await batch.done.wait()
-        assert _updates(other) == updates  # every stored update reached the other editor
+        # every update reached the other editor (as the guard let it through: deletes aimed at
+        # unseen IDs of other clients dropped, changes to server-owned meta compensated), and the
+        # other editor converges on the room's document
+        sent = _updates(other)
+        assert len(sent) == len(updates) and len(store.rows) >= len(updates)
         mirror: Doc = Doc()
-        for update in updates:
+        for update in sent:
             mirror.apply_update(update)
         assert doc.get_state() == mirror.get_state()
+        assert doc.get("meta", type=Map).to_py() == mirror.get("meta", type=Map).to_py()
         tg.cancel_scope.cancel()
 
 
