@@ -47,6 +47,7 @@ class Settings:
     presence_max_state_bytes: int = _opt(16 * 1024, "Largest awareness state in bytes; larger ones are dropped.")
     presence_max_room_bytes: int = _opt(1024 * 1024, "Awareness bytes a room holds (what a newcomer receives); new or growing states beyond it are dropped. At most a quarter of --send-queue-bytes.")
     presence_max_refused: int = _opt(256, "Awareness entries one connection may have dropped (over a bound, invalid JSON) within 10 s; more closes it as a flood (1008).")
+    presence_entries_rate: int = _opt(5000, "Awareness entries per second one connection's messages are processed at, on average over 10 s; beyond, its socket is read more slowly.")
     snapshot_every: int = _opt(2000, "Write a document snapshot after this many updates since the last one.")
     shutdown_timeout: float = _opt(5.0, "Seconds SIGTERM waits for connections before forcing them closed.")
     ws_ping_interval: float = _opt(20.0, "Seconds between WebSocket pings (detects dropped TCP connections).")

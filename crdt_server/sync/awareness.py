@@ -12,7 +12,9 @@ every newcomer receives, so it needs the same care as the document (docs/websock
 * **Bounds.** ``PresenceLimits``: clientIDs per connection, bytes per state, bytes per room.
   An entry over a bound is dropped and the connection keeps working (a client at a limit by
   accident, e.g. several tabs sharing a BroadcastChannel); a connection whose refusals pass
-  ``max_refused`` within 10 s is flooding and is closed (``PresenceFlood`` → 1008).
+  ``max_refused`` within 10 s is flooding and is closed (``PresenceFlood`` → 1008). Every entry
+  costs parsing, even one silently ignored, so a connection's entries are also processed at most
+  at ``entries_rate`` per second (bursts of 10 s): beyond, its socket is read more slowly.
 * **Validation.** Every accepted state is JSON as ``JSON.parse`` reads it (y-protocols throws on
   the whole message otherwise); the bytes are kept as sent, only a ``null`` is normalised.
 * **Cheap reads.** Each state is parsed once, on arrival; the participants list reads a cached
@@ -42,7 +44,8 @@ log = logging.getLogger(__name__)
 
 ENTRY_COST = 32  # bytes a live entry counts beyond its state (ids, clock, bookkeeping)
 TOMBSTONE_COST = 16  # a removed clientID's remembered clock
-FLOOD_WINDOW = 10.0  # seconds over which max_refused refusals are allowed
+FLOOD_WINDOW = 10.0  # seconds over which max_refused refusals (and bursts of entries_rate) are allowed
+WORK_UNIT = 100  # entries per token of the entries_rate bucket
 NULL = b"null"
 
 
@@ -56,6 +59,7 @@ class PresenceLimits:
     max_state_bytes: int = 16 * 1024
     max_room_bytes: int = 1024 * 1024
     max_refused: int = 256
+    entries_rate: int = 5000
     frame_bytes: int = 256 * 1024  # largest presence message the server sends
 
     @classmethod
@@ -64,13 +68,14 @@ class PresenceLimits:
         limits = cls(
             max_clients=s.presence_max_clients, max_state_bytes=s.presence_max_state_bytes,
             max_room_bytes=s.presence_max_room_bytes, max_refused=s.presence_max_refused,
+            entries_rate=s.presence_entries_rate,
             frame_bytes=min(256 * 1024, s.max_message_size),
         )
         problems = [
-            f"--{name} must be at least 1" for name, value in (
-                ("presence-max-clients", limits.max_clients), ("presence-max-state-bytes", limits.max_state_bytes),
-                ("presence-max-refused", limits.max_refused),
-            ) if value < 1
+            f"--{name} must be at least {least}" for name, value, least in (
+                ("presence-max-clients", limits.max_clients, 1), ("presence-max-state-bytes", limits.max_state_bytes, 1),
+                ("presence-max-refused", limits.max_refused, 1), ("presence-entries-rate", limits.entries_rate, WORK_UNIT),
+            ) if value < least
         ]
         if limits.max_state_bytes + 64 > limits.frame_bytes:
             problems.append(f"--presence-max-state-bytes must be below {limits.frame_bytes - 64} (one message)")
@@ -113,6 +118,8 @@ class RoomPresence:
         self._snapshot: list[tuple[bytes, bytes]] | None = None  # cached (message, wire) for newcomers
         self._refusals = TokenBuckets(limits.max_refused / FLOOD_WINDOW, limits.max_refused, max_keys=10_000)
         self._log_limit = TokenBuckets(0.1, 3, max_keys=10_000)
+        units = limits.entries_rate / WORK_UNIT
+        self._work = TokenBuckets(units, int(units * FLOOD_WINDOW), max_keys=10_000)
 
     # -- reading ---------------------------------------------------------------------------
     @property
@@ -134,13 +141,16 @@ class RoomPresence:
             conn.enqueue(message, wire)
 
     # -- writing ---------------------------------------------------------------------------
-    def apply(self, conn: Connection, frame: bytes) -> None:
-        """Apply one awareness message from ``conn``; broadcast what was accepted."""
+    def apply(self, conn: Connection, frame: bytes) -> float:
+        """Apply one awareness message from ``conn`` and broadcast what was accepted; returns how
+        many seconds to wait before reading this connection again (``entries_rate``)."""
         accepted: list[p.AwarenessEntry] = []
         refused: Counter[str] = Counter()
         seen: set[int] = set()
+        count = 0
         try:
-            for entry in p.parse_awareness(frame):
+            for entry in p.iter_awareness(frame):
+                count += 1
                 if entry.client_id in seen:  # a client names each clientID once per message
                     reason: str | p.AwarenessEntry | None = "repeated clientID"
                 else:
@@ -159,6 +169,11 @@ class RoomPresence:
             if accepted:
                 self._snapshot = None
                 self._publish(accepted)
+        for _ in range(count // WORK_UNIT + 1):
+            wait = self._work.take(conn.id)
+            if wait:
+                return wait
+        return 0.0
 
     def _accept(self, conn: Connection, entry: p.AwarenessEntry) -> p.AwarenessEntry | str | None:
         """The entry to broadcast, a refusal reason, or None for an entry silently ignored (an echo,

@@ -7,6 +7,7 @@ Everything here works on bytes and is checked against truncation.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -124,17 +125,50 @@ MAX_AWARENESS_ENTRIES = 10_000  # per message; snapshots are split so that echoe
 
 
 def parse_awareness(frame: bytes) -> list[AwarenessEntry]:
-    """Decode ``[1, varBytes(update)]``; the update is ``n × (clientID, clock, varString)``.
+    """Decode ``[1, varBytes(update)]``; the update is ``n × (clientID, clock, varString)``."""
+    return list(iter_awareness(frame))
+
+
+def iter_awareness(frame: bytes) -> Iterator[AwarenessEntry]:
+    """The entries of an awareness message, decoded as they are consumed (a reader that stops
+    early pays for what it read).
 
     Only the structure is checked here (a truncated payload is a ``ProtocolError``); whether a
-    state is UTF-8 JSON is the room's decision per entry (``sync.awareness``).
+    state is UTF-8 JSON is the room's decision per entry (``sync.awareness``). Varints are decoded
+    inline: this loop runs for every entry of every presence message.
     """
     outer = Reader(frame, 1)
-    inner = Reader(outer.var_bytes())
-    count = inner.var_uint()
+    length = outer.var_uint()
+    end = outer.pos + length
+    if end > len(frame):
+        raise ProtocolError("truncated byte array")
+    buf = frame
+    r = Reader(frame, outer.pos)
+    count = r.var_uint()
     if count > MAX_AWARENESS_ENTRIES:
         raise ProtocolError("too many awareness entries")
-    return [AwarenessEntry(inner.var_uint(), inner.var_uint(), inner.var_bytes()) for _ in range(count)]
+    pos = r.pos
+    for _ in range(count):
+        values = [0, 0, 0]
+        for k in range(3):
+            n = shift = 0
+            while True:
+                if pos >= end:
+                    raise ProtocolError("truncated varint")
+                b = buf[pos]
+                pos += 1
+                n |= (b & 0x7F) << shift
+                if b < 0x80:
+                    break
+                shift += 7
+                if shift > 63:
+                    raise ProtocolError("varint too long")
+            values[k] = n
+        stop = pos + values[2]
+        if stop > end:
+            raise ProtocolError("truncated byte array")
+        yield AwarenessEntry(values[0], values[1], buf[pos:stop])
+        pos = stop
 
 
 def _entry_bytes(e: AwarenessEntry) -> bytes:

@@ -306,7 +306,9 @@ class SessionRoom(YRoom):
                 if len(batch.items) >= self.options.max_pending:  # backpressure: stop reading this socket
                     await batch.done.wait()
         elif kind == p.MSG_AWARENESS:
-            self.presence.apply(conn, frame)
+            delay = self.presence.apply(conn, frame)
+            if delay:  # over --presence-entries-rate: read this socket more slowly
+                await anyio.sleep(delay)
         elif kind == p.MSG_QUERY_AWARENESS:
             self.presence.send_snapshot(conn)
         elif kind == p.MSG_AUTH:
