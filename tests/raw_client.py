@@ -4,9 +4,9 @@ Usage: python raw_client.py URL [awareness-json]. Prints "ready" once connected 
 its presence state, if one is given), then reads frames forever.
 
 Flood mode (a hostile observer): python raw_client.py URL --flood N [--state-bytes B]
-[--per-frame K] [--seconds S]: registers N fresh awareness clientIDs in messages of K entries,
-prints "ready" after the first round, reads until the server closes it (printing "closed CODE"),
-reconnects and floods again until S seconds have passed; then prints "done".
+[--per-frame K] [--pause P] [--seconds S]: registers N fresh awareness clientIDs in messages of K
+entries, P seconds apart, prints "ready" after the first round, reads until the server closes it
+(printing "closed CODE"), reconnects and floods again until S seconds have passed; prints "done".
 """
 
 import argparse
@@ -29,6 +29,7 @@ parser.add_argument("--flood", type=int, default=0)
 parser.add_argument("--state-bytes", type=int, default=300)
 parser.add_argument("--per-frame", type=int, default=10_000)
 parser.add_argument("--seconds", type=float, default=0.0)
+parser.add_argument("--pause", type=float, default=0.0)
 args = parser.parse_args()
 url = urlparse(args.url)
 
@@ -75,6 +76,7 @@ while True:
         try:
             for frame in frames:
                 ws.send(frame)
+                time.sleep(args.pause)
             if not announced:
                 announced = True
                 print("ready", flush=True)
