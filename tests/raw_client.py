@@ -5,19 +5,20 @@ its presence state, if one is given), then reads frames forever.
 
 Flood mode (a hostile observer): python raw_client.py URL --flood N [--state-bytes B]
 [--per-frame K] [--pause P] [--seconds S]: registers N fresh awareness clientIDs in messages of K
-entries, P seconds apart, prints "ready" after the first round, reads until the server closes it
-(printing "closed CODE"), reconnects and floods again until S seconds have passed; prints "done".
+entries, P seconds apart, prints "ready" after the first round, reads everything it is sent until the
+server closes it (printing "closed CODE"), reconnects and floods again until S seconds have passed; prints "done".
 """
 
 import argparse
 import json
 import socket
 import sys
+import threading
 import time
 from urllib.parse import urlparse
 
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 sys.path.insert(0, __file__.rsplit("/", 2)[0])
 from crdt_server.sync import protocol as p  # noqa: E402
@@ -66,31 +67,38 @@ if not args.flood:
         while True:
             ws.recv()
 
+def drain(ws: ClientConnection, closed: list[int | None]) -> None:
+    """Read everything the server sends (an observer that keeps up), until it closes."""
+    try:
+        while True:
+            ws.recv()
+    except ConnectionClosed as exc:
+        closed.append(exc.rcvd.code if exc.rcvd is not None else None)
+
+
 deadline = time.monotonic() + args.seconds
 round_no = 0
 announced = False
 while True:
     frames = flood_frames(round_no)
-    with connect(args.url, sock=open_socket(), max_size=None) as ws:
+    closed: list[int | None] = []
+    with connect(args.url, max_size=None) as ws:
         ws.recv()
+        reader = threading.Thread(target=drain, args=(ws, closed), daemon=True)
+        reader.start()
         try:
             for frame in frames:
                 ws.send(frame)
                 time.sleep(args.pause)
-            if not announced:
-                announced = True
-                print("ready", flush=True)
-            while time.monotonic() < deadline:
-                try:
-                    ws.recv(timeout=max(0.01, deadline - time.monotonic()))
-                except TimeoutError:
-                    pass
-        except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd is not None else None
-            if not announced:
-                announced = True
-                print("ready", flush=True)
-            print(f"closed {code}", flush=True)
+        except ConnectionClosed:
+            pass
+        if not announced:
+            announced = True
+            print("ready", flush=True)
+        reader.join(max(0.0, deadline - time.monotonic()))
+    reader.join(5)
+    if closed:
+        print(f"closed {closed[0]}", flush=True)
     round_no += 1
     if time.monotonic() >= deadline:
         break
