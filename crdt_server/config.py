@@ -45,7 +45,7 @@ class Settings:
     presence_interval: float = _opt(0.05, "Seconds over which presence (awareness) updates of a room are coalesced into one broadcast (0 = relay each at once).")
     presence_max_clients: int = _opt(4, "Awareness clientIDs one connection may own (an editor has one); further ones are dropped.")
     presence_max_state_bytes: int = _opt(16 * 1024, "Largest awareness state in bytes; larger ones are dropped.")
-    presence_max_room_bytes: int = _opt(1024 * 1024, "Awareness bytes a room holds (what a newcomer receives); new or growing states beyond it are dropped. At most a quarter of --send-queue-bytes.")
+    presence_max_room_bytes: int = _opt(512 * 1024, "Awareness bytes a room holds (what a newcomer receives); new or growing states beyond it are dropped. At most half of --send-queue-bytes.")
     presence_max_refused: int = _opt(256, "Awareness entries one connection may have dropped (over a bound, invalid JSON) within 10 s; more closes it as a flood (1008).")
     presence_entries_rate: int = _opt(5000, "Awareness entries per second one connection's messages are processed at, on average over 10 s; beyond, its socket is read more slowly.")
     snapshot_every: int = _opt(2000, "Write a document snapshot after this many updates since the last one.")

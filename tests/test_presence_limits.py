@@ -186,7 +186,7 @@ async def test_a_newcomer_to_a_room_with_huge_presence_syncs_and_sees_it(server,
                 ready += 1
                 await stop.wait()
 
-        for i in range(17):  # 17 × 4 × 16 KB: more than the room's default 1 MiB
+        for i in range(17):  # 17 × 4 × 16 KB: more than the room's default 512 KiB
             tg.start_soon(filler, i)
         with anyio.fail_after(30):
             while ready < 17:
@@ -200,7 +200,7 @@ async def test_a_newcomer_to_a_room_with_huge_presence_syncs_and_sees_it(server,
                     break
         async with js_client(server.ws_url, s["id"], s["tokens"]["candidate"], name="Newcomer") as newcomer:
             await newcomer.wait_text(equals="hello", timeout=10)
-            seen = await newcomer.wait_awareness(lambda st: len(st.others) >= 60, timeout=10)
+            seen = await newcomer.wait_awareness(lambda st: len(st.others) >= 30, timeout=10)  # 512 KiB of 16 KB states
             assert all(name.startswith("u") for name in [st["user"]["name"] for st in seen.others.values()])
             assert not [e for e in newcomer.events if e["event"] in ("uncaught", "connection-close")]
         stop.set()

@@ -57,7 +57,7 @@ class PresenceFlood(Exception):
 class PresenceLimits:
     max_clients: int = 4
     max_state_bytes: int = 16 * 1024
-    max_room_bytes: int = 1024 * 1024
+    max_room_bytes: int = 512 * 1024
     max_refused: int = 256
     entries_rate: int = 5000
     frame_bytes: int = 256 * 1024  # largest presence message the server sends
@@ -79,9 +79,9 @@ class PresenceLimits:
         ]
         if limits.max_state_bytes + 64 > limits.frame_bytes:
             problems.append(f"--presence-max-state-bytes must be below {limits.frame_bytes - 64} (one message)")
-        if not limits.max_state_bytes <= limits.max_room_bytes <= s.send_queue_bytes // 4:
-            problems.append("--presence-max-room-bytes must be between --presence-max-state-bytes and a quarter"
-                            f" of --send-queue-bytes ({s.send_queue_bytes // 4})")
+        if not limits.max_state_bytes <= limits.max_room_bytes <= s.send_queue_bytes // 2:
+            problems.append("--presence-max-room-bytes must be between --presence-max-state-bytes and half"
+                            f" of --send-queue-bytes ({s.send_queue_bytes // 2})")
         if problems:
             raise ValueError("; ".join(problems))
         return limits
