@@ -122,10 +122,6 @@ class RoomPresence:
         self._work = TokenBuckets(units, int(units * FLOOD_WINDOW), max_keys=10_000)
 
     # -- reading ---------------------------------------------------------------------------
-    @property
-    def live_count(self) -> int:
-        return len(self._live)
-
     def summaries(self, conn: Connection) -> list[dict[str, Any]]:
         """Cached summaries of the states a connection owns (oldest clientID first)."""
         return [self._live[c].summary for c in sorted(conn.client_ids) if c in self._live]
