@@ -6,6 +6,7 @@ what a user sees is checked with real y-websocket clients (``jsclient.py``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import statistics
@@ -22,6 +23,7 @@ import httpx
 import pytest
 from pycrdt import Doc, Text
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from crdt_server.sync import protocol as p
 
@@ -191,13 +193,31 @@ async def test_a_newcomer_to_a_room_with_huge_presence_syncs_and_sees_it(server,
         with anyio.fail_after(30):
             while ready < 17:
                 await anyio.sleep(0.05)
-        async with raw(server, s, "observer") as hostile:  # 20 MB more, in messages under the limit
-            for frame_no in range(7):
-                entries = [p.AwarenessEntry(500_000 + 200 * frame_no + j, 1, state("h", big)) for j in range(200)]
-                try:
-                    await hostile.send(p.awareness_frame(entries))
-                except Exception:  # noqa: BLE001 - closed as a flood: that is the point
-                    break
+        sent = anyio.Event()
+
+        async def hostile() -> None:  # 20 MB more, in messages under the limit, read back as it goes
+            async with raw(server, s, "observer") as ws, anyio.create_task_group() as inner:
+
+                async def drain() -> None:
+                    with contextlib.suppress(ConnectionClosed):
+                        while True:
+                            await ws.recv()
+
+                inner.start_soon(drain)
+                for frame_no in range(7):
+                    entries = [p.AwarenessEntry(500_000 + 200 * frame_no + j, 1, state("h", big)) for j in range(200)]
+                    try:
+                        await ws.send(p.awareness_frame(entries))
+                    except ConnectionClosed:  # closed as a flood: that is the point
+                        break
+                sent.set()
+                await stop.wait()
+                inner.cancel_scope.cancel()
+
+        tg.start_soon(hostile)
+        with anyio.fail_after(30):
+            await sent.wait()
+        await anyio.sleep(1.0)  # handled by now
         async with js_client(server.ws_url, s["id"], s["tokens"]["candidate"], name="Newcomer") as newcomer:
             await newcomer.wait_text(equals="hello", timeout=10)
             seen = await newcomer.wait_awareness(lambda st: len(st.others) >= 30, timeout=10)  # 512 KiB of 16 KB states
