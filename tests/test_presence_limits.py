@@ -101,7 +101,7 @@ async def edit_latencies(server: ServerProcess, session: dict[str, Any], seconds
     return latencies
 
 
-async def test_an_observer_flood_is_bounded_and_other_sessions_keep_their_latency(server, js_deps):
+async def test_an_observer_flood_is_bounded_and_other_sessions_keep_their_latency(server):
     """One observer socket registers 200,000 clientIDs (again after every close) while someone polls
     the participants list: it keeps at most its few clientIDs, is closed as a flood, and an
     unrelated session's edits stay fast (a liveness bound, not a benchmark)."""
