@@ -1,7 +1,8 @@
 """Presence (awareness) states made safe to report: everything in them is client-controlled.
 
-Read by the participants list (REST) and by the room, which remembers a connection's display name
-for the update log and the ``participant_left`` event.
+Read by the room (``sync.awareness``), which validates every state once when it arrives, keeps a
+summary of it for the participants list (REST), and remembers a connection's display name for the
+update log and the ``participant_left`` event.
 """
 
 from __future__ import annotations
@@ -45,6 +46,24 @@ def clean_json(value: Any, depth: int = 0) -> Any:
     raise ValueError("not JSON")
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_client_json(raw: bytes) -> Any:
+    """A presence state as the JS client's ``JSON.parse`` reads it, or ``ValueError``.
+
+    y-protocols decodes a state with a fatal UTF-8 decoder and ``JSON.parse``, and throws on the
+    whole message when one entry is bad, so everything the server relays must pass both. Python's
+    parser is stricter where it differs (huge integers, absurd nesting) and NaN/Infinity, which it
+    alone accepts, are refused.
+    """
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ValueError(str(exc)[:80]) from None
+
+
 def parse_state(raw: bytes | None) -> Any:
     """An awareness state's JSON, or None when it is absent, removed or malformed."""
     if raw is None or raw == b"null":
@@ -64,17 +83,34 @@ def user_field(state: Any, key: str) -> str | None:
     return clean_str(value, MAX_NAME)
 
 
+FIELDS = ("name", "color", "cursor")
+
+
+def state_summary(state: Any) -> dict[str, Any]:
+    """Name, colour and cursor of one state, each None when absent or not well-typed."""
+    out: dict[str, Any] = dict.fromkeys(FIELDS)
+    if not isinstance(state, dict):
+        return out
+    out["name"] = user_field(state, "name")
+    out["color"] = user_field(state, "color")
+    if state.get("cursor") is not None:
+        try:
+            out["cursor"] = clean_json(state["cursor"])
+        except (ValueError, RecursionError):
+            pass
+    return out
+
+
+def merge(summaries: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """One connection's name, colour and cursor from its states' summaries (first set value of each wins)."""
+    out: dict[str, Any] = dict.fromkeys(FIELDS)
+    for part in summaries:
+        for key in FIELDS:
+            if out[key] is None:
+                out[key] = part[key]
+    return out
+
+
 def summary(states: Iterable[Any]) -> dict[str, Any]:
     """Name, colour and cursor of one connection from its states (first well-typed value of each wins)."""
-    out: dict[str, Any] = {"name": None, "color": None, "cursor": None}
-    for state in states:
-        if not isinstance(state, dict):
-            continue
-        out["name"] = out["name"] or user_field(state, "name")
-        out["color"] = out["color"] or user_field(state, "color")
-        if out["cursor"] is None and state.get("cursor") is not None:
-            try:
-                out["cursor"] = clean_json(state["cursor"])
-            except (ValueError, RecursionError):
-                pass
-    return out
+    return merge(state_summary(s) for s in states)

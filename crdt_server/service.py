@@ -270,7 +270,7 @@ class SessionService:
             return []
         return [
             {"connection_id": conn.id, "role": conn.role, "connected_at": conn.connected_at,
-             **presence.summary(room.presence_states(conn))}
+             **presence.merge(room.presence.summaries(conn))}
             for conn in sorted(room.clients, key=lambda c: c.connected_at)
         ]
 

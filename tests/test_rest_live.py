@@ -221,7 +221,7 @@ async def test_participants_survive_hostile_awareness(server, state):
     async with aconnect_ws(f"{server.ws_url}/{s['id']}?token={s['tokens']['candidate']}") as ws:
         await ws.receive_bytes()  # sync step 1
         await ws.send_bytes(p.awareness_frame([p.AwarenessEntry(4242, 1, state)]))
-        await ws.receive_bytes()  # the relayed awareness: it has been applied
+        await _processed(ws)  # applied, or dropped when it is not JSON or too large
         r = await rest(server, "GET", url, s["tokens"]["observer"])
         assert r.status_code == 200, r.text
         (participant,) = r.json()["participants"]
@@ -230,6 +230,17 @@ async def test_participants_survive_hostile_awareness(server, state):
         assert participant["color"] is None or isinstance(participant["color"], str)
         r = await rest(server, "GET", f"/api/sessions/{s['id']}/history", s["tokens"]["interviewer"])
         assert r.status_code == 200, r.text
+
+
+async def _processed(ws: Any) -> None:
+    """Wait until the server has handled everything sent so far: frames are handled in order, so
+    the answer to a sync step 1 sent now comes after (a dropped awareness entry has no echo)."""
+    from crdt_server.sync import protocol as p
+
+    await ws.send_bytes(p.sync_frame(p.SYNC_STEP1, b"\x00"))
+    with anyio.fail_after(5):
+        while (await ws.receive_bytes())[:2] != bytes((p.MSG_SYNC, p.SYNC_STEP2)):
+            pass
 
 
 async def test_deeply_nested_awareness_does_not_leave_a_ghost_participant(server):
@@ -242,7 +253,7 @@ async def test_deeply_nested_awareness_does_not_leave_a_ghost_participant(server
     async with aconnect_ws(f"{server.ws_url}/{s['id']}?token={s['tokens']['candidate']}") as ws:
         await ws.receive_bytes()
         await ws.send_bytes(p.awareness_frame([p.AwarenessEntry(4242, 1, b"[" * 100_000 + b"]" * 100_000)]))
-        await ws.receive_bytes()
+        await _processed(ws)
     with anyio.fail_after(5):
         while (await rest(server, "GET", url, s["tokens"]["observer"])).json()["participants"]:
             await anyio.sleep(0.05)

@@ -7,6 +7,7 @@ Everything here works on bytes and is checked against truncation.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -31,6 +32,7 @@ class CloseCode(IntEnum):
     NORMAL = 1000
     UNSUPPORTED_DATA = 1003  # a text frame
     MALFORMED = 1007  # a frame or update that does not decode
+    POLICY_VIOLATION = 1008  # a presence flood: refused awareness entries over --presence-max-refused
     TOO_BIG = 1009  # over --max-message-size (sent by uvicorn)
     INTERNAL_ERROR = 1011  # storage failed; the client reconnects and re-sends its edits
     RESTARTING = 1012  # the server is shutting down (sent by uvicorn on SIGTERM)
@@ -120,33 +122,85 @@ class AwarenessEntry:
         return self.state == b"null"
 
 
+MAX_AWARENESS_ENTRIES = 10_000  # per message; snapshots are split so that echoes stay under it
+
+
 def parse_awareness(frame: bytes) -> list[AwarenessEntry]:
     """Decode ``[1, varBytes(update)]``; the update is ``n × (clientID, clock, varString)``."""
+    return list(iter_awareness(frame))
+
+
+def iter_awareness(frame: bytes) -> Iterator[AwarenessEntry]:
+    """The entries of an awareness message, decoded as they are consumed (a reader that stops
+    early pays for what it read).
+
+    Only the structure is checked here (a truncated payload is a ``ProtocolError``); whether a
+    state is UTF-8 JSON is the room's decision per entry (``sync.awareness``). Varints are decoded
+    inline: this loop runs for every entry of every presence message.
+    """
     outer = Reader(frame, 1)
-    inner = Reader(outer.var_bytes())
-    count = inner.var_uint()
-    if count > 10_000:
+    length = outer.var_uint()
+    end = outer.pos + length
+    if end > len(frame):
+        raise ProtocolError("truncated byte array")
+    buf = frame
+    r = Reader(frame, outer.pos)
+    count = r.var_uint()
+    if count > MAX_AWARENESS_ENTRIES:
         raise ProtocolError("too many awareness entries")
-    entries = []
+    pos = r.pos
     for _ in range(count):
-        client_id = inner.var_uint()
-        clock = inner.var_uint()
-        state = inner.var_bytes()
-        try:
-            state.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ProtocolError("awareness state is not UTF-8") from None
-        entries.append(AwarenessEntry(client_id, clock, state))
-    return entries
+        values = [0, 0, 0]
+        for k in range(3):
+            n = shift = 0
+            while True:
+                if pos >= end:
+                    raise ProtocolError("truncated varint")
+                b = buf[pos]
+                pos += 1
+                n |= (b & 0x7F) << shift
+                if b < 0x80:
+                    break
+                shift += 7
+                if shift > 63:
+                    raise ProtocolError("varint too long")
+            values[k] = n
+        stop = pos + values[2]
+        if stop > end:
+            raise ProtocolError("truncated byte array")
+        yield AwarenessEntry(values[0], values[1], buf[pos:stop])
+        pos = stop
+
+
+def _entry_bytes(e: AwarenessEntry) -> bytes:
+    return write_var_uint(e.client_id) + write_var_uint(e.clock) + write_var_bytes(e.state)
 
 
 def awareness_frame(entries: list[AwarenessEntry]) -> bytes:
-    body = bytearray(write_var_uint(len(entries)))
+    body = write_var_uint(len(entries)) + b"".join(_entry_bytes(e) for e in entries)
+    return bytes((MSG_AWARENESS,)) + write_var_bytes(body)
+
+
+def awareness_frames(entries: list[AwarenessEntry], max_bytes: int, max_entries: int = MAX_AWARENESS_ENTRIES) -> list[bytes]:
+    """``entries`` as awareness messages of at most ``max_bytes`` and ``max_entries`` each (one
+    entry larger than ``max_bytes`` goes alone): a big presence reaches a newcomer in pieces it can take."""
+    frames: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 0
     for e in entries:
-        body += write_var_uint(e.client_id)
-        body += write_var_uint(e.clock)
-        body += write_var_bytes(e.state)
-    return bytes((MSG_AWARENESS,)) + write_var_bytes(bytes(body))
+        raw = _entry_bytes(e)
+        if chunk and (size + len(raw) + 16 > max_bytes or len(chunk) >= max_entries):
+            frames.append(_frame_of(chunk))
+            chunk, size = [], 0
+        chunk.append(raw)
+        size += len(raw)
+    if chunk:
+        frames.append(_frame_of(chunk))
+    return frames
+
+
+def _frame_of(encoded: list[bytes]) -> bytes:
+    return bytes((MSG_AWARENESS,)) + write_var_bytes(write_var_uint(len(encoded)) + b"".join(encoded))
 
 
 def is_crdt_failure(exc: BaseException) -> bool:

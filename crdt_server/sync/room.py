@@ -10,9 +10,10 @@ described in docs/design/pycrdt-websocket.md:
   database lacks.
 * "A failed send breaks the room": fan-out goes through each connection's bounded queue
   (``Connection.enqueue``), which never raises.
-* "Presence: no snapshot for newcomers, no cleanup": presence is tracked per connection; a
-  newcomer gets every state at once, and the states a connection introduced are removed for the
-  others when it goes, however it goes. The server has no presence entry of its own.
+* "Presence: no snapshot for newcomers, no cleanup": presence is tracked per connection
+  (``awareness.RoomPresence``, bounded and validated); a newcomer gets every state at once, and
+  the states a connection introduced are removed for the others when it goes, however it goes.
+  The server has no presence entry of its own.
 * "No per-connection read-only": observers and ended sessions are enforced here.
 """
 
@@ -26,11 +27,11 @@ import anyio
 from pycrdt import Doc, Map, get_state
 from pycrdt.websocket import YRoom
 
-from .. import presence
 from ..document import META
 from ..metrics import Metrics
 from ..storage import SessionChange, SessionGone, Store, UpdateRecord
 from . import protocol as p
+from .awareness import PresenceFlood, PresenceLimits, RoomPresence
 from .connection import SERVER, Connection, Origin, wire_frame
 from .guard import DocumentGuard
 from .ingest import Batch, GuardedIngest, Pending
@@ -53,6 +54,7 @@ class RoomOptions:
     presence_interval: float  # presence coalescing window (0 = relay at once)
     max_pending: int  # updates ahead of their commit before a socket stops being read
     editor_events: int = 100  # history events one connection's edits may cause (reverts, language switches)
+    presence: PresenceLimits = PresenceLimits()  # bounds of a room's presence
 
     @classmethod
     def from_settings(cls, s: Settings) -> RoomOptions:
@@ -60,6 +62,7 @@ class RoomOptions:
             grace=s.room_grace, snapshot_every=s.snapshot_every, persist=s.persistence == "write-ahead",
             presence_interval=s.presence_interval, max_pending=s.room_pending_updates,
             editor_events=s.editor_events_per_connection,
+            presence=PresenceLimits.from_settings(s),
         )
 
 
@@ -89,11 +92,7 @@ class SessionRoom(GuardedIngest, YRoom):
         self.persist = options.persist
         self.editor_event_limit = options.editor_events
         self.read_only = read_only  # the session has ended; set by the service, which owns the status
-        self.presence: dict[int, p.AwarenessEntry] = {}
-        self._presence_out: dict[int, p.AwarenessEntry] = {}
-        self._presence_flush_scheduled = False
-        # clientID -> the live connection that introduced it; only that one may change it
-        self._owners: dict[int, Connection] = {}
+        self.presence = RoomPresence(self.clients, options.presence, options.presence_interval, self._spawn)
         self.holds = 0  # WebSocket handlers and REST operations that keep the room loaded
         self.gone = False  # the session was deleted: nothing more is committed or snapshotted
         self._batch = Batch()
@@ -109,6 +108,12 @@ class SessionRoom(GuardedIngest, YRoom):
         m = metrics or Metrics()  # unlabelled counters: two additions per update on the hot path
         self._count_updates, self._count_bytes = m.updates.inc, m.broadcast_bytes.inc
         self._count_slow_close = m.slow_consumer_closes.inc
+
+    def _spawn(self, func: Any) -> bool:
+        if self._task_group is None:
+            return False
+        self._task_group.start_soon(func)
+        return True
 
     # -- YRoom overrides ---------------------------------------------------------------------
     def send_server_awareness(self, type: str, changes: Any) -> None:
@@ -279,9 +284,7 @@ class SessionRoom(GuardedIngest, YRoom):
         self.clients.add(conn)
         try:
             conn.enqueue(p.sync_frame(p.SYNC_STEP1, self.ydoc.get_state()))
-            live = [e for e in self.presence.values() if not e.removed]
-            if live:  # a newcomer sees everyone at once
-                conn.enqueue(p.awareness_frame(live))
+            self.presence.send_snapshot(conn)  # a newcomer sees everyone at once
             async for frame in conn.frames():
                 try:
                     await self.handle_frame(conn, frame)
@@ -289,11 +292,15 @@ class SessionRoom(GuardedIngest, YRoom):
                     log.warning("connection %s sent a malformed frame (%s); closing", conn.id, exc)
                     conn.close(CloseCode.MALFORMED, f"malformed message: {exc}"[:120])
                     return
+                except PresenceFlood as exc:
+                    log.warning("connection %s: %s; closing", conn.id, exc)
+                    conn.close(CloseCode.POLICY_VIOLATION, "presence flood")
+                    return
                 except SessionGone:
                     return
         finally:
             self.clients.discard(conn)
-            self._remove_presence(conn)
+            self.presence.remove(conn)
 
     async def handle_frame(self, conn: Connection, frame: bytes) -> None:
         if not frame:
@@ -316,94 +323,15 @@ class SessionRoom(GuardedIngest, YRoom):
                 if len(batch.items) >= self.options.max_pending:  # backpressure: stop reading this socket
                     await batch.done.wait()
         elif kind == p.MSG_AWARENESS:
-            self._apply_presence(conn, frame)
+            delay = self.presence.apply(conn, frame)
+            if delay:  # over --presence-entries-rate: read this socket more slowly
+                await anyio.sleep(delay)
         elif kind == p.MSG_QUERY_AWARENESS:
-            live = [e for e in self.presence.values() if not e.removed]
-            if live:
-                conn.enqueue(p.awareness_frame(live))
+            self.presence.send_snapshot(conn)
         elif kind == p.MSG_AUTH:
             pass  # clients never need to send auth messages; ignore like the reference server
         else:
             raise p.ProtocolError(f"unknown message type {kind}")
-
-    # -- presence ----------------------------------------------------------------------------
-    def _apply_presence(self, conn: Connection, frame: bytes) -> None:
-        accepted = []
-        for entry in p.parse_awareness(frame):
-            owner = self._owners.get(entry.client_id)
-            if owner is not None and owner is not conn:
-                continue  # another live connection's clientID: no spoofing or removing others
-            current = self.presence.get(entry.client_id)
-            if current is None or entry.clock > current.clock or (
-                entry.clock == current.clock and entry.removed and not current.removed
-            ):
-                self.presence[entry.client_id] = entry
-                accepted.append(entry)
-                if entry.removed:
-                    conn.client_ids.discard(entry.client_id)
-                    self._owners.pop(entry.client_id, None)
-                else:
-                    conn.client_ids.add(entry.client_id)
-                    self._owners[entry.client_id] = conn
-                    # Remembered on the connection: the update log and the "left" event name the
-                    # author even after a graceful leave has removed the state.
-                    conn.name = presence.user_field(presence.parse_state(entry.state), "name") or conn.name
-        if self.options.presence_interval <= 0:
-            # Relay as is to everyone, the sender included: the echo keeps a lone client alive.
-            self._broadcast_presence_frame(frame)
-        elif accepted:
-            self._queue_presence(accepted)
-
-    def presence_states(self, conn: Connection) -> list[Any]:
-        """The parsed presence states a connection introduced (oldest clientID first)."""
-        return [presence.parse_state(self.presence[c].state) for c in sorted(conn.client_ids) if c in self.presence]
-
-    def _queue_presence(self, entries: list[p.AwarenessEntry]) -> None:
-        """Coalesce presence: one frame per room per interval with the newest entry per client.
-
-        Presence, not edits, dominates CPU in big rooms (every cursor move goes to everyone);
-        200 clients at 1 Hz become at most 1/interval frames per second per recipient.
-        """
-        for entry in entries:
-            self._presence_out[entry.client_id] = entry
-        if not self._presence_flush_scheduled and self._task_group is not None:
-            self._presence_flush_scheduled = True
-            self._task_group.start_soon(self._flush_presence_later)
-
-    async def _flush_presence_later(self) -> None:
-        try:
-            await anyio.sleep(self.options.presence_interval)
-        finally:  # also if the room's task group restarts meanwhile
-            self._presence_flush_scheduled = False
-        entries = list(self._presence_out.values())
-        self._presence_out.clear()
-        if entries:
-            self._broadcast_presence_frame(p.awareness_frame(entries))
-
-    def _broadcast_presence_frame(self, frame: bytes) -> None:
-        wire = wire_frame(frame)
-        for other in self.clients:
-            other.enqueue(frame, wire)
-
-    def _remove_presence(self, conn: Connection) -> None:
-        """Tell the others that this connection's clients left (same clock, null state, as the
-        reference server does, so a client that reconnects is accepted at its next renewal)."""
-        removed = []
-        for client_id in conn.client_ids:
-            if self._owners.get(client_id) is conn:
-                del self._owners[client_id]
-            entry = self.presence.get(client_id)
-            if entry is not None and not entry.removed:
-                gone = p.AwarenessEntry(client_id, entry.clock, b"null")
-                self.presence[client_id] = gone
-                self._presence_out.pop(client_id, None)
-                removed.append(gone)
-        conn.client_ids.clear()
-        if removed:
-            self._broadcast_presence_frame(p.awareness_frame(removed))
-        if not self.clients:
-            self.presence.clear()
-            self._presence_out.clear()
 
     def mark_gone(self) -> None:
         """The session was deleted: refuse further updates and never snapshot again."""

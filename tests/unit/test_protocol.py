@@ -158,10 +158,13 @@ def test_awareness_empty_update() -> None:
     assert p.parse_awareness(p.awareness_frame([])) == []
 
 
-def test_awareness_invalid_utf8_refused() -> None:
-    inner = b"\x01" + b"\x01" + b"\x01" + p.write_var_bytes(b'"\xff\xfe"')
-    with pytest.raises(ProtocolError, match="UTF-8"):
-        p.parse_awareness(b"\x01" + p.write_var_bytes(inner))
+def test_awareness_codec_leaves_state_validation_to_the_room() -> None:
+    """Invalid UTF-8 in a state is not a framing error: the room drops that entry (sync/awareness.py)
+    and keeps the connection, so the codec returns it as sent."""
+    state = b'"' + bytes([0xFF, 0xFE]) + b'"'
+    inner = b"\x01" + b"\x01" + b"\x01" + p.write_var_bytes(state)
+    (entry,) = p.parse_awareness(b"\x01" + p.write_var_bytes(inner))
+    assert entry.state == state
 
 
 def test_awareness_too_many_entries_refused() -> None:

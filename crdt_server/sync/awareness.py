@@ -1,0 +1,296 @@
+"""A room's presence (awareness): who owns which clientID, bounded, validated, coalesced.
+
+Why a module of its own: presence is client-controlled data that every other client parses and
+every newcomer receives, so it needs the same care as the document (docs/websocket-protocol.md,
+"Awareness" and "Limits"):
+
+* **Ownership.** A clientID belongs to the live connection that introduced it; others' entries
+  for it are dropped (y-websocket echoes every state it receives, so this is the common case,
+  not an attack). A connection *of the same role* with a higher clock takes it over: a user who
+  reconnects before the server noticed the old socket died keeps their cursor, and the old
+  socket's eventual close no longer removes it.
+* **Bounds.** ``PresenceLimits``: clientIDs per connection, bytes per state, bytes per room.
+  An entry over a bound is dropped and the connection keeps working (a client at a limit by
+  accident, e.g. several tabs sharing a BroadcastChannel); a connection whose refusals pass
+  ``max_refused`` within 10 s is flooding and is closed (``PresenceFlood`` → 1008). Every entry
+  costs parsing, even one silently ignored, so a connection's entries are also processed at most
+  at ``entries_rate`` per second (bursts of 10 s): beyond, its socket is read more slowly.
+* **Validation.** Every accepted state is JSON as ``JSON.parse`` reads it (y-protocols throws on
+  the whole message otherwise); the bytes are kept as sent, only a ``null`` is normalised.
+* **Cheap reads.** Each state is parsed once, on arrival; the participants list reads a cached
+  summary, and newcomers get cached frames split under the message limit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .. import presence
+from ..limits import TokenBuckets
+from . import protocol as p
+from .connection import wire_frame
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from .connection import Connection
+
+log = logging.getLogger(__name__)
+
+ENTRY_COST = 32  # bytes a live entry counts beyond its state (ids, clock, bookkeeping)
+TOMBSTONE_COST = 16  # a removed clientID's remembered clock
+FLOOD_WINDOW = 10.0  # seconds over which max_refused refusals (and bursts of entries_rate) are allowed
+WORK_UNIT = 100  # entries per token of the entries_rate bucket
+NULL = b"null"
+
+
+class PresenceFlood(Exception):
+    """A connection's refused presence entries passed ``max_refused``: it is closed (1008)."""
+
+
+@dataclass(frozen=True)
+class PresenceLimits:
+    max_clients: int = 4
+    max_state_bytes: int = 16 * 1024
+    max_room_bytes: int = 512 * 1024
+    max_refused: int = 256
+    entries_rate: int = 5000
+    frame_bytes: int = 256 * 1024  # largest presence message the server sends
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> PresenceLimits:
+        """Checked at start: a state at the limit must fit one message, a full room a newcomer's queue."""
+        limits = cls(
+            max_clients=s.presence_max_clients, max_state_bytes=s.presence_max_state_bytes,
+            max_room_bytes=s.presence_max_room_bytes, max_refused=s.presence_max_refused,
+            entries_rate=s.presence_entries_rate,
+            frame_bytes=min(256 * 1024, s.max_message_size),
+        )
+        problems = [
+            f"--{name} must be at least {least}" for name, value, least in (
+                ("presence-max-clients", limits.max_clients, 1), ("presence-max-state-bytes", limits.max_state_bytes, 1),
+                ("presence-max-refused", limits.max_refused, 1), ("presence-entries-rate", limits.entries_rate, WORK_UNIT),
+            ) if value < least
+        ]
+        if limits.max_state_bytes + 64 > limits.frame_bytes:
+            problems.append(f"--presence-max-state-bytes must be below {limits.frame_bytes - 64} (one message)")
+        if not limits.max_state_bytes <= limits.max_room_bytes <= s.send_queue_bytes // 2:
+            problems.append("--presence-max-room-bytes must be between --presence-max-state-bytes and half"
+                            f" of --send-queue-bytes ({s.send_queue_bytes // 2})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return limits
+
+
+@dataclass
+class _Live:
+    entry: p.AwarenessEntry
+    owner: Connection
+    summary: dict[str, Any]  # name/color/cursor, parsed once (the participants list reads it)
+    announced: bool = False  # sent to anyone yet: a removal of an unannounced state need not be
+
+    @property
+    def cost(self) -> int:
+        return len(self.entry.state) + ENTRY_COST
+
+
+class RoomPresence:
+    """The presence of one room; the room calls ``apply``, ``send_snapshot`` and ``remove``."""
+
+    def __init__(
+        self, clients: set[Connection], limits: PresenceLimits, interval: float,
+        start_soon: Callable[[Callable[[], Any]], bool],
+    ) -> None:
+        self._clients = clients  # the room's live connections (the same set)
+        self.limits = limits
+        self._interval = interval
+        self._start_soon = start_soon  # runs a coroutine function in the room's task group, False if none
+        self._live: dict[int, _Live] = {}
+        self._tombstones: dict[int, int] = {}  # removed clientID -> clock, oldest first (echoes must not revive)
+        self.bytes = 0  # counted against max_room_bytes: live states and tombstones
+        self._out: dict[int, p.AwarenessEntry] = {}  # coalesced, not yet broadcast
+        self._flush_scheduled = False
+        self._snapshot: list[tuple[bytes, bytes]] | None = None  # cached (message, wire) for newcomers
+        self._refusals = TokenBuckets(limits.max_refused / FLOOD_WINDOW, limits.max_refused, max_keys=10_000)
+        self._log_limit = TokenBuckets(0.1, 3, max_keys=10_000)
+        units = limits.entries_rate / WORK_UNIT
+        self._work = TokenBuckets(units, int(units * FLOOD_WINDOW), max_keys=10_000)
+
+    # -- reading ---------------------------------------------------------------------------
+    def summaries(self, conn: Connection) -> list[dict[str, Any]]:
+        """Cached summaries of the states a connection owns (oldest clientID first)."""
+        return [self._live[c].summary for c in sorted(conn.client_ids) if c in self._live]
+
+    def send_snapshot(self, conn: Connection) -> None:
+        """Every live state, in messages under the frame limit (a newcomer sees everyone at once)."""
+        if self._snapshot is None:
+            for live in self._live.values():
+                live.announced = True
+            entries = [live.entry for live in self._live.values()]
+            self._snapshot = [(f, wire_frame(f)) for f in p.awareness_frames(entries, self.limits.frame_bytes)]
+        for message, wire in self._snapshot:
+            conn.enqueue(message, wire)
+
+    # -- writing ---------------------------------------------------------------------------
+    def apply(self, conn: Connection, frame: bytes) -> float:
+        """Apply one awareness message from ``conn`` and broadcast what was accepted; returns how
+        many seconds to wait before reading this connection again (``entries_rate``)."""
+        accepted: list[p.AwarenessEntry] = []
+        refused: Counter[str] = Counter()
+        seen: set[int] = set()
+        count = 0
+        try:
+            for entry in p.iter_awareness(frame):
+                count += 1
+                if entry.client_id in seen:  # a client names each clientID once per message
+                    reason: str | p.AwarenessEntry | None = "repeated clientID"
+                else:
+                    seen.add(entry.client_id)
+                    reason = self._accept(conn, entry)
+                if isinstance(reason, p.AwarenessEntry):
+                    accepted.append(reason)
+                elif reason is not None:
+                    refused[reason] += 1
+                    if self._refusals.take(conn.id):
+                        raise PresenceFlood(f"more than {self.limits.max_refused} presence entries refused")
+        finally:
+            if refused and not self._log_limit.take(conn.id):
+                log.warning("connection %s: presence entries dropped: %s", conn.id,
+                            ", ".join(f"{n} × {r}" for r, n in refused.items()))
+            if accepted:
+                self._snapshot = None
+                self._publish(accepted)
+        for _ in range(count // WORK_UNIT + 1):
+            wait = self._work.take(conn.id)
+            if wait:
+                return wait
+        return 0.0
+
+    def _accept(self, conn: Connection, entry: p.AwarenessEntry) -> p.AwarenessEntry | str | None:
+        """The entry to broadcast, a refusal reason, or None for an entry silently ignored (an echo,
+        an old clock, someone else's clientID)."""
+        cid = entry.client_id
+        live = self._live.get(cid)
+        takeover = False
+        if live is not None:
+            if live.owner is not conn:
+                if live.owner.role != conn.role or entry.clock <= live.entry.clock:
+                    return None
+                takeover = True
+            elif entry.clock < live.entry.clock or (entry.clock == live.entry.clock and entry.state != NULL):
+                return None
+        elif entry.clock <= self._tombstones.get(cid, -1):
+            return None
+        if len(entry.state) > self.limits.max_state_bytes:
+            return "state too large"
+        try:
+            value = presence.parse_client_json(entry.state)
+        except ValueError:
+            return "not JSON"
+        if value is None:
+            return self._remove_one(cid, entry.clock) if live is not None else None
+        if (live is None or takeover) and len(conn.client_ids) >= self.limits.max_clients:
+            return "too many clientIDs"
+        cost = len(entry.state) + ENTRY_COST
+        if not self._fits(cost - (live.cost if live is not None else 0)):
+            return "room presence full"
+        if live is None:
+            self._forget_tombstone(cid)
+            live = self._live[cid] = _Live(entry, conn, {})
+        else:
+            self.bytes -= live.cost
+            if takeover:
+                live.owner.client_ids.discard(cid)
+                live.owner = conn
+            live.entry = entry
+        self.bytes += cost
+        conn.client_ids.add(cid)
+        live.summary = presence.state_summary(value)
+        # Remembered on the connection: the update log and the "left" event name the author even
+        # after a graceful leave has removed the state.
+        conn.name = live.summary["name"] or conn.name
+        return entry
+
+    def _fits(self, extra: int) -> bool:
+        """Whether ``extra`` more bytes fit the room, forgetting the oldest tombstones if need be."""
+        while extra > 0 and self.bytes + extra > self.limits.max_room_bytes and self._tombstones:
+            self._forget_tombstone(next(iter(self._tombstones)))
+        return extra <= 0 or self.bytes + extra <= self.limits.max_room_bytes
+
+    def _forget_tombstone(self, cid: int) -> None:
+        if self._tombstones.pop(cid, None) is not None:
+            self.bytes -= TOMBSTONE_COST
+
+    def _remove_one(self, cid: int, clock: int) -> p.AwarenessEntry | None:
+        """Remove a live state; the removal to broadcast, or None if nobody was ever sent the state."""
+        live = self._live.pop(cid)
+        live.owner.client_ids.discard(cid)
+        self.bytes -= live.cost
+        if self._fits(TOMBSTONE_COST):
+            self._tombstones[cid] = clock
+            self.bytes += TOMBSTONE_COST
+        self._snapshot = None
+        if not live.announced:
+            self._out.pop(cid, None)
+            return None
+        return p.AwarenessEntry(cid, clock, NULL)
+
+    def remove(self, conn: Connection) -> None:
+        """``conn`` is gone: tell the others its clients left (same clock, null state, as the reference
+        server does, so a client that reconnects is accepted at its next renewal)."""
+        removed = [
+            gone for cid in sorted(conn.client_ids)
+            if (live := self._live.get(cid)) is not None and live.owner is conn
+            and (gone := self._remove_one(cid, live.entry.clock)) is not None
+        ]
+        conn.client_ids.clear()
+        for gone in removed:
+            self._out.pop(gone.client_id, None)
+        if removed:
+            self._broadcast(removed)
+        if not self._clients:
+            self._live.clear()
+            self._tombstones.clear()
+            self._out.clear()
+            self.bytes = 0
+            self._snapshot = None
+
+    # -- broadcasting ----------------------------------------------------------------------
+    def _publish(self, entries: list[p.AwarenessEntry]) -> None:
+        """Relay at once (interval 0) or coalesce: one broadcast per room per interval with the newest
+        entry per client. Presence, not edits, dominates CPU in big rooms (every cursor move goes to
+        everyone); 200 clients at 1 Hz become at most 1/interval messages per second per recipient."""
+        if self._interval <= 0:
+            self._broadcast(entries)
+            return
+        for entry in entries:
+            self._out[entry.client_id] = entry
+        if not self._flush_scheduled and self._start_soon(self._flush_later):
+            self._flush_scheduled = True
+
+    async def _flush_later(self) -> None:
+        try:
+            await anyio.sleep(self._interval)
+        finally:  # also if the room's task group restarts meanwhile
+            self._flush_scheduled = False
+        entries = list(self._out.values())
+        self._out.clear()
+        if entries:
+            self._broadcast(entries)
+
+    def _broadcast(self, entries: Iterable[p.AwarenessEntry]) -> None:
+        """To every connection, the sender included: the echo keeps a lone client's connection alive."""
+        batch = list(entries)
+        for entry in batch:
+            live = self._live.get(entry.client_id)
+            if live is not None and live.entry is entry:
+                live.announced = True
+        for frame in p.awareness_frames(batch, self.limits.frame_bytes):
+            wire = wire_frame(frame)
+            for conn in self._clients:
+                conn.enqueue(frame, wire)
