@@ -40,6 +40,14 @@ class Settings:
     max_message_size: int = _opt(4 * 1024 * 1024, "Largest WebSocket message in bytes; larger ones close the socket with 1009.")
     send_queue_messages: int = _opt(4096, "Messages queued for one slow WebSocket before it is closed (1013).")
     send_queue_bytes: int = _opt(16 * 1024 * 1024, "Bytes queued for one slow WebSocket before it is closed (1013).")
+    max_document_size: int = _opt(
+        2 * 1024 * 1024,
+        "Largest encoded document state of a session in bytes (at most 8 MiB; must fit --max-message-size and --send-queue-bytes); a write past it is refused (WebSocket close 4413, HTTP 413).",
+    )
+    session_storage_quota: int = _opt(
+        64 * 1024 * 1024,
+        "Bytes one session may keep in storage (update log + snapshot); a write past it is refused like an oversized document (0 = unlimited).",
+    )
     room_pending_updates: int = _opt(10_000, "Updates a room holds ahead of their commit before it stops reading its sockets (backpressure).")
     room_grace: float = _opt(30.0, "Seconds an empty room stays loaded before it is flushed and unloaded.")
     presence_interval: float = _opt(0.05, "Seconds over which presence (awareness) updates of a room are coalesced into one broadcast (0 = relay each at once).")
@@ -146,7 +154,27 @@ def load_settings(argv: list[str] | None = None, environ: dict[str, str] | None 
         choices = f.metadata.get("choices")
         if choices and values[f.name] not in choices:
             raise SystemExit(f"crdt-server: --{f.name.replace('_', '-')} must be one of {', '.join(choices)}")
-    return Settings(**values)
+    settings = Settings(**values)
+    check_limits(settings)
+    return settings
+
+
+MAX_DOCUMENT_SIZE = 8 * 1024 * 1024
+FRAME_OVERHEAD = 64  # a sync message's type bytes and length prefix, rounded up
+
+
+def check_limits(s: Settings) -> None:
+    """Limits that must agree: an accepted document always reaches a newcomer (send queue) and a
+    client's own copy of it always uploads (message size), so a refusal is never a retry loop."""
+    fits = s.max_document_size + FRAME_OVERHEAD
+    if not 0 < s.max_document_size <= MAX_DOCUMENT_SIZE:
+        raise SystemExit(f"crdt-server: --max-document-size must be between 1 and {MAX_DOCUMENT_SIZE}")
+    for name, value in (("max_message_size", s.max_message_size), ("send_queue_bytes", s.send_queue_bytes)):
+        if value < fits:
+            raise SystemExit(f"crdt-server: --{name.replace('_', '-')} ({value}) must be at least "
+                             f"--max-document-size + {FRAME_OVERHEAD} ({fits})")
+    if s.session_storage_quota < 0:
+        raise SystemExit("crdt-server: --session-storage-quota must be 0 (unlimited) or positive")
 
 
 def config_table() -> str:

@@ -6,7 +6,6 @@ The secret comes from CRDT_SERVER_SECRET, or is generated once and kept in the d
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 import jwt
 
 from .domain import ROLES, Role
+from .storage.files import private_dir, private_file, write_atomic
 
 _ALGORITHM = "HS256"
 
@@ -30,19 +30,32 @@ class Claims:
     expires_at: float
 
 
+MIN_SECRET_LENGTH = 32
+
+
 def load_secret(configured: str, data_dir: Path) -> str:
+    """The configured secret, else the one kept in the data directory (generated on first start).
+
+    Written atomically (a full disk leaves no file, never an empty one); an empty or short file is
+    refused rather than silently signing tokens with it."""
     if configured:
         return configured
     path = data_dir / "secret.key"
     try:
-        return path.read_text().strip()
+        secret = path.read_text().strip()
     except FileNotFoundError:
         pass
-    data_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        if len(secret) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"{path} holds no usable secret ({len(secret)} characters, need {MIN_SECRET_LENGTH}); "
+                "delete it to generate a new one (issued tokens stop working) or set --secret"
+            )
+        private_file(path)  # a key from an older version may be world-readable
+        return secret
+    private_dir(data_dir)
     secret = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secret)
+    write_atomic(path, secret.encode())
     return secret
 
 

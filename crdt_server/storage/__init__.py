@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .base import (
+    DocumentTooLarge,
     EventRecord,
     SessionChange,
     SessionGone,
     SessionNotFound,
     SessionRecord,
+    StorageQuotaExceeded,
+    StorageUnavailable,
     Store,
     StoreClosed,
     UpdateRecord,
@@ -21,10 +24,11 @@ if TYPE_CHECKING:  # a type only: config imports nothing from here
 
 __all__ = [
     "EventRecord", "SQLiteStore", "SessionChange", "SessionGone", "SessionNotFound", "SessionRecord", "Store", "StoreClosed",
-    "UpdateRecord", "open_store",
+    "UpdateRecord", "open_store", "DocumentTooLarge", "StorageQuotaExceeded", "StorageUnavailable",
 ]
 
 
 def open_store(settings: Settings) -> SQLiteStore:
     """The one place that picks a backend from the settings."""
-    return SQLiteStore(settings.sqlite_path, durability=settings.durability, session_ttl=settings.session_ttl)
+    return SQLiteStore(settings.sqlite_path, durability=settings.durability, session_ttl=settings.session_ttl,
+                       session_quota=settings.session_storage_quota)
