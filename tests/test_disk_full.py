@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -92,6 +93,8 @@ async def test_disk_full_gives_503_and_recovers_without_losing_edits(small_disk:
             assert r.json()["code"] == acknowledged
             r = await http.post(f"/api/sessions/{s['id']}/code", json={"code": "saved after"}, headers=auth(token))
             assert r.status_code == 200, r.text
+        with sqlite3.connect(small_disk / "data" / "crdt-server.db") as db:  # the refused create left no row
+            assert db.execute("SELECT count(*) FROM sessions").fetchone()[0] == 1
         srv.restart()
         async with py_client(srv, s, "observer") as after:
             assert text_of(after) == "saved after"
