@@ -13,7 +13,7 @@ import anyio
 import httpx
 import pytest
 
-from .conftest import ROOT, ServerProcess, auth, create_session, py_client, text_of
+from .conftest import ROOT, ServerProcess, auth, create_session, py_client, text_of, wait_for
 from .jsclient import js_client, js_deps  # noqa: F401  (js_deps is a fixture)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("js_deps")]
@@ -108,3 +108,30 @@ def test_inconsistent_limits_refuse_to_start(tmp_path: Path, args: list[str], me
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode != 0
     assert message in proc.stderr
+
+
+async def test_a_document_at_the_limit_reaches_a_newcomer_with_the_smallest_queue_allowed(tmp_path: Path):
+    """The limits agree: with the send queue and message size as small as the start-up check
+    allows, a document just under the limit still syncs to a newcomer (no 1013 loop) and its
+    client can upload its own copy again after a restart."""
+    limit = 1024 * 1024
+    fit = str(limit + 64)
+    srv = ServerProcess(tmp_path / "data", ["--max-document-size", str(limit), "--send-queue-bytes", fit,
+                                            "--max-message-size", fit])
+    srv.start()
+    try:
+        s = await create_session(srv, code="")
+        big = "".join(chr(97 + (i * 7919) % 26) for i in range(limit - 4096))
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=30) as http:
+            r = await http.post(f"/api/sessions/{s['id']}/code", json={"code": big},
+                                headers=auth(s["tokens"]["interviewer"]))
+            assert r.status_code == 200, r.text
+        async with js_client(srv.ws_url, s["id"], s["tokens"]["candidate"], name="Newcomer", timeout=30) as c:
+            assert await c.get_text() == big
+            srv.restart()  # the client's copy goes back up in its first sync step 2
+            await c.wait_synced(30)
+            await c.insert(0, "ok ")
+        async with py_client(srv, s, "observer") as after:
+            await wait_for(lambda: text_of(after).startswith("ok "), timeout=10)
+    finally:
+        srv.stop()
