@@ -121,7 +121,7 @@ async def _big_session(data: Path, n: int) -> tuple[str, str]:
 
 
 async def test_reading_a_big_unloaded_session_does_not_stall_other_sessions(tmp_path: Path):
-    n = 35_000
+    n = 40_000
     sid, token = await _big_session(tmp_path / "data", n)
     srv = ServerProcess(tmp_path / "data")
     srv.start()
@@ -151,7 +151,7 @@ async def test_reading_a_big_unloaded_session_does_not_stall_other_sessions(tmp_
                 await anyio.sleep(0.3)
                 done.set()
         assert r.status_code == 200 and len(r.json()["code"]) == n
-        assert load_time > 0.3, f"the load took {load_time:.2f} s: too small to show a stall"
+        assert load_time > 0.2, f"the load took {load_time:.2f} s: too small to show a stall"
         assert max(latencies) < max(0.5, load_time / 2), \
             f"another session's edits stalled {max(latencies):.2f} s during a {load_time:.2f} s load"
     finally:
