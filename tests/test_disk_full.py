@@ -17,8 +17,9 @@ import pytest
 from pycrdt import Text
 
 from .conftest import ServerProcess, auth, create_session, py_client, text_of, wait_for
+from .jsclient import js_client, js_deps  # noqa: F401  (js_deps is a fixture)
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("js_deps")]
 
 
 @pytest.fixture
@@ -98,5 +99,33 @@ async def test_disk_full_gives_503_and_recovers_without_losing_edits(small_disk:
         srv.restart()
         async with py_client(srv, s, "observer") as after:
             assert text_of(after) == "saved after"
+    finally:
+        srv.stop()
+
+
+async def test_an_editor_typing_through_a_full_disk_keeps_its_edits(small_disk: Path, tmp_path: Path):
+    """Updates that cannot be stored are never broadcast; the session's sockets close with 1011, the
+    real clients reconnect and, once space is back, the typist's edits are stored and reach the others."""
+    srv = ServerProcess(small_disk / "data")
+    srv.log_path = tmp_path / "server.log"
+    srv.start()
+    try:
+        s = await create_session(srv, code="")
+        big = "x" * 600_000  # needs new WAL space: refused while the disk is full
+        async with js_client(srv.ws_url, s["id"], s["tokens"]["candidate"], name="Typist") as typist, \
+                js_client(srv.ws_url, s["id"], s["tokens"]["observer"], name="Watcher") as watcher:
+            await typist.insert(0, "before ")
+            await watcher.wait_text(equals="before ")
+            fill(small_disk / "filler")
+            mark = typist.mark()
+            await typist.insert(len("before "), big)
+            await typist.wait_close(1011, timeout=15, since=mark)
+            assert await watcher.get_text() == "before ", "an update that was not stored reached another client"
+            await anyio.sleep(1)
+            (small_disk / "filler").unlink()
+            await watcher.wait_text(equals="before " + big, timeout=30)
+        srv.restart()
+        async with py_client(srv, s, "observer") as after:
+            assert text_of(after) == "before " + big
     finally:
         srv.stop()
