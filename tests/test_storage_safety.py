@@ -156,3 +156,23 @@ async def test_reading_a_big_unloaded_session_does_not_stall_other_sessions(tmp_
             f"another session's edits stalled {max(latencies):.2f} s during a {load_time:.2f} s load"
     finally:
         srv.stop()
+
+
+async def test_the_store_refuses_snapshots_past_the_log_or_older_than_the_newest(tmp_path: Path):
+    now = time.time()
+    async with SQLiteStore(tmp_path / "crdt-server.db") as store:
+        await store.create_session(SessionRecord("s", "", "python", "active", now, now, now + 3600),
+                                   initial_document("", "python", ""), EventRecord("s", "created", {}))
+        doc: Doc = Doc()
+        updates: list[bytes] = []
+        doc.observe(lambda e: updates.append(e.update))
+        doc.get("code", type=Text).insert(0, "ab")
+        doc.get("code", type=Text).insert(2, "cd")
+        await store.append_updates([UpdateRecord("s", u, "candidate", "c") for u in updates])  # seqs 2, 3
+        with pytest.raises(ValueError):
+            await store.write_snapshot("s", 4, doc.get_update())  # beyond the log
+        await store.write_snapshot("s", 3, doc.get_update())
+        with pytest.raises(ValueError):
+            await store.write_snapshot("s", 2, b"stale")  # a stale writer may not replace a newer one
+        snapshot, tail, base = await store.load("s")
+        assert base == 3 and tail == [] and snapshot == doc.get_update()
