@@ -81,7 +81,8 @@ async def test_the_session_storage_quota_refuses_writes_with_413(tmp_path: Path)
     try:
         s = await create_session(srv, code="")
         token = s["tokens"]["interviewer"]
-        async with httpx.AsyncClient(base_url=srv.base_url) as http:
+        async with httpx.AsyncClient(base_url=srv.base_url) as http, \
+                js_client(srv.ws_url, s["id"], s["tokens"]["candidate"], name="Editor") as editor:
             codes = []
             for i in range(20):  # each save replaces the whole text: ~40 KB of log per save
                 r = await http.post(f"/api/sessions/{s['id']}/code", json={"code": str(i) * 20000}, headers=auth(token))
@@ -91,6 +92,8 @@ async def test_the_session_storage_quota_refuses_writes_with_413(tmp_path: Path)
                     assert r.json()["error"]["code"] == "storage_quota_exceeded"
                     break
             assert codes[-1] == 413 and codes.count(200) >= 2, codes
+            event = await editor.wait_close(4413, timeout=10)  # the session takes no more edits: final
+            assert event["permanent"] and "quota" in event["reason"]
             # the refused write left nothing behind; the last accepted text is still there
             r = await http.get(f"/api/sessions/{s['id']}/code", headers=auth(token))
             assert r.json()["code"] == str(len(codes) - 2) * 20000
