@@ -129,3 +129,20 @@ async def test_an_editor_typing_through_a_full_disk_keeps_its_edits(small_disk: 
             assert text_of(after) == "before " + big
     finally:
         srv.stop()
+
+
+def test_a_first_start_on_a_full_disk_leaves_no_empty_secret(small_disk: Path, tmp_path: Path):
+    data = small_disk / "data"
+    data.mkdir()
+    fill(small_disk / "filler")
+    srv = ServerProcess(data)
+    srv.log_path = tmp_path / "server.log"
+    with pytest.raises(RuntimeError):
+        srv.start()
+    assert not (data / "secret.key").exists()  # never an empty one that later starts would accept
+    (small_disk / "filler").unlink()
+    srv.start()  # space is back: a normal first start
+    try:
+        assert len((data / "secret.key").read_text()) >= 32
+    finally:
+        srv.stop()
