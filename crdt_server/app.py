@@ -23,6 +23,8 @@ from .limits import TokenBuckets
 from .metrics import Metrics
 from .service import SessionService
 from .storage import open_store
+from .storage.files import DataDirInUse, hold_database
+from .storage.schema import StorageCorrupted
 from .sync import RoomOptions, SessionServer
 from .tokens import TokenSigner, load_secret
 from .web import EditorPage, web_routes
@@ -55,6 +57,18 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        """Refuse to serve a database another live server holds, a damaged one, or a bad secret file:
+        one line naming the cause, then the server exits."""
+        try:
+            with hold_database(settings.sqlite_path):  # held until the process ends
+                async with serving(app):
+                    yield
+        except (DataDirInUse, StorageCorrupted, ValueError) as exc:
+            log.error("crdt-server: %s", exc)
+            raise
+
+    @asynccontextmanager
+    async def serving(app: Starlette) -> AsyncIterator[None]:
         secret = load_secret(settings.secret, settings.data_dir)
         store = open_store(settings)
         rooms = SessionServer(store, RoomOptions.from_settings(settings), metrics)

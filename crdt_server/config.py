@@ -126,6 +126,16 @@ class Settings:
     max_message_size: int = _opt(4 * 1024 * 1024, "Largest WebSocket message in bytes; larger ones close the socket with 1009.", check=positive)
     send_queue_messages: int = _opt(4096, "Messages queued for one slow WebSocket before it is closed (1013).", check=positive)
     send_queue_bytes: int = _opt(16 * 1024 * 1024, "Bytes queued for one slow WebSocket before it is closed (1013).", check=positive)
+    max_document_size: int = _opt(
+        2 * 1024 * 1024,
+        "Largest encoded document state of a session in bytes (at most 8 MiB; must fit --max-message-size and --send-queue-bytes); a write past it is refused (WebSocket close 4413, HTTP 413).",
+        check=between(1, 8 * 1024 * 1024),
+    )
+    session_storage_quota: int = _opt(
+        64 * 1024 * 1024,
+        "Bytes one session may keep in storage (update log + snapshot); a write past it is refused like an oversized document (0 = unlimited).",
+        check=non_negative,
+    )
     room_pending_updates: int = _opt(10_000, "Updates a room holds ahead of their commit before it stops reading its sockets (backpressure).", check=positive)
     room_grace: float = _opt(30.0, "Seconds an empty room stays loaded before it is flushed and unloaded (0 = at once).", check=non_negative)
     presence_interval: float = _opt(0.05, "Seconds over which presence (awareness) updates of a room are coalesced into one broadcast (0 = relay each at once).", check=non_negative)
@@ -203,10 +213,19 @@ class Settings:
         return self.data_dir / "crdt-server.db"
 
 
+FRAME_OVERHEAD = 64  # a sync message's type bytes and length prefix, rounded up
+
+
 def _cross_checks(s: Settings) -> tuple[str, str] | None:
     """Constraints between options: (option whose value is wrong, why)."""
     if s.run_timeout_max < s.run_timeout:
         return "run_timeout_max", f"must be at least --run-timeout ({s.run_timeout:g})"
+    # An accepted document always reaches a newcomer (send queue) and a client's own copy of it always
+    # uploads (message size), so a refusal is never a retry loop.
+    fits = s.max_document_size + FRAME_OVERHEAD
+    for name in ("max_message_size", "send_queue_bytes"):
+        if getattr(s, name) < fits:
+            return name, f"must be at least --max-document-size + {FRAME_OVERHEAD} ({fits})"
     return None
 
 

@@ -13,7 +13,6 @@ The secret comes from CRDT_SERVER_SECRET, or is generated once and kept in the d
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -21,8 +20,10 @@ from pathlib import Path
 
 import jwt
 
+from .config import MIN_SECRET_LENGTH
 from .domain import ROLES, Role
 from .logs import add_secret
+from .storage.files import private_dir, private_file, write_atomic
 
 _ALGORITHM = "HS256"
 
@@ -40,27 +41,35 @@ class Claims:
 
 
 def load_secret_file(data_dir: Path) -> str | None:
-    """The secret kept in the data directory, if there is one (the backup command copies it)."""
+    """The secret kept in the data directory, if there is one (the backup command copies it).
+
+    An empty or short file is refused rather than silently signing tokens with it."""
+    path = data_dir / "secret.key"
     try:
-        stored = (data_dir / "secret.key").read_text().strip()
+        stored = path.read_text().strip()
     except FileNotFoundError:
         return None
+    if len(stored) < MIN_SECRET_LENGTH:
+        raise ValueError(
+            f"{path} holds no usable secret ({len(stored)} characters, need {MIN_SECRET_LENGTH}); "
+            "delete it to generate a new one (issued tokens stop working) or set CRDT_SERVER_SECRET"
+        )
     add_secret(stored)  # never in a log line
+    private_file(path)  # a key from an older version may be world-readable
     return stored
 
 
 def load_secret(configured: str, data_dir: Path) -> str:
+    """The configured secret, else the one kept in the data directory (generated on first start,
+    written atomically: a full disk leaves no file, never an empty one)."""
     if configured:
         return configured
     stored = load_secret_file(data_dir)
     if stored is not None:
         return stored
-    path = data_dir / "secret.key"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     secret = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secret)
+    write_atomic(data_dir / "secret.key", secret.encode())
     add_secret(secret)
     return secret
 

@@ -240,7 +240,8 @@ async def test_non_reading_client_is_closed_not_buffered(tmp_path):
     everyone else keeps syncing."""
     from .conftest import ServerProcess
 
-    srv = ServerProcess(tmp_path / "data", ["--send-queue-messages", "1000", "--send-queue-bytes", "2000000"])
+    srv = ServerProcess(tmp_path / "data", ["--send-queue-messages", "1000", "--send-queue-bytes", "2000000",
+                                            "--max-document-size", "1000000"])
     srv.start()
     try:
         session = await create_session(srv)
@@ -253,10 +254,14 @@ async def test_non_reading_client_is_closed_not_buffered(tmp_path):
                 rnd = random.Random(7)
                 watched = watcher.get("code", type=Text)
                 for _ in range(800):  # 16 MB: more than the kernel's socket buffers hold
-                    # incompressible, in case a WebSocket extension would shrink the frames
-                    t.insert(len(t), "".join(rnd.choices(string.ascii_letters, k=20_000)))
-                    await anyio.sleep(0.002)
-                await wait_for(lambda: len(watched) == 800 * 20_000, timeout=60)
+                    # incompressible, in case a WebSocket extension would shrink the frames; deleted
+                    # again so the document stays under --max-document-size
+                    t.insert(0, "".join(rnd.choices(string.ascii_letters, k=20_000)))
+                    await anyio.sleep(0.001)
+                    del t[0:20_000]
+                    await anyio.sleep(0.001)
+                t.insert(0, "done")
+                await wait_for(lambda: str(watched) == "done", timeout=60)
                 await wait_for(lambda: "send queue full" in srv.log(), timeout=10)
             finally:
                 lazy.kill()

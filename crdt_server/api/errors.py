@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -19,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from ..execution import ExecutionError, RateLimited
 from ..limits import retry_after_header
 from ..service import SessionEnded
-from ..storage import SessionNotFound
+from ..storage import DocumentTooLarge, SessionNotFound, StorageQuotaExceeded, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,21 @@ async def session_ended_handler(request: Request, exc: Exception) -> JSONRespons
     return error_response(409, "session_ended", SESSION_ENDED)
 
 
+async def document_too_large_handler(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, StorageQuotaExceeded):
+        return error_response(413, "storage_quota_exceeded",
+                              "This session has used its storage quota (--session-storage-quota); it takes no more edits.")
+    return error_response(413, "document_too_large",
+                          "The document would exceed the server's --max-document-size; the change was not applied.")
+
+
+async def storage_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Disk full, I/O error, locked database: the real cause goes to the log, the client may retry."""
+    log.error("storage failure on %s %s: %s", request.method, request.url.path, exc.__cause__ or exc)
+    return error_response(503, "storage_unavailable", "The server cannot reach its storage right now; retry later.",
+                          {"Retry-After": "5"})
+
+
 _RUN_REFUSALS: dict[str, tuple[int, str]] = {
     "unknown_language": (422, "{exc}; see GET /api/languages."),
     "invalid_field": (422, "{exc}"),
@@ -126,6 +142,9 @@ EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]
     ApiError: api_error_handler,
     SessionNotFound: session_not_found_handler,
     SessionEnded: session_ended_handler,
+    DocumentTooLarge: document_too_large_handler,
+    StorageUnavailable: storage_unavailable_handler,
+    sqlite3.Error: storage_unavailable_handler,
     ExecutionError: execution_error_handler,
     HTTPException: http_error_handler,
     Exception: internal_error_handler,

@@ -6,11 +6,14 @@ from typing import TYPE_CHECKING
 
 from ..lifetimes import Lifetimes
 from .base import (
+    DocumentTooLarge,
     EventRecord,
     SessionChange,
     SessionGone,
     SessionNotFound,
     SessionRecord,
+    StorageQuotaExceeded,
+    StorageUnavailable,
     Store,
     StoreClosed,
     UpdateRecord,
@@ -22,10 +25,11 @@ if TYPE_CHECKING:  # a type only: config imports nothing from here
 
 __all__ = [
     "EventRecord", "SQLiteStore", "SessionChange", "SessionGone", "SessionNotFound", "SessionRecord", "Store", "StoreClosed",
-    "UpdateRecord", "open_store",
+    "UpdateRecord", "open_store", "DocumentTooLarge", "StorageQuotaExceeded", "StorageUnavailable",
 ]
 
 
 def open_store(settings: Settings) -> SQLiteStore:
     """The one place that picks a backend from the settings."""
-    return SQLiteStore(settings.sqlite_path, durability=settings.durability, lifetimes=Lifetimes.from_settings(settings))
+    return SQLiteStore(settings.sqlite_path, durability=settings.durability, lifetimes=Lifetimes.from_settings(settings),
+                       session_quota=settings.session_storage_quota)

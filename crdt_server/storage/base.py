@@ -72,6 +72,18 @@ class SessionGone(SessionNotFound):
     """The session was deleted while an operation on it was queued."""
 
 
+class StorageUnavailable(RuntimeError):
+    """The database failed (disk full, I/O error, locked): the request may succeed later (503)."""
+
+
+class DocumentTooLarge(ValueError):
+    """A write would take the session's document past ``--max-document-size``: refused for good (413, 4413)."""
+
+
+class StorageQuotaExceeded(DocumentTooLarge):
+    """A write would take the session's stored bytes (log + snapshots) past ``--session-storage-quota``."""
+
+
 class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...

@@ -26,56 +26,27 @@ from typing import Any, TypeVar, cast
 import anyio
 
 from ..lifetimes import Lifetimes
-from .base import SESSION_FIELDS, EventRecord, SessionChange, SessionGone, SessionRecord, StoreClosed, UpdateRecord
+from .base import (
+    EventRecord,
+    SessionChange,
+    SessionGone,
+    SessionRecord,
+    StorageQuotaExceeded,
+    StorageUnavailable,
+    StoreClosed,
+    UpdateRecord,
+)
+from .files import private_dir, private_file
+from .rows import apply_change as _apply_change
+from .rows import insert_events as _insert_events
+from .rows import updates as _updates
+from .schema import MIGRATIONS, StorageCorrupted, check_integrity, migrate
 from .sqlite_lifetimes import next_generation, refresh_all, refresh_expiry
+
+__all__ = ["MIGRATIONS", "SQLiteStore", "SessionGone", "StorageCorrupted"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# Versioned schema: MIGRATIONS[i] upgrades user_version i -> i + 1. Append, never edit.
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE sessions (
-        id TEXT PRIMARY KEY,
-        title TEXT NOT NULL,
-        language TEXT NOT NULL,
-        status TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        expires_at REAL NOT NULL,
-        last_seq INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX sessions_expiry ON sessions(expires_at);
-    CREATE TABLE updates (
-        session_id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        ts REAL NOT NULL,
-        conn_id TEXT NOT NULL,
-        role TEXT NOT NULL,
-        name TEXT NOT NULL,
-        data BLOB NOT NULL,
-        PRIMARY KEY (session_id, seq)
-    ) WITHOUT ROWID;
-    CREATE TABLE snapshots (
-        session_id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        ts REAL NOT NULL,
-        data BLOB NOT NULL,
-        PRIMARY KEY (session_id, seq)
-    ) WITHOUT ROWID;
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        session_id TEXT NOT NULL,
-        ts REAL NOT NULL,
-        type TEXT NOT NULL,
-        data TEXT NOT NULL
-    );
-    CREATE INDEX events_session ON events(session_id, id);
-    """,
-    # 2: lifetimes (crdt_server/lifetimes.py); an ended row without ended_at counts from updated_at
-    "ALTER TABLE sessions ADD COLUMN keep_until REAL NOT NULL DEFAULT 0; ALTER TABLE sessions ADD COLUMN ended_at REAL;"
-    " ALTER TABLE sessions ADD COLUMN token_generation INTEGER NOT NULL DEFAULT 0;",
-]
 
 _SESSION_COLUMNS = "id, title, language, status, created_at, updated_at, expires_at, keep_until, ended_at, token_generation"
 
@@ -108,8 +79,13 @@ def _session(row: tuple[Any, ...]) -> SessionRecord:
 class SQLiteStore:
     """The embedded default store (see the module docstring for the write path)."""
 
-    def __init__(self, path: Path, *, durability: str = "normal", lifetimes: Lifetimes | None = None) -> None:
+    def __init__(
+        self, path: Path, *, durability: str = "normal", lifetimes: Lifetimes | None = None, session_quota: int = 0,
+    ) -> None:
         self.path = Path(path)
+        self.session_quota = session_quota  # bytes of log + snapshots per session (0 = unlimited)
+        # The newest failed write's cause, until a later commit succeeds: /health reports it.
+        self.write_error: str | None = None
         self.durability = durability
         self.lifetimes = lifetimes or Lifetimes()
         self._writer: sqlite3.Connection | None = None
@@ -136,7 +112,7 @@ class SQLiteStore:
         await self.close()
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         self._writer = await anyio.to_thread.run_sync(self._open_writer)
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._writer_thread, name="sqlite-writer", daemon=True)
@@ -145,20 +121,22 @@ class SQLiteStore:
         self._checkpointer.start()
 
     def _open_writer(self) -> sqlite3.Connection:
-        conn = _connect(self.path, self.durability)
-        # Checkpoints (which fsync) run in their own thread, never inside a commit that a
-        # broadcast is waiting for; see _checkpoint_thread.
-        conn.execute("PRAGMA wal_autocheckpoint=0")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        for target in range(version, len(MIGRATIONS)):
-            conn.execute("BEGIN IMMEDIATE")
-            for statement in MIGRATIONS[target].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version={target + 1}")
-            conn.execute("COMMIT")
-            log.info("storage schema migrated to version %d", target + 1)
-        refresh_all(conn, self.lifetimes)  # expires_at follows the current settings (e.g. a new retention)
+        for f in (self.path, *(p for p in (self.path.with_name(self.path.name + s) for s in ("-wal", "-shm")) if p.exists())):
+            private_file(f)  # SQLite gives new -wal/-shm files the database file's mode
+        try:
+            conn = _connect(self.path, self.durability)
+        except sqlite3.DatabaseError as exc:
+            raise StorageCorrupted(f"database {self.path} is unreadable ({exc}); restore it from a backup") from None
+        try:
+            check_integrity(conn, self.path)
+            # Checkpoints (which fsync) run in their own thread, never inside a commit that a
+            # broadcast is waiting for; see _checkpoint_thread.
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            migrate(conn)
+            refresh_all(conn, self.lifetimes)  # expires_at follows the current settings (e.g. a new retention)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     async def close(self) -> None:
@@ -184,7 +162,10 @@ class SQLiteStore:
             self._readers.clear()
 
     async def ping(self) -> bool:
+        """Readable, and writable if the last write failed (a probe row: space may have come back)."""
         try:
+            if self.write_error is not None:
+                await self._write(lambda c: c.execute("INSERT OR REPLACE INTO health_probe VALUES (1, ?)", (time.time(),)))
             return await self._read(lambda c: c.execute("SELECT 1").fetchone()[0] == 1)
         except Exception:  # noqa: BLE001 - any failure means "not healthy"
             return False
@@ -199,7 +180,7 @@ class SQLiteStore:
         with anyio.CancelScope(shield=True):
             await op.done.wait()
         if op.error is not None:
-            raise op.error
+            raise _unavailable(op.error) from op.error
         return cast(T, op.result)
 
     def _writer_thread(self) -> None:
@@ -222,8 +203,11 @@ class SQLiteStore:
                 ops.append(nxt)
             try:
                 self._run_batch(ops)
-            except BaseException as exc:  # the whole transaction failed
-                log.exception("storage commit failed")
+                failed = [op.error for op in ops if isinstance(op.error, (sqlite3.Error, OSError))]
+                self.write_error = repr(failed[-1]) if failed else None
+            except BaseException as exc:  # noqa: BLE001 - the whole transaction failed; logged with its cause
+                log.error("storage commit of %d operations failed: %r", len(ops), exc)
+                self.write_error = repr(exc)
                 for op in ops:
                     op.error = op.error or exc
             try:
@@ -265,14 +249,20 @@ class SQLiteStore:
                     op.result = op.fn(conn)
                     conn.execute("RELEASE op")
                 except Exception as exc:  # noqa: BLE001 - one failing operation must not fail its batch
+                    if not conn.in_transaction:  # SQLite rolled everything back (disk full, I/O error)
+                        raise
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     op.error = exc
             conn.execute("COMMIT")
             self.commits += 1
             self.observe_commit(time.perf_counter() - started)
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error as rollback_error:  # never hide the real cause behind this one
+                    log.warning("rollback after %r failed: %r", exc, rollback_error)
             raise
 
     def _with_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -292,13 +282,17 @@ class SQLiteStore:
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise StoreClosed("store is closed")
-        return await anyio.to_thread.run_sync(self._with_reader, fn)
+        try:
+            return await anyio.to_thread.run_sync(self._with_reader, fn)
+        except (sqlite3.Error, OSError) as exc:
+            raise _unavailable(exc) from exc
 
     # sessions ----------------------------------------------------------------------------
     async def create_session(self, session: SessionRecord, initial_update: bytes, event: EventRecord) -> None:
         def op(c: sqlite3.Connection) -> None:
-            values = astuple(session)  # the fields in _SESSION_COLUMNS order
-            c.execute(f"INSERT INTO sessions ({_SESSION_COLUMNS}, last_seq) VALUES ({', '.join('?' * len(values))}, 1)", values)
+            values = (*astuple(session), len(initial_update))  # the fields in _SESSION_COLUMNS order
+            c.execute(f"INSERT INTO sessions ({_SESSION_COLUMNS}, stored_bytes, last_seq) "
+                      f"VALUES ({', '.join('?' * len(values))}, 1)", values)
             c.execute(
                 "INSERT INTO updates VALUES (?, 1, ?, 'server', 'server', '', ?)",
                 (session.id, session.created_at, initial_update),
@@ -350,19 +344,25 @@ class SQLiteStore:
         if not updates and not changes:
             return []
         now = time.time()
+        quota = self.session_quota
 
         def op(c: sqlite3.Connection) -> list[int]:
             counts: dict[str, int] = {}
+            sizes: dict[str, int] = {}
             for u in updates:
                 counts[u.session_id] = counts.get(u.session_id, 0) + 1
+                sizes[u.session_id] = sizes.get(u.session_id, 0) + len(u.data)
             next_seq: dict[str, int] = {}
             for sid, n in counts.items():
                 row = c.execute(
-                    "UPDATE sessions SET last_seq = last_seq + ?, updated_at = ? WHERE id = ? RETURNING last_seq",
-                    (n, now, sid),
+                    "UPDATE sessions SET last_seq = last_seq + ?, updated_at = ?, "
+                    "stored_bytes = stored_bytes + ? WHERE id = ? RETURNING last_seq, stored_bytes",
+                    (n, now, sizes[sid], sid),
                 ).fetchone()
                 if row is None:
                     raise SessionGone(sid)
+                if quota and row[1] > quota:  # the savepoint rolls this back
+                    raise StorageQuotaExceeded(f"session {sid} would store {row[1]} bytes, over {quota}")
                 refresh_expiry(c, self.lifetimes, sid)
                 next_seq[sid] = row[0] - n + 1
             seqs = []
@@ -396,10 +396,23 @@ class SQLiteStore:
         return await self._read(fn)
 
     async def write_snapshot(self, session_id: str, seq: int, state: bytes) -> None:
+        """Store the state at ``seq`` and drop older snapshots (loading reads the newest only).
+
+        Refused (``ValueError``) if ``seq`` is past the log or not newer than the newest snapshot:
+        a state that does not hold every row up to its ``seq`` would hide those rows for good."""
         def op(c: sqlite3.Connection) -> None:
-            if c.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone() is None:
+            row = c.execute("SELECT last_seq FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            if row is None:
                 raise SessionGone(session_id)
-            c.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?)", (session_id, seq, time.time(), state))
+            newest = c.execute("SELECT MAX(seq) FROM snapshots WHERE session_id = ?", (session_id,)).fetchone()[0]
+            if seq > row[0] or (newest is not None and seq <= newest):
+                raise ValueError(f"snapshot at {seq} refused (log at {row[0]}, newest snapshot {newest})")
+            old = c.execute(
+                "DELETE FROM snapshots WHERE session_id = ? RETURNING length(data)", (session_id,)
+            ).fetchall()
+            c.execute("INSERT INTO snapshots VALUES (?, ?, ?, ?)", (session_id, seq, time.time(), state))
+            c.execute("UPDATE sessions SET stored_bytes = stored_bytes + ? WHERE id = ?",
+                      (len(state) - sum(r[0] for r in old), session_id))
 
         await self._write(op)
 
@@ -420,34 +433,8 @@ class SQLiteStore:
         return [EventRecord(session_id, t, json.loads(d), seq=i, ts=ts) for i, ts, t, d in rows]
 
 
-def _updates(c: sqlite3.Connection, session_id: str, after: int, limit: int) -> list[UpdateRecord]:
-    rows = c.execute(
-        "SELECT seq, ts, conn_id, role, name, data FROM updates WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-        (session_id, after, limit),
-    ).fetchall()
-    return [UpdateRecord(session_id, d, r, ci, n, seq=s, ts=ts) for s, ts, ci, r, n, d in rows]
-
-
-def _apply_change(c: sqlite3.Connection, change: SessionChange, lifetimes: Lifetimes) -> bool:
-    """Row fields + events of one change inside the current transaction; False if the session is gone."""
-    unknown = set(change.fields) - SESSION_FIELDS
-    if unknown:
-        raise ValueError(f"cannot update {sorted(unknown)}")
-    if change.fields:
-        assignments = ", ".join(f"{k} = ?" for k in change.fields)
-        cur = c.execute(f"UPDATE sessions SET {assignments} WHERE id = ?", (*change.fields.values(), change.session_id))
-        if cur.rowcount == 0:
-            return False
-        refresh_expiry(c, lifetimes, change.session_id)
-    elif c.execute("SELECT 1 FROM sessions WHERE id = ?", (change.session_id,)).fetchone() is None:
-        return False
-    _insert_events(c, change.events)
-    return True
-
-
-def _insert_events(c: sqlite3.Connection, events: Sequence[EventRecord]) -> None:
-    # Only for sessions that still exist: a "left" event racing a DELETE leaves no orphan row.
-    c.executemany(
-        "INSERT INTO events (session_id, ts, type, data) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?)",
-        [(e.session_id, e.ts or time.time(), e.type, json.dumps(e.data, separators=(",", ":")), e.session_id) for e in events],
-    )
+def _unavailable(exc: BaseException) -> BaseException:
+    """A database failure as the service sees it (503, retry later); other errors pass unchanged."""
+    if isinstance(exc, (sqlite3.Error, OSError)):
+        return StorageUnavailable(f"storage failed: {exc!r}")
+    return exc

@@ -41,6 +41,7 @@ class CloseCode(IntEnum):
     FORBIDDEN = 4403  # token of another session, or an origin that is not allowed
     SESSION_NOT_FOUND = 4404  # no such session, or it was deleted
     SESSION_EXPIRED = 4410  # expired and deleted by the sweeper
+    DOCUMENT_TOO_LARGE = 4413  # an update past --max-document-size or --session-storage-quota
 
 
 class ProtocolError(ValueError):

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from pycrdt import Doc, Map, get_state
+from pycrdt import Doc, Map, get_state, merge_updates
 from pycrdt.websocket import YRoom
 
 from ..document import META
 from ..metrics import Metrics
-from ..storage import SessionChange, SessionGone, Store, UpdateRecord
+from ..storage import DocumentTooLarge, SessionChange, SessionGone, StorageQuotaExceeded, Store, UpdateRecord
 from . import protocol as p
 from .awareness import PresenceFlood, PresenceLimits, RoomPresence
 from .connection import SERVER, Connection, Origin, wire_frame
@@ -55,6 +55,7 @@ class RoomOptions:
     max_pending: int  # updates ahead of their commit before a socket stops being read
     editor_events: int = 100  # history events one connection's edits may cause (reverts, language switches)
     presence: PresenceLimits = PresenceLimits()  # bounds of a room's presence
+    max_document_size: int = 0  # encoded state bytes a write may not take the document past (0 = no limit)
 
     @classmethod
     def from_settings(cls, s: Settings) -> RoomOptions:
@@ -63,6 +64,7 @@ class RoomOptions:
             presence_interval=s.presence_interval, max_pending=s.room_pending_updates,
             editor_events=s.editor_events_per_connection,
             presence=PresenceLimits.from_settings(s),
+            max_document_size=s.max_document_size,
         )
 
 
@@ -80,6 +82,7 @@ class SessionRoom(GuardedIngest, YRoom):
         snapshot_seq: int,
         read_only: bool = False,
         metrics: Metrics | None = None,
+        doc_size: int | None = None,
     ) -> None:
         super().__init__(ready=True, ydoc=doc, log=log, exception_handler=log_exception)
         # No server-side presence entry: JS clients would show it as a ghost user.
@@ -108,6 +111,10 @@ class SessionRoom(GuardedIngest, YRoom):
         m = metrics or Metrics()  # unlabelled counters: two additions per update on the hot path
         self._count_updates, self._count_bytes = m.updates.inc, m.broadcast_bytes.inc
         self._count_slow_close = m.slow_consumer_closes.inc
+
+        # Upper bound of the encoded state: exact at load, plus the bytes of every update since.
+        self.doc_size = len(doc.get_update()) if doc_size is None else doc_size
+        self.diverged = False  # the log holds rows this document never applied: never snapshot it
 
     def _spawn(self, func: Any) -> bool:
         if self._task_group is None:
@@ -173,11 +180,20 @@ class SessionRoom(GuardedIngest, YRoom):
             self.mark_gone()
             self.close_all(CloseCode.SESSION_NOT_FOUND, "session deleted")
             return False
+        except StorageQuotaExceeded as exc:  # final: nothing more fits in this session's storage
+            log.warning("session %s: storage quota reached (%s)", self.session_id, exc)
+            batch.error = exc
+            self.close_all(CloseCode.DOCUMENT_TOO_LARGE, "session storage quota exceeded")
+            return False
         except BaseException as exc:  # noqa: BLE001 - whatever failed, nobody may see uncommitted updates
             log.error("session %s: %d updates not stored (%r); closing its connections", self.session_id, len(records), exc)
             batch.error = exc
             self.close_all(CloseCode.INTERNAL_ERROR, "storage failure")
             return False
+        if seqs and seqs[0] != self.last_seq + 1 and not self.diverged:
+            self.diverged = True  # another writer committed rows in between (two servers on one database)
+            log.error("session %s: rows %d..%d of the log were not applied here; no snapshot will be taken",
+                      self.session_id, self.last_seq + 1, seqs[0] - 1)
         self.last_seq = seqs[-1]
         self._count_updates(len(records))
         return True
@@ -242,10 +258,30 @@ class SessionRoom(GuardedIngest, YRoom):
                             self.session_id, verdict.dropped_deletes, conn.id)
         if self.gone:
             raise SessionGone(self.session_id)
+        self._check_size(update)
         batch = self._batch
         batch.items.append(Pending(update, conn, conn.origin if conn else origin, change, decoded, verdict))
         self._wakeup.set()
         return batch
+
+    def _check_size(self, update: bytes) -> None:
+        """``DocumentTooLarge`` if ``update`` would take the document past the limit.
+
+        Cheap per update: the running bound (``doc_size``) grows by each update's bytes; only when
+        it passes the limit is the exact size computed (the state plus what is still queued)."""
+        limit = self.options.max_document_size
+        if not limit or self.doc_size + len(update) <= limit:
+            self.doc_size += len(update)
+            return
+        queued = [i.update for b in (self._inflight, self._batch) if b is not None for i in b.items]
+        exact = len(self.ydoc.get_update()) + sum(map(len, queued))
+        if exact + len(update) > limit:
+            exact = len(merge_updates(self.ydoc.get_update(), *queued, update))  # overlaps counted once
+            if exact > limit:
+                raise DocumentTooLarge(f"the document would exceed {limit} bytes")
+            self.doc_size = exact
+        else:
+            self.doc_size = exact + len(update)
 
     async def submit(self, update: bytes, change: SessionChange | None = None) -> None:
         """Commit (with ``change``), apply and broadcast a server-side update; returns once applied."""
@@ -257,12 +293,13 @@ class SessionRoom(GuardedIngest, YRoom):
     async def snapshot(self) -> None:
         """Store the full state at ``last_seq`` so loading reads a short tail."""
         seq = self.last_seq
-        if seq <= self.snapshot_seq or not self.options.persist or self.gone:
+        if seq <= self.snapshot_seq or not self.options.persist or self.gone or self.diverged:
             return
         state = self.ydoc.get_update()
         try:
             await self.store.write_snapshot(self.session_id, seq, state)
             self.snapshot_seq = seq
+            self.doc_size = len(state) + sum(len(i.update) for i in self._batch.items)  # exact again
         except SessionGone:
             pass
 
@@ -297,6 +334,10 @@ class SessionRoom(GuardedIngest, YRoom):
                     conn.close(CloseCode.POLICY_VIOLATION, "presence flood")
                     return
                 except SessionGone:
+                    return
+                except DocumentTooLarge as exc:
+                    log.warning("connection %s: update refused (%s); closing", conn.id, exc)
+                    conn.close(CloseCode.DOCUMENT_TOO_LARGE, "document too large")
                     return
         finally:
             self.clients.discard(conn)

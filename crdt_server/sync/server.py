@@ -28,7 +28,7 @@ from pycrdt.websocket import WebsocketServer
 from ..document import META
 from ..languages import canonical
 from ..metrics import Metrics
-from ..storage import SessionChange, SessionNotFound, SessionRecord, Store
+from ..storage import SessionChange, SessionNotFound, SessionRecord, Store, UpdateRecord
 from .protocol import CloseCode, is_crdt_failure
 from .room import RoomOptions, SessionRoom, log_exception
 
@@ -39,21 +39,29 @@ async def load_document(store: Store, session_id: str) -> tuple[Doc[Any], int, i
     """Rebuild a session's document: newest snapshot + the updates after it, in one transaction.
 
     Returns (doc, last applied sequence number, snapshot sequence number). Never re-seeds from text.
+    The replay runs in a worker thread: a big log takes most of a second, which would stall every
+    other session on the event loop.
     """
     snapshot, tail, base = await store.load(session_id)
-    doc: Doc[Any] = Doc()
-    with doc.transaction():
-        if snapshot is not None:
-            doc.apply_update(snapshot)
-        for record in tail:
-            try:
-                doc.apply_update(record.data)
-            except BaseException as exc:
-                if not is_crdt_failure(exc):
-                    raise
-                log.warning("session %s: skipping unreadable update %d: %r", session_id, record.seq, exc)
+    doc = await anyio.to_thread.run_sync(_rebuild, session_id, snapshot, tail)
     last = tail[-1].seq if tail else base
     return doc, last, base
+
+
+def _rebuild(session_id: str, snapshot: bytes | None, tail: list[UpdateRecord]) -> Doc[Any]:
+    """One transaction per update, not one for all: the same total time, but the GIL is free between
+    updates (one big transaction's commit holds it for the whole replay, stalling the event loop)."""
+    doc: Doc[Any] = Doc()
+    if snapshot is not None:
+        doc.apply_update(snapshot)
+    for record in tail:
+        try:
+            doc.apply_update(record.data)
+        except BaseException as exc:
+            if not is_crdt_failure(exc):
+                raise
+            log.warning("session %s: skipping unreadable update %d: %r", session_id, record.seq, exc)
+    return doc
 
 
 class SessionServer(WebsocketServer):
@@ -89,10 +97,12 @@ class SessionServer(WebsocketServer):
                         raise SessionNotFound(name)
                     doc, last_seq, snapshot_seq = await load_document(self.store, name)
                     await self._language_follows(session, doc)
+                    size = await anyio.to_thread.run_sync(lambda: len(doc.get_update()))
                     room = SessionRoom(
                         name, doc, self.store, self.options,
                         last_seq=last_seq, snapshot_seq=snapshot_seq, read_only=session.status == "ended",
                         metrics=self.metrics,
+                        doc_size=size,
                     )
                     assert self._task_group is not None, "SessionServer is not running"
                     await self._task_group.start(room.start)

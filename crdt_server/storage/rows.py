@@ -1,0 +1,45 @@
+"""Row-level SQL shared by the SQLite store's operations (each runs inside the writer's transaction)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+
+from ..lifetimes import Lifetimes
+from .base import SESSION_FIELDS, EventRecord, SessionChange, UpdateRecord
+from .sqlite_lifetimes import refresh_expiry
+
+
+def updates(c: sqlite3.Connection, session_id: str, after: int, limit: int) -> list[UpdateRecord]:
+    rows = c.execute(
+        "SELECT seq, ts, conn_id, role, name, data FROM updates WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        (session_id, after, limit),
+    ).fetchall()
+    return [UpdateRecord(session_id, d, r, ci, n, seq=s, ts=ts) for s, ts, ci, r, n, d in rows]
+
+
+def apply_change(c: sqlite3.Connection, change: SessionChange, lifetimes: Lifetimes) -> bool:
+    """Row fields + events of one change inside the current transaction; False if the session is gone."""
+    unknown = set(change.fields) - SESSION_FIELDS
+    if unknown:
+        raise ValueError(f"cannot update {sorted(unknown)}")
+    if change.fields:
+        assignments = ", ".join(f"{k} = ?" for k in change.fields)
+        cur = c.execute(f"UPDATE sessions SET {assignments} WHERE id = ?", (*change.fields.values(), change.session_id))
+        if cur.rowcount == 0:
+            return False
+        refresh_expiry(c, lifetimes, change.session_id)
+    elif c.execute("SELECT 1 FROM sessions WHERE id = ?", (change.session_id,)).fetchone() is None:
+        return False
+    insert_events(c, change.events)
+    return True
+
+
+def insert_events(c: sqlite3.Connection, events: Sequence[EventRecord]) -> None:
+    # Only for sessions that still exist: a "left" event racing a DELETE leaves no orphan row.
+    c.executemany(
+        "INSERT INTO events (session_id, ts, type, data) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?)",
+        [(e.session_id, e.ts or time.time(), e.type, json.dumps(e.data, separators=(",", ":")), e.session_id) for e in events],
+    )
