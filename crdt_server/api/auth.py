@@ -100,10 +100,13 @@ async def authorize(request: Request, roles: tuple[Role, ...]) -> tuple[str, Cla
         raise ApiError(403, r.code, r.message[0].upper() + r.message[1:] + ".") from None
 
 
-def require_api_key(request: Request) -> None:
+def require_api_key(request: Request) -> bool:
+    """401 unless the caller holds the server's API key, when it has one. True for a holder: an
+    operator's own integration, which the per-address rate limits do not apply to."""
     key = ctx(request).settings.api_key
     if not key:
-        return
+        return False
     given = bearer(request)
     if given is None or not hmac.compare_digest(given.encode(), key.encode()):
         raise ApiError(401, "unauthorized", "This server requires 'Authorization: Bearer <api key>'.")
+    return True

@@ -29,7 +29,7 @@ from .models import (
     UpdateSession,
 )
 from .operation import RETRY_AFTER, Operation, QueryParam, catch_all, routes_from
-from .websocket import session_socket
+from .websocket import session_socket, unknown_socket
 
 
 def operations() -> list[Operation]:
@@ -162,6 +162,7 @@ def routes(pages: Sequence[BaseRoute] = ()) -> list[BaseRoute]:
     return [
         *routes_from(operations()),
         WebSocketRoute("/ws/sessions/{session_id}", session_socket),
+        WebSocketRoute("/{path:path}", unknown_socket),  # 4404, never a retry loop
         *pages,
         catch_all(),  # JSON 404 for every other path (and no slash redirects)
     ]

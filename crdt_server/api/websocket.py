@@ -96,3 +96,9 @@ async def _serve(service: SessionService, conn: Connection, room: SessionRoom) -
         log_socket_closed(conn.session_id, conn.role, conn.id, time.time() - conn.connected_at, conn.close_code)
         with anyio.CancelScope(shield=True):
             await service.left(conn)
+
+
+async def unknown_socket(websocket: WebSocket) -> None:
+    """Any other WebSocket path (a typo, the session id twice): a close y-websocket does not retry,
+    where closing before accept would look like a network error it retries forever."""
+    await refuse(websocket, CloseCode.SESSION_NOT_FOUND, "no such WebSocket endpoint")
