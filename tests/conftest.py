@@ -84,3 +84,19 @@ async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02
     with anyio.fail_after(timeout):
         while not predicate():
             await anyio.sleep(interval)
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Any]:
+    """Start servers with extra flags and env vars; all of them are stopped at the end of the test."""
+    started: list[ServerProcess] = []
+
+    def make(*args: str, **env: str) -> ServerProcess:
+        srv = ServerProcess(tmp_path / f"data{len(started)}", extra_args=list(args), env=env)
+        started.append(srv)
+        srv.start()
+        return srv
+
+    yield make
+    for srv in started:
+        srv.stop()

@@ -7,8 +7,6 @@ import json
 import resource
 import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -24,21 +22,6 @@ pytestmark = pytest.mark.anyio
 # The address slowloris sockets come from: Linux routes all of 127/8 to loopback, so a second
 # source address stands for "another client" next to the normal one on 127.0.0.1.
 OTHER_ADDRESS = "127.0.0.2"
-
-
-@pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[Any]:
-    started: list[ServerProcess] = []
-
-    def make(*args: str, **env: str) -> ServerProcess:
-        srv = ServerProcess(tmp_path / f"data{len(started)}", extra_args=list(args), env=env)
-        started.append(srv)
-        srv.start()
-        return srv
-
-    yield make
-    for srv in started:
-        srv.stop()
 
 
 # -- the restart storm ------------------------------------------------------------------------------

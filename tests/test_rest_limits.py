@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
@@ -17,21 +14,6 @@ from .conftest import ServerProcess, auth, create_session
 from .jsclient import js_client, js_deps  # noqa: F401  (js_deps is a fixture)
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[Any]:
-    started: list[ServerProcess] = []
-
-    def make(*args: str, **env: str) -> ServerProcess:
-        srv = ServerProcess(tmp_path / f"data{len(started)}", extra_args=list(args), env=env)
-        started.append(srv)
-        srv.start()
-        return srv
-
-    yield make
-    for srv in started:
-        srv.stop()
 
 
 def error_of(r: httpx.Response, status: int) -> dict[str, str]:
