@@ -84,7 +84,6 @@ def main(argv: list[str] | None = None) -> None:
         logs.report_error(str(exc), requested_log_format(args, os.environ))
         raise SystemExit(2) from None
     logs.configure(settings.log_level, settings.log_format)
-    raise_fd_limit()
     logs.add_secret(settings.secret)
     logs.add_secret(settings.api_key)
     try:  # before the slow parts (sandbox probe, store): a wrong data dir or a busy port is one line
@@ -93,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None
+    raise_fd_limit()
     import uvicorn
 
     config = uvicorn_config(settings)  # imports the server, builds the app: before gc.freeze below

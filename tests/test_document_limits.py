@@ -102,9 +102,11 @@ async def test_the_session_storage_quota_refuses_writes_with_413(tmp_path: Path)
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--max-document-size", str(9 * 1024 * 1024)], "--max-document-size must be between"),
-    (["--max-document-size", str(4 * 1024 * 1024)], "--max-message-size (4194304) must be at least"),
-    (["--max-document-size", "1000000", "--send-queue-bytes", "500000"], "--send-queue-bytes (500000) must be"),
+    (["--max-document-size", str(9 * 1024 * 1024)], "--max-document-size / CRDT_SERVER_MAX_DOCUMENT_SIZE: must be between"),
+    (["--max-document-size", str(4 * 1024 * 1024)],
+     "--max-message-size / CRDT_SERVER_MAX_MESSAGE_SIZE: must be at least --max-document-size + 64"),
+    (["--max-document-size", "1000000", "--send-queue-bytes", "500000"],
+     "--send-queue-bytes / CRDT_SERVER_SEND_QUEUE_BYTES: must be at least --max-document-size + 64"),
 ])
 def test_inconsistent_limits_refuse_to_start(tmp_path: Path, args: list[str], message: str):
     proc = subprocess.run([sys.executable, "-m", "crdt_server", "--data-dir", str(tmp_path), *args],
