@@ -11,8 +11,7 @@ bounds-checked: a crafted update raises ``ProtocolError``, never anything else.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .protocol import ProtocolError, Reader
 
@@ -20,6 +19,10 @@ from .protocol import ProtocolError, Reader
 GC, DELETED, JSON, BINARY, STRING, EMBED, FORMAT, TYPE, ANY, DOC, SKIP = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 _XML_ELEMENT, _XML_HOOK = 3, 5  # type refs that carry a name
 MAX_DEPTH = 64  # nesting of lib0 "any" values
+
+
+Place = tuple[str, str | None]  # (root name, top-level key in that root, for a map)
+GC_PLACE: Place = ("", None)  # garbage-collected IDs: they belong nowhere any more
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,13 @@ class Struct:
         return self.clock + self.length
 
 
-@dataclass(frozen=True)
+@dataclass
 class Update:
     structs: list[Struct]
     deletes: list[tuple[int, int, int]]  # (client, clock, length)
     delete_set_offset: int  # where the delete set starts in the update's bytes
+    # each struct's place, once resolved against an index (the guard's check; reused when recording)
+    placed: list[tuple[Struct, Place | None]] | None = field(default=None, compare=False, repr=False)
 
 
 def _var_string(r: Reader) -> str:
@@ -213,8 +218,6 @@ def encode_delete_set(deletes: list[tuple[int, int, int]]) -> bytes:
     return bytes(out)
 
 
-Place = tuple[str, str | None]  # (root name, top-level key in that root, for a map)
-GC_PLACE: Place = ("", None)  # garbage-collected IDs: they belong nowhere any more
 
 
 class IdIndex:
@@ -258,9 +261,12 @@ class IdIndex:
         ranges.insert(i, (start, end, place))
         starts.insert(i, start)
 
-    def places(self, update: Update) -> Iterator[tuple[Struct, Place | None]]:
+    def places(self, update: Update) -> list[tuple[Struct, Place | None]]:
         """Each struct with its place, resolved through the index and earlier structs of the same
-        update (in any order); None when it depends on IDs nobody has seen yet (pending)."""
+        update (in any order); None when it depends on IDs nobody has seen yet (pending).
+        Remembered on the update, so the check and the recording after apply resolve it once."""
+        if update.placed is not None and all(place is not None for _, place in update.placed):
+            return update.placed
         local: dict[int, list[tuple[int, int, Place]]] = {}
 
         def lookup(ref: tuple[int, int]) -> Place | None:
@@ -296,7 +302,8 @@ class IdIndex:
                 progress = True
             todo = rest
         resolved.extend((s, None) for s in todo)
-        return iter(resolved)
+        update.placed = resolved
+        return resolved
 
     def record(self, update: Update) -> None:
         """Remember where the structs of an applied update live."""

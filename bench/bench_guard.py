@@ -1,0 +1,89 @@
+"""What the document guard costs per keystroke: decode + ID-index check of an editor's update, beside
+the CRDT library's own validation and apply of the same update (the reference in this invocation).
+
+    uv run python bench/bench_guard.py [--updates 5000]
+
+Prints µs per update for: pycrdt get_state + apply (what ingest did before), the guard's check
+alone, and the ratio; on a small document and one with 10,000 typed characters in 1,000 places.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from typing import Any
+
+from pycrdt import Doc, Text, get_state
+
+from crdt_server.document import initial_document
+from crdt_server.sync.guard import DocumentGuard
+
+
+def keystrokes(base: Doc[Any], n: int, seed: int = 7) -> list[bytes]:
+    """``n`` one-character inserts by one editor (cursor jumps on 5 % of them), as separate updates."""
+    rnd = random.Random(seed)
+    editor: Doc[Any] = Doc(client_id=4_242_424_242)
+    editor.apply_update(base.get_update())
+    text = editor.get("code", type=Text)
+    out, pos = [], len(str(text))
+    for _ in range(n):
+        if rnd.random() < 0.05:
+            pos = rnd.randint(0, len(str(text)))
+        before = editor.get_state()
+        text.insert(len(str(text)[:pos].encode()), rnd.choice("abcdefgh "))
+        pos += 1
+        out.append(editor.get_update(before))
+    return out
+
+
+def big_document() -> Doc[Any]:
+    doc: Doc[Any] = Doc()
+    doc.apply_update(initial_document("t", "python", ""))
+    rnd = random.Random(1)
+    for u in keystrokes(doc, 0):
+        doc.apply_update(u)
+    writer: Doc[Any] = Doc(client_id=99)
+    writer.apply_update(doc.get_update())
+    text = writer.get("code", type=Text)
+    for _ in range(1000):
+        text.insert(len(str(text)[: rnd.randint(0, len(str(text)))].encode()), "0123456789")
+    doc.apply_update(writer.get_update())
+    return doc
+
+
+def measure(label: str, doc: Doc[Any], n: int) -> None:
+    updates = keystrokes(doc, n)
+    live: Doc[Any] = Doc()
+    live.apply_update(doc.get_update())
+    t = time.perf_counter()
+    for u in updates:
+        get_state(u)
+        live.apply_update(u)
+    baseline = (time.perf_counter() - t) / n * 1e6
+    guarded: Doc[Any] = Doc()
+    guarded.apply_update(doc.get_update())
+    guard = DocumentGuard(guarded)
+    t = time.perf_counter()
+    for u in updates:
+        verdict = guard.check(u)
+        guarded.apply_update(verdict.update)
+        guard.applied(verdict.decoded, verdict.pending)
+    checked = (time.perf_counter() - t) / n * 1e6
+    print(f"| {label} | {baseline:.1f} | {checked:.1f} | +{checked - baseline:.1f} | {checked / baseline:.2f}x |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--updates", type=int, default=5000)
+    n = parser.parse_args().updates
+    small: Doc[Any] = Doc()
+    small.apply_update(initial_document("t", "python", "print(1)\n" * 20))
+    print("| document | get_state + apply, µs | guard + apply, µs | added, µs | ratio |")
+    print("|---|---|---|---|---|")
+    measure("small (200 chars)", small, n)
+    measure("big (10,000 chars in 1,000 places)", big_document(), n)
+
+
+if __name__ == "__main__":
+    main()
