@@ -214,6 +214,8 @@ class Settings:
 
 
 FRAME_OVERHEAD = 64  # a sync message's type bytes and length prefix, rounded up
+PRESENCE_FRAME_BYTES = 256 * 1024  # the largest presence message the server sends (a newcomer's snapshot is split)
+PRESENCE_WORK_UNIT = 100  # presence entries per token of a connection's entries-rate bucket
 
 
 def _cross_checks(s: Settings) -> tuple[str, str] | None:
@@ -226,6 +228,15 @@ def _cross_checks(s: Settings) -> tuple[str, str] | None:
     for name in ("max_message_size", "send_queue_bytes"):
         if getattr(s, name) < fits:
             return name, f"must be at least --max-document-size + {FRAME_OVERHEAD} ({fits})"
+    # A state at its limit fits one presence message; a full room's presence fits a newcomer's queue.
+    frame = min(PRESENCE_FRAME_BYTES, s.max_message_size)
+    if s.presence_max_state_bytes + FRAME_OVERHEAD > frame:
+        return "presence_max_state_bytes", f"must be at most {frame - FRAME_OVERHEAD} (one presence message)"
+    if not s.presence_max_state_bytes <= s.presence_max_room_bytes <= s.send_queue_bytes // 2:
+        return "presence_max_room_bytes", (f"must be between --presence-max-state-bytes and half of "
+                                           f"--send-queue-bytes ({s.send_queue_bytes // 2})")
+    if s.presence_entries_rate < PRESENCE_WORK_UNIT:
+        return "presence_entries_rate", f"must be at least {PRESENCE_WORK_UNIT}"
     return None
 
 

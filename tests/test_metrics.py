@@ -102,7 +102,8 @@ async def test_updates_bytes_connections_and_commits_follow_real_editors(metrics
 
 
 async def test_a_client_that_stops_reading_counts_as_a_slow_consumer_close(tmp_path):
-    srv = ServerProcess(tmp_path / "data", ["--send-queue-messages", "20", "--send-queue-bytes", "500000"])
+    srv = ServerProcess(tmp_path / "data", ["--send-queue-messages", "20", "--send-queue-bytes", "500000",
+                                             "--max-document-size", "400000", "--presence-max-room-bytes", "200000"])
     srv.start()
     try:
         s = await create_session(srv)
@@ -114,8 +115,9 @@ async def test_a_client_that_stops_reading_counts_as_a_slow_consumer_close(tmp_p
                 t = writer.get("code", type=Text)
                 rnd = random.Random(11)
                 with anyio.fail_after(60):
-                    while "send queue full" not in srv.log():
-                        t.insert(len(t), "".join(rnd.choices(string.ascii_letters, k=20_000)))
+                    while "send queue full" not in srv.log():  # bytes on the wire, a small document
+                        t.insert(0, "".join(rnd.choices(string.ascii_letters, k=20_000)))
+                        del t[0:20_000]
                         await anyio.sleep(0.002)
             samples = await scrape(srv, None)
             assert value(samples, "crdt_server_slow_consumer_closes_total") == 1

@@ -294,8 +294,8 @@ async def test_a_reconnect_of_the_same_role_keeps_the_cursor_and_another_role_ca
 def test_presence_limits_that_cannot_work_refuse_to_start(tmp_path):
     """A room bound a newcomer's send queue could not take, or a state bound over one message."""
     for args, message in (
-        (["--presence-max-room-bytes", str(64 * 1024 * 1024)], "--presence-max-room-bytes must be"),
-        (["--presence-max-state-bytes", str(1024 * 1024)], "--presence-max-state-bytes must be"),
+        (["--presence-max-room-bytes", str(64 * 1024 * 1024)], "--presence-max-room-bytes / CRDT_SERVER_PRESENCE_MAX_ROOM_BYTES: must be"),
+        (["--presence-max-state-bytes", str(1024 * 1024)], "--presence-max-state-bytes / CRDT_SERVER_PRESENCE_MAX_STATE_BYTES: must be"),
         (["--presence-max-clients", "0"], "--presence-max-clients / CRDT_SERVER_PRESENCE_MAX_CLIENTS: must be greater than 0"),
     ):
         srv = ServerProcess(tmp_path / "data", args)

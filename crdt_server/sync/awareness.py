@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .. import presence
+from ..config import PRESENCE_FRAME_BYTES, PRESENCE_WORK_UNIT
 from ..limits import TokenBuckets
 from . import protocol as p
 from .connection import wire_frame
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 ENTRY_COST = 32  # bytes a live entry counts beyond its state (ids, clock, bookkeeping)
 TOMBSTONE_COST = 16  # a removed clientID's remembered clock
 FLOOD_WINDOW = 10.0  # seconds over which max_refused refusals (and bursts of entries_rate) are allowed
-WORK_UNIT = 100  # entries per token of the entries_rate bucket
+WORK_UNIT = PRESENCE_WORK_UNIT  # entries per token of the entries_rate bucket
 NULL = b"null"
 
 
@@ -64,26 +65,13 @@ class PresenceLimits:
 
     @classmethod
     def from_settings(cls, s: Settings) -> PresenceLimits:
-        """Checked at start: a state at the limit must fit one message, a full room a newcomer's queue."""
+        """The bounds from the settings (whose start-up checks make them consistent: ``config._cross_checks``)."""
         limits = cls(
             max_clients=s.presence_max_clients, max_state_bytes=s.presence_max_state_bytes,
             max_room_bytes=s.presence_max_room_bytes, max_refused=s.presence_max_refused,
             entries_rate=s.presence_entries_rate,
-            frame_bytes=min(256 * 1024, s.max_message_size),
+            frame_bytes=min(PRESENCE_FRAME_BYTES, s.max_message_size),
         )
-        problems = [
-            f"--{name} must be at least {least}" for name, value, least in (
-                ("presence-max-clients", limits.max_clients, 1), ("presence-max-state-bytes", limits.max_state_bytes, 1),
-                ("presence-max-refused", limits.max_refused, 1), ("presence-entries-rate", limits.entries_rate, WORK_UNIT),
-            ) if value < least
-        ]
-        if limits.max_state_bytes + 64 > limits.frame_bytes:
-            problems.append(f"--presence-max-state-bytes must be below {limits.frame_bytes - 64} (one message)")
-        if not limits.max_state_bytes <= limits.max_room_bytes <= s.send_queue_bytes // 2:
-            problems.append("--presence-max-room-bytes must be between --presence-max-state-bytes and half"
-                            f" of --send-queue-bytes ({s.send_queue_bytes // 2})")
-        if problems:
-            raise ValueError("; ".join(problems))
         return limits
 
 
