@@ -45,7 +45,6 @@ class Batch:
         self.error: BaseException | None = None
 
 
-
 class GuardedIngest:
     """Mixed into ``SessionRoom``: the guarded path and the editor events (see the module docstring)."""
 
@@ -84,7 +83,9 @@ class GuardedIngest:
                     if self._apply(item):
                         sends.append((item, None))
                     continue
-                compensation, reverted = self._apply_watched(item)
+                applied, compensation, reverted = self._apply_watched(item)
+                if not applied:  # stored, like the fast path's, but sent to nobody
+                    continue
                 if compensation is not None:
                     records.append(UpdateRecord(self.session_id, compensation, SERVER.role, SERVER.conn_id))
                     self.guard.applied(decode(compensation), pending=False)
@@ -111,7 +112,8 @@ class GuardedIngest:
         finally:
             self._settled.set()
 
-    def _apply_watched(self, item: Pending) -> tuple[bytes | None, set[str]]:
+    def _apply_watched(self, item: Pending) -> tuple[bool, bytes | None, set[str]]:
+        """(applied, the compensation or None, what was reverted)."""
         assert item.verdict is not None
         before = self._meta.get("language")
         try:
@@ -120,11 +122,11 @@ class GuardedIngest:
             if not p.is_crdt_failure(exc):
                 raise
             log.warning("session %s: update could not be applied: %r", self.session_id, exc)
-            return None, set()
+            return False, None, set()
         if f"{META}.language" not in reverted:
             self._note_language(item.origin, before)
         self.guard.applied(item.decoded, pending=item.verdict.pending)
-        return compensation, reverted
+        return True, compensation, reverted
 
     def _editor_event(self, item: Pending, kind: EventType, data: dict[str, Any]) -> EventRecord | None:
         """A history event caused by an editor's update, at most ``editor_events`` per connection."""
@@ -165,7 +167,6 @@ class GuardedIngest:
             await self.store.change_session(SessionChange(self.session_id, {"language": changes[-1][2]}, tuple(events)))
         except Exception as exc:  # noqa: BLE001 - the document has it; the next load brings the row along
             log.warning("session %s: language change not recorded: %r", self.session_id, exc)
-
 
 
 def valid_language(value: Any) -> bool:
