@@ -17,7 +17,7 @@ import pytest
 
 from .conftest import ServerProcess, auth, py_client, text_of
 from .jsclient import js_client, js_deps  # noqa: F401  (js_deps is a fixture)
-from .test_rest_limits import error_of, make_server, session_rows, ws_close_code  # noqa: F401  (make_server: fixture)
+from .test_rest_limits import error_of, session_rows, ws_close_code
 
 pytestmark = pytest.mark.anyio
 DAY = 86400
