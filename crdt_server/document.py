@@ -24,6 +24,11 @@ META = "meta"
 RUNS = "runs"
 MAX_RUNS = 20
 
+# Session fields the server mirrors into ``meta`` for editors, under the names they read there
+# (``locked`` and ``runEnabled`` appear once the interviewer first sets them: absent means false / true).
+META_KEYS = {"title": "title", "language": "language", "status": "status", "locked": "locked",
+             "run_enabled": "runEnabled"}
+
 
 def initial_document(title: str, language: str, code: str, status: str = "active") -> bytes:
     """The first update of a new session: meta, an empty runs array and the starter code."""

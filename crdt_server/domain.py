@@ -36,9 +36,11 @@ class EventType(StrEnum):
     RUN_FINISHED = "run_finished"
     RUN_REFUSED = "run_refused"
     UPDATE_REVERTED = "update_reverted"  # an editor's change to what the server owns, undone
+    LOCK_CHANGED = "lock_changed"
+    RUN_ENABLED_CHANGED = "run_enabled_changed"
     TOKENS_REISSUED = "tokens_reissued"
 
 
 def changed_event(field: str) -> EventType:
     """The event recorded when a session field changes (``title`` -> ``title_changed``)."""
-    return EventType(f"{field}_changed")
+    return EventType("lock_changed" if field == "locked" else f"{field}_changed")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import presence
-from .document import edit_update, initial_document, read_text, run_entry
+from .document import META_KEYS, edit_update, initial_document, read_text, run_entry
 from .domain import EventType, Role, changed_event
 from .execution import ExecutionError, ExecutionService, RunResult, SandboxUnavailable
 from .lifetimes import Lifetimes
@@ -35,6 +35,14 @@ log = logging.getLogger(__name__)
 
 class SessionEnded(Exception):
     """The session has ended: it is read-only until reopened."""
+
+
+class SessionLocked(Exception):
+    """The interviewer has locked the editor: the candidate may not change the code."""
+
+
+class RunDisabled(Exception):
+    """The interviewer has switched Run off for the candidate."""
 
 
 class TokenRevoked(Exception):
@@ -94,7 +102,7 @@ class SessionService:
         return SessionView(record, read_text(doc))
 
     async def patch(self, sid: str, requested: Mapping[str, Any], by: Role) -> SessionRecord:
-        """Change title/language/status: row, ``meta`` and one event per field commit together."""
+        """Change title/language/status/lock/Run switch: row, ``meta`` and one event per field commit together."""
         async with self._room(sid) as room:
             current = await self.get(sid)
             changed = {k: v for k, v in requested.items() if getattr(current, k) != v}
@@ -109,9 +117,9 @@ class SessionService:
             fields: dict[str, Any] = {**changed, **self._touch()}
             if "status" in changed:  # an ended session is kept for --ended-retention from now
                 fields["ended_at"] = fields["updated_at"] if changed["status"] == "ended" else None
-            await self._commit(room, SessionChange(sid, fields, events), meta=changed)
-            if "status" in changed:
-                room.read_only = changed["status"] == "ended"
+            meta = {META_KEYS[k]: v for k, v in changed.items()}
+            await self._commit(room, SessionChange(sid, fields, events), meta=meta)
+            room.ended, room.locked = fields.get("status", current.status) == "ended", fields.get("locked", current.locked)
         return await self.get(sid)
 
     async def save_code(self, sid: str, code: str, language: str | None, by: Role) -> SessionView:
@@ -120,6 +128,8 @@ class SessionService:
             current = await self.get(sid)
             if current.status == "ended":
                 raise SessionEnded(sid)
+            if current.locked and by == "candidate":
+                raise SessionLocked(sid)
             fields: dict[str, Any] = self._touch()
             events = [EventRecord(sid, EventType.CODE_SAVED, {"by": by, "length": len(code)})]
             meta = None
@@ -184,6 +194,14 @@ class SessionService:
         for key in [k for k in self._joins_recorded if k[0] == sid]:
             del self._joins_recorded[key]
 
+    async def list_sessions(self, after: int, limit: int) -> tuple[list[tuple[int, SessionRecord, int]], bool]:
+        """A page of sessions in creation order (cursor, session, live connections here), and whether
+        more follow."""
+        rows = await self.store.list_sessions(after, limit + 1)
+        page = [(cursor, record, len(room.clients) if (room := self.rooms.rooms.get(record.id)) else 0)
+                for cursor, record in rows[:limit]]
+        return page, len(rows) > limit
+
     # -- Run -----------------------------------------------------------------------------------
     def runner(self) -> ExecutionService:
         """The execution service, or ``SandboxUnavailable`` when Run is off or has no sandbox here."""
@@ -197,6 +215,8 @@ class SessionService:
         view = await self.view(sid)  # the snapshot: live text and language, now
         if view.record.status == "ended":
             raise SessionEnded(sid)
+        if not view.record.run_enabled and by == "candidate":
+            raise RunDisabled(sid)
         language = view.record.language
         run_id = secrets.token_hex(8)
         digest = hashlib.sha256(view.code.encode("utf-8")).hexdigest()

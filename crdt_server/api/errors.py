@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..execution import ExecutionError, RateLimited
 from ..limits import retry_after_header
-from ..service import SessionEnded
+from ..service import RunDisabled, SessionEnded, SessionLocked
 from ..storage import DocumentTooLarge, SessionNotFound, StorageQuotaExceeded, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,15 @@ async def session_ended_handler(request: Request, exc: Exception) -> JSONRespons
     return error_response(409, "session_ended", SESSION_ENDED)
 
 
+async def session_locked_handler(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(409, "session_locked", "The interviewer has locked the editor; the candidate cannot change "
+                                                 "the code until it is unlocked.")
+
+
+async def run_disabled_handler(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(403, "run_disabled", "The interviewer has switched Run off for the candidate.")
+
+
 async def document_too_large_handler(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, StorageQuotaExceeded):
         return error_response(413, "storage_quota_exceeded",
@@ -142,6 +151,8 @@ EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]
     ApiError: api_error_handler,
     SessionNotFound: session_not_found_handler,
     SessionEnded: session_ended_handler,
+    SessionLocked: session_locked_handler,
+    RunDisabled: run_disabled_handler,
     DocumentTooLarge: document_too_large_handler,
     StorageUnavailable: storage_unavailable_handler,
     sqlite3.Error: storage_unavailable_handler,

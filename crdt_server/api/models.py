@@ -59,6 +59,11 @@ class UpdateSession(Model):
     status: Status | None = Field(
         None, description="`ended` makes the session read-only for everyone; `active` reopens it."
     )
+    locked: bool | None = Field(
+        None, description="`true`: the candidate's edits are reverted everywhere (and REST saves answer 409) until "
+                          "`false`; the interviewer keeps editing."
+    )
+    run_enabled: bool | None = Field(None, description="`false`: the candidate's session runs answer 403.")
 
 
 class SaveCode(Model):
@@ -78,6 +83,17 @@ class Session(Model):
                     "requested `expiresAt` and the last activity + `--session-ttl` (every edit postpones it); once "
                     "ended, the later of the requested `expiresAt` and the end + `--ended-retention`."
     )
+    locked: bool = Field(False, description="The candidate may not edit the code (set by the interviewer).")
+    run_enabled: bool = Field(True, description="The candidate may run the session's code.")
+
+
+class SessionSummary(Session):
+    participants: int = Field(description="Live connections to this server process now.")
+
+
+class SessionList(Model):
+    sessions: list[SessionSummary] = Field(description="In creation order.")
+    next_after: int | None = Field(None, description="Pass as `?after=` to read the next page; null at the end.")
 
 
 class Tokens(Model):

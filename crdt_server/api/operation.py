@@ -33,9 +33,11 @@ ERRORS: dict[int, tuple[str, str]] = {
     400: ("BadRequest", "Malformed JSON (`malformed_json`) or an unreadable request."),
     401: ("Unauthorized", "Missing or invalid bearer token: session token, or API key where one is required "
                           "(`unauthorized`, `invalid_token`)."),
-    403: ("Forbidden", "The token belongs to another session, or its role may not do this (`forbidden`)."),
+    403: ("Forbidden", "The token belongs to another session, or its role may not do this (`forbidden`), or Run "
+                       "is switched off for the candidate (`run_disabled`)."),
     404: ("NotFound", "No such session: never existed, deleted or expired (`session_not_found`)."),
-    409: ("Conflict", "The session has ended and is read-only (`session_ended`)."),
+    409: ("Conflict", "The session has ended and is read-only (`session_ended`), or the editor is locked for the "
+                      "candidate (`session_locked`)."),
     413: ("PayloadTooLarge", "The body is larger than `--max-body-size` (`payload_too_large`)."),
     422: ("InvalidField", "A body field or query parameter is missing, unknown, of the wrong type or out of range "
                           "(`invalid_field`)."),

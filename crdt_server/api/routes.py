@@ -25,6 +25,7 @@ from .models import (
     SaveCode,
     Session,
     SessionExecuteRequest,
+    SessionList,
     TokenSet,
     UpdateSession,
 )
@@ -47,15 +48,33 @@ def operations() -> list[Operation]:
             },
         ),
         Operation(
+            "GET", "/api/sessions", sessions.list_sessions, "listSessions", "List sessions",
+            description="Every session on this server, in creation order, for its operator: needs "
+                        "`Authorization: Bearer <api key>`; a server without an API key answers 403. "
+                        "`participants` counts the live connections to this process. Paginated: pass "
+                        "`nextAfter` as `?after=` until it is null.",
+            security="api_key", responses={200: ("One page of sessions.", SessionList)}, errors=(403,),
+            query=(
+                QueryParam("after", {"type": "integer", "minimum": 0, "maximum": sessions.MAX_AFTER, "default": 0},
+                           "Return sessions after this cursor."),
+                QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": sessions.HISTORY_MAX_LIMIT,
+                                     "default": sessions.HISTORY_LIMIT}, "Page size."),
+            ),
+        ),
+        Operation(
             "GET", "/api/sessions/{session_id}", sessions.get_session, "getSession", "Read a session",
             security="session", roles=ANY_ROLE, responses={200: ("The session.", Session)},
         ),
         Operation(
             "PATCH", "/api/sessions/{session_id}", sessions.patch_session, "updateSession", "Change a session",
-            description="Title, language and status change in the live document's `meta` map in the same step, so "
-                        "connected editors see them at once. `status: ended` makes the session read-only for "
-                        "everyone (sockets stay connected, their edits are dropped; REST writes answer 409); "
-                        "on an ended session only a change that includes `status: active` is accepted.",
+            description="Title, language, status, `locked` and `runEnabled` change in the live document's `meta` "
+                        "map in the same step, so connected editors see them at once. `status: ended` makes the "
+                        "session read-only for everyone (sockets stay connected; an editor's edit is reverted for "
+                        "everyone, its author included; REST writes answer 409); on an ended session only a "
+                        "change that includes `status: active` is accepted. `locked: true` does the same for the "
+                        "candidate only (REST saves answer 409 `session_locked`); after a reopen or an unlock "
+                        "editors edit again at once, without reconnecting. `runEnabled: false` makes the "
+                        "candidate's session runs answer 403 `run_disabled`.",
             security="session", roles=INTERVIEWER, request=UpdateSession, request_required=False,
             responses={200: ("The session after the change.", Session)}, errors=(409,),
         ),

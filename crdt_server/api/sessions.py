@@ -30,6 +30,8 @@ from .models import (
     Participants,
     SaveCode,
     Session,
+    SessionList,
+    SessionSummary,
     Tokens,
     TokenSet,
     UpdateSession,
@@ -44,7 +46,20 @@ def _session_model(record: SessionRecord) -> Session:
     return Session(
         id=record.id, title=record.title, language=record.language, status=record.status,  # type: ignore[arg-type]
         created_at=record.created_at, updated_at=record.updated_at, expires_at=record.expires_at,
+        locked=record.locked, run_enabled=record.run_enabled,
     )
+
+
+async def list_sessions(request: Request) -> Response:
+    """Every session, for the server's operator: needs the API key (403 when the server has none)."""
+    if not require_api_key(request):
+        raise ApiError(403, "forbidden", "Listing sessions needs the server's API key (CRDT_SERVER_API_KEY), "
+                                         "and this server has none.")
+    after = query_int(request, "after", 0, 0, MAX_AFTER)
+    limit = query_int(request, "limit", HISTORY_LIMIT, 1, HISTORY_MAX_LIMIT)
+    page, more = await ctx(request).service.list_sessions(after, limit)
+    out = [SessionSummary(**_session_model(record).model_dump(), participants=count) for _, record, count in page]
+    return model_response(SessionList(sessions=out, next_after=page[-1][0] if more and page else None))
 
 
 def _check_code_size(c: AppContext, code: str) -> None:

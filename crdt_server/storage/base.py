@@ -24,6 +24,8 @@ class SessionRecord:
     keep_until: float = 0.0  # never deleted before this: the requested expiresAt
     ended_at: float | None = None
     token_generation: int = 0  # tokens of another generation are revoked
+    locked: bool = False  # the candidate may not edit the code
+    run_enabled: bool = True  # the candidate may run the session
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class SessionChange:
     events: tuple[EventRecord, ...] = ()
 
 
-SESSION_FIELDS = frozenset({"title", "language", "status", "updated_at", "ended_at"})  # expires_at follows them
+SESSION_FIELDS = frozenset({"title", "language", "status", "updated_at", "ended_at", "locked", "run_enabled"})  # expires_at follows them
 
 
 class StoreClosed(RuntimeError):
@@ -92,6 +94,9 @@ class Store(Protocol):
     # sessions
     async def create_session(self, session: SessionRecord, initial_update: bytes, event: EventRecord) -> None: ...
     async def get_session(self, session_id: str) -> SessionRecord | None: ...
+    async def list_sessions(self, after: int, limit: int) -> list[tuple[int, SessionRecord]]:
+        """Sessions in creation order after the cursor ``after``: (cursor, session) pairs."""
+        ...
     async def change_session(self, change: SessionChange) -> SessionRecord | None:
         """Apply row fields and append events in one transaction; None if the session does not exist."""
         ...

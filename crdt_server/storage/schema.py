@@ -57,6 +57,9 @@ MIGRATIONS: list[str] = [
     # 3: lifetimes (crdt_server/lifetimes.py); an ended row without ended_at counts from updated_at
     "ALTER TABLE sessions ADD COLUMN keep_until REAL NOT NULL DEFAULT 0; ALTER TABLE sessions ADD COLUMN ended_at REAL;"
     " ALTER TABLE sessions ADD COLUMN token_generation INTEGER NOT NULL DEFAULT 0;",
+    # 4: the interviewer's lock and Run switch (crdt_server/service.py)
+    "ALTER TABLE sessions ADD COLUMN locked INTEGER NOT NULL DEFAULT 0;"
+    " ALTER TABLE sessions ADD COLUMN run_enabled INTEGER NOT NULL DEFAULT 1;",
 ]
 
 

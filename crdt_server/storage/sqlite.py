@@ -48,7 +48,8 @@ __all__ = ["MIGRATIONS", "SQLiteStore", "SessionGone", "StorageCorrupted"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_SESSION_COLUMNS = "id, title, language, status, created_at, updated_at, expires_at, keep_until, ended_at, token_generation"
+_SESSION_COLUMNS = ("id, title, language, status, created_at, updated_at, expires_at, keep_until, ended_at, "
+                    "token_generation, locked, run_enabled")
 
 
 @dataclass
@@ -73,7 +74,9 @@ def _connect(path: Path, durability: str) -> sqlite3.Connection:
 
 
 def _session(row: tuple[Any, ...]) -> SessionRecord:
-    return SessionRecord(*row)
+    values = dict(zip(_SESSION_COLUMNS.split(", "), row, strict=True))
+    values["locked"], values["run_enabled"] = bool(values["locked"]), bool(values["run_enabled"])  # stored as 0/1
+    return SessionRecord(**values)
 
 
 class SQLiteStore:
@@ -306,6 +309,12 @@ class SQLiteStore:
             lambda c: c.execute(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)).fetchone()
         )
         return _session(row) if row else None
+
+    async def list_sessions(self, after: int, limit: int) -> list[tuple[int, SessionRecord]]:
+        rows = await self._read(lambda c: c.execute(
+            f"SELECT rowid, {_SESSION_COLUMNS} FROM sessions WHERE rowid > ? ORDER BY rowid LIMIT ?", (after, limit),
+        ).fetchall())
+        return [(row[0], _session(row[1:])) for row in rows]
 
     async def change_session(self, change: SessionChange) -> SessionRecord | None:
         def op(c: sqlite3.Connection) -> SessionRecord | None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycrdt import Array, Doc, Map, UndoManager, merge_updates
+from pycrdt import Array, Doc, Map, Text, UndoManager, merge_updates
 
 from .updates import IdIndex, Update, decode, encode_delete_set
 
@@ -34,6 +34,7 @@ class Verdict:
     pending: bool = False  # some structs wait for IDs nobody has sent yet
     dropped_deletes: int = 0  # clocks of others' unseen IDs removed from the delete set
     touches: set[str] = field(default_factory=set)
+    code_frozen: bool = False  # its author may not change ``code`` now (locked candidate, ended session)
 
 
 def owned_by_server(root: str, key: str | None) -> bool:
@@ -48,8 +49,9 @@ class DocumentGuard:
         self.index.record(decode(doc.get_update()))
         self._held: list[Update] = []  # applied updates with structs still pending in the CRDT
 
-    def check(self, update: bytes, own_clients: Iterable[int] = ()) -> Verdict:
-        """Classify a client's update (``ProtocolError`` if it does not decode)."""
+    def check(self, update: bytes, own_clients: Iterable[int] = (), *, code_frozen: bool = False) -> Verdict:
+        """Classify a client's update (``ProtocolError`` if it does not decode); with ``code_frozen``
+        its changes to ``code`` are what may not change too."""
         decoded = decode(update)
         index = self.index
         starts: dict[int, int] = {}  # per client: where its structs in this update start, and end
@@ -57,13 +59,13 @@ class DocumentGuard:
         for s in decoded.structs:
             starts[s.client] = min(starts.get(s.client, s.clock), s.clock)
             ends[s.client] = max(ends.get(s.client, 0), s.end)
-        verdict = Verdict(update, decoded, guarded=bool(self._held))
+        verdict = Verdict(update, decoded, guarded=bool(self._held), code_frozen=code_frozen)
         if any(start > index.state(client) for client, start in starts.items()):
             verdict.pending = verdict.guarded = True  # a gap before them: they wait in the CRDT
         for _, place in index.places(decoded):
             if place is None:
                 verdict.pending = verdict.guarded = True  # attached to IDs nobody has sent yet
-            elif owned_by_server(*place) or place == (META, "language"):
+            elif owned_by_server(*place) or place == (META, "language") or (code_frozen and place[0] == CODE):
                 verdict.touches.add(_name(place))
                 verdict.guarded = True  # the language is checked when it is applied
         own = set(own_clients) | set(ends)
@@ -81,7 +83,7 @@ class DocumentGuard:
                 if end > seen:
                     verdict.pending = verdict.guarded = True
             for place in self._deleted_places(client, clock, min(end, seen)):
-                if owned_by_server(*place):
+                if owned_by_server(*place) or (code_frozen and place[0] == CODE):
                     verdict.touches.add(_name(place))
                     verdict.guarded = True
         if verdict.dropped_deletes:
@@ -121,14 +123,31 @@ def _name(place: tuple[str, str | None]) -> str:
     return f"{place[0]}.{place[1]}" if place[1] else place[0]
 
 
-def apply_guarded(doc: Doc[Any], update: bytes, valid_language: Callable[[Any], bool]) -> tuple[bytes | None, set[str]]:
-    """Apply a client's update while watching ``meta`` and ``runs``; if it changed what the server owns
-    (or set an invalid language), undo those changes at once.
+@dataclass(frozen=True)
+class Guarded:
+    """What applying a guarded update came to."""
 
-    Returns (the compensating update, or None; the names of what was reverted). The compensation is
-    authored by the server's document, causally after the update, so it wins on every peer.
+    compensation: bytes | None  # the server's undo of what was reverted (for the update's author)
+    settled: bytes | None  # update + compensation as the document now holds them, undone content dropped
+    reverted: set[str]  # what was undone (``runs``, ``meta.title``, ``code``, …)
+
+
+def apply_guarded(
+    doc: Doc[Any], update: bytes, valid_language: Callable[[Any], bool], *, code_frozen: bool = False,
+) -> Guarded:
+    """Apply a client's update while watching ``meta`` and ``runs`` (and ``code`` when it is frozen for
+    this client: a locked session's candidate, an ended session's editors); if it changed what it may
+    not (or set an invalid language), undo those changes at once.
+
+    The compensation is authored by the server's document, causally after the update, so it wins on
+    every peer. ``settled`` is what the log stores and the other clients get: the same IDs, without
+    the undone content (a locked candidate's text is never stored nor sent to anyone).
     """
-    meta, runs = doc.get(META, type=Map), doc.get(RUNS, type=Array)
+    before = doc.get_state()
+    # The undo manager keeps what it deletes (for a redo), so the live document still encodes an undone
+    # text's content; a scratch copy replaying update + compensation drops it (only when code is frozen).
+    state = doc.get_update() if code_frozen else b""
+    meta, runs, code = doc.get(META, type=Map), doc.get(RUNS, type=Array), doc.get(CODE, type=Text)
     hits: set[str] = set()
 
     def on_meta(events: list[Any]) -> None:
@@ -136,21 +155,26 @@ def apply_guarded(doc: Doc[Any], update: bytes, valid_language: Callable[[Any], 
             for key in ([e.path[0]] if e.path else list(getattr(e, "keys", ()))):
                 hits.add(f"{META}.{key}")
 
-    subs = (meta.observe_deep(on_meta), runs.observe_deep(lambda events: hits.add(RUNS)))
-    undo = UndoManager(scopes=[meta, runs], capture_timeout_millis=0)
+    watched: list[tuple[Any, Any]] = [(meta, meta.observe_deep(on_meta)),
+                                      (runs, runs.observe_deep(lambda events: hits.add(RUNS)))]
+    scopes: list[Any] = [meta, runs]
+    if code_frozen:
+        watched.append((code, code.observe(lambda event: hits.add(CODE))))
+        scopes.append(code)
+    undo = UndoManager(scopes=scopes, capture_timeout_millis=0)
     origin = object()
     undo.include_origin(origin)
     try:
         with doc.transaction(origin=origin):
             doc.apply_update(update)
     finally:
-        meta.unobserve(subs[0])
-        runs.unobserve(subs[1])
+        for shared, subscription in watched:
+            shared.unobserve(subscription)
     reverted = {h for h in hits if h != f"{META}.language"}
     if f"{META}.language" in hits and not valid_language(meta.get("language")):
         reverted.add(f"{META}.language")
     if not reverted:
-        return None, set()
+        return Guarded(None, None, set())
     captured: list[bytes] = []
     sub = doc.observe(lambda event: captured.append(event.update))
     try:
@@ -158,5 +182,31 @@ def apply_guarded(doc: Doc[Any], update: bytes, valid_language: Callable[[Any], 
     finally:
         doc.unobserve(sub)
     if not captured:
-        return None, reverted
-    return (captured[0] if len(captured) == 1 else merge_updates(*captured)), reverted
+        return Guarded(None, None, reverted)
+    compensation = captured[0] if len(captured) == 1 else merge_updates(*captured)
+    settled = doc.get_update(before)
+    if CODE in reverted:
+        scratch: Doc[Any] = Doc()
+        scratch.apply_update(state)
+        scratch.apply_update(update)
+        scratch.apply_update(compensation)
+        settled = scratch.get_update(before)
+    return Guarded(compensation, _settled(settled, decode(update), decode(compensation)), reverted)
+
+
+def _settled(diff: bytes, update: Update, compensation: Update) -> bytes:
+    """``diff`` (the document's structs since before the update, and its *whole* delete set) with
+    the delete set cut down to the IDs the update and its compensation touch."""
+    wanted: dict[int, list[tuple[int, int]]] = {}
+    for s in (*update.structs, *compensation.structs):
+        wanted.setdefault(s.client, []).append((s.clock, s.end))
+    for client, clock, length in (*update.deletes, *compensation.deletes):
+        wanted.setdefault(client, []).append((clock, clock + length))
+    full = decode(diff)
+    kept = []
+    for client, clock, length in full.deletes:
+        for start, end in wanted.get(client, ()):
+            lo, hi = max(clock, start), min(clock + length, end)
+            if lo < hi:
+                kept.append((client, lo, hi - lo))
+    return diff[: full.delete_set_offset] + encode_delete_set(kept)

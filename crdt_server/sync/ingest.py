@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from pycrdt import Doc, Map, merge_updates
+from pycrdt import Doc, Map
 
 from ..document import META
 from ..domain import EventType
@@ -22,7 +22,7 @@ from ..languages import canonical
 from ..storage import EventRecord, SessionChange, Store, UpdateRecord
 from . import protocol as p
 from .connection import SERVER, Connection, Origin
-from .guard import DocumentGuard, Verdict, apply_guarded
+from .guard import DocumentGuard, Guarded, Verdict, apply_guarded
 from .updates import Update, decode
 
 log = logging.getLogger("crdt_server.sync.room")
@@ -76,18 +76,25 @@ class GuardedIngest:
         try:
             records: list[UpdateRecord] = []
             changes = [i.change for i in batch.items if i.change is not None]
-            sends: list[tuple[Pending, bytes | None]] = []
+            sends: list[tuple[Pending, bytes | None, bytes | None]] = []  # (item, compensation, both merged)
             for item in batch.items:
-                records.append(self._record(item))
                 if item.verdict is None or not item.verdict.guarded:
+                    records.append(self._record(item))
                     if self._apply(item):
-                        sends.append((item, None))
+                        sends.append((item, None, None))
                     continue
-                applied, compensation, reverted = self._apply_watched(item)
-                if not applied:  # stored, like the fast path's, but sent to nobody
+                result = self._apply_watched(item)
+                if result is None:  # stored, like the fast path's, but sent to nobody
+                    records.append(self._record(item))
                     continue
-                if compensation is not None:
-                    records.append(UpdateRecord(self.session_id, compensation, SERVER.role, SERVER.conn_id))
+                compensation, merged, reverted = result.compensation, result.settled, result.reverted
+                if compensation is None or merged is None:
+                    records.append(self._record(item))
+                else:
+                    # One row, the update with its compensation as the document holds them: the log
+                    # (playback, the timeline) never holds what was undone.
+                    records.append(UpdateRecord(self.session_id, merged, item.origin.role, item.origin.conn_id,
+                                                item.origin.name))
                     self.guard.applied(decode(compensation), pending=False)
                 if reverted:
                     log.warning("session %s: reverted a %s's change to %s", self.session_id, item.origin.role,
@@ -95,38 +102,38 @@ class GuardedIngest:
                     event = self._editor_event(item, EventType.UPDATE_REVERTED, {"touched": sorted(reverted)})
                     if event is not None:
                         changes.append(SessionChange(self.session_id, events=(event,)))
-                sends.append((item, compensation))
+                sends.append((item, compensation, merged))
             if not await self._commit(batch, records, changes):
                 self.broken = True
                 return
-            for item, compensation in sends:
-                if compensation is None:
+            for item, compensation, merged in sends:
+                if compensation is None or merged is None:
                     self._broadcast(item.update, item.conn)
                     continue
-                # the others get the update with its compensation (nothing forged ever shows);
+                # the others get the update with its compensation (nothing undone ever shows);
                 # its author gets the compensation
-                self._broadcast(merge_updates(item.update, compensation), item.conn)
+                self._broadcast(merged, item.conn)
                 if item.conn is not None:
                     item.conn.enqueue(p.sync_frame(p.SYNC_UPDATE, compensation))
             await self._after_commit(batch)
         finally:
             self._settled.set()
 
-    def _apply_watched(self, item: Pending) -> tuple[bool, bytes | None, set[str]]:
-        """(applied, the compensation or None, what was reverted)."""
+    def _apply_watched(self, item: Pending) -> Guarded | None:
+        """What applying the update came to; None if the CRDT library refused it."""
         assert item.verdict is not None
         before = self._meta.get("language")
         try:
-            compensation, reverted = apply_guarded(self.ydoc, item.update, valid_language)
+            result = apply_guarded(self.ydoc, item.update, valid_language, code_frozen=item.verdict.code_frozen)
         except BaseException as exc:
             if not p.is_crdt_failure(exc):
                 raise
             log.warning("session %s: update could not be applied: %r", self.session_id, exc)
-            return False, None, set()
-        if f"{META}.language" not in reverted:
+            return None
+        if f"{META}.language" not in result.reverted:
             self._note_language(item.origin, before)
         self.guard.applied(item.decoded, pending=item.verdict.pending)
-        return True, compensation, reverted
+        return result
 
     def _editor_event(self, item: Pending, kind: EventType, data: dict[str, Any]) -> EventRecord | None:
         """A history event caused by an editor's update, at most ``editor_events`` per connection."""

@@ -80,7 +80,8 @@ class SessionRoom(GuardedIngest, YRoom):
         *,
         last_seq: int,
         snapshot_seq: int,
-        read_only: bool = False,
+        ended: bool = False,
+        locked: bool = False,
         metrics: Metrics | None = None,
         doc_size: int | None = None,
     ) -> None:
@@ -94,7 +95,9 @@ class SessionRoom(GuardedIngest, YRoom):
         self.options = options
         self.persist = options.persist
         self.editor_event_limit = options.editor_events
-        self.read_only = read_only  # the session has ended; set by the service, which owns the status
+        # What editors may change now; set by the service, which owns the row (status, lock).
+        self.ended = ended  # nobody edits code (their updates are compensated, never dropped)
+        self.locked = locked  # candidates do not edit code
         self.presence = RoomPresence(self.clients, options.presence, options.presence_interval, self._spawn)
         self.holds = 0  # WebSocket handlers and REST operations that keep the room loaded
         self.gone = False  # the session was deleted: nothing more is committed or snapshotted
@@ -242,7 +245,8 @@ class SessionRoom(GuardedIngest, YRoom):
         verdict = None
         try:
             if conn is not None:
-                verdict = self.guard.check(update, conn.client_ids | conn.authored)
+                frozen = self.ended or (self.locked and conn.role == "candidate")
+                verdict = self.guard.check(update, conn.client_ids | conn.authored, code_frozen=frozen)
                 update, decoded = verdict.update, verdict.decoded
             else:
                 decoded = decode(update)
@@ -359,7 +363,7 @@ class SessionRoom(GuardedIngest, YRoom):
                         raise
                     raise p.ProtocolError("malformed state vector") from None
                 conn.enqueue(p.sync_frame(p.SYNC_STEP2, reply))
-            elif not (conn.read_only or self.read_only):  # read-only peers: [0,1]/[0,2] are dropped
+            elif not conn.read_only:  # observers: [0,1]/[0,2] are dropped
                 batch = self.queue_update(msg.payload, conn)
                 if len(batch.items) >= self.options.max_pending:  # backpressure: stop reading this socket
                     await batch.done.wait()

@@ -100,7 +100,8 @@ class SessionServer(WebsocketServer):
                     size = await anyio.to_thread.run_sync(lambda: len(doc.get_update()))
                     room = SessionRoom(
                         name, doc, self.store, self.options,
-                        last_seq=last_seq, snapshot_seq=snapshot_seq, read_only=session.status == "ended",
+                        last_seq=last_seq, snapshot_seq=snapshot_seq, ended=session.status == "ended",
+                        locked=session.locked,
                         metrics=self.metrics,
                         doc_size=size,
                     )
