@@ -1,9 +1,10 @@
 """Wire protocol and rooms: y-websocket framing, per-connection queues, live session documents."""
 
 from .connection import SERVER, Connection, Origin
+from .loader import load_document
 from .protocol import CloseCode
 from .room import RoomOptions, SessionRoom
-from .server import SessionServer, load_document
+from .server import SessionServer
 
 __all__ = [
     "SERVER", "CloseCode", "Connection", "Origin", "RoomOptions", "SessionRoom", "SessionServer", "load_document",

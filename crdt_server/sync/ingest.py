@@ -49,6 +49,7 @@ class GuardedIngest:
     """Mixed into ``SessionRoom``: the guarded path and the editor events (see the module docstring)."""
 
     session_id: str
+    last_seq: int
     ydoc: Doc[Any]
     store: Store
     guard: DocumentGuard
@@ -64,6 +65,7 @@ class GuardedIngest:
     _apply: Callable[[Pending], bool]
     _broadcast: Callable[[bytes, Connection | None], None]
     _after_commit: Callable[[Batch], Awaitable[None]]
+    _recover: Callable[[list[int]], Awaitable[None]]
 
     async def _apply_and_commit(self, batch: Batch) -> None:
         """The guarded path: apply first (watching what each update really changes), compensate what
@@ -77,15 +79,19 @@ class GuardedIngest:
             records: list[UpdateRecord] = []
             changes = [i.change for i in batch.items if i.change is not None]
             sends: list[tuple[Pending, bytes | None, bytes | None]] = []  # (item, compensation, both merged)
-            for item in batch.items:
+            failed: list[int] = []  # positions (= rows) of updates the CRDT library refused
+            for position, item in enumerate(batch.items):
                 if item.verdict is None or not item.verdict.guarded:
                     records.append(self._record(item))
                     if self._apply(item):
                         sends.append((item, None, None))
+                    else:
+                        failed.append(position)
                     continue
                 result = self._apply_watched(item)
                 if result is None:  # stored, like the fast path's, but sent to nobody
                     records.append(self._record(item))
+                    failed.append(position)
                     continue
                 compensation, merged, reverted = result.compensation, result.settled, result.reverted
                 if compensation is None or merged is None:
@@ -106,6 +112,8 @@ class GuardedIngest:
             if not await self._commit(batch, records, changes):
                 self.broken = True
                 return
+            if failed:
+                await self._recover([self.last_seq - len(records) + 1 + i for i in failed])
             for item, compensation, merged in sends:
                 if compensation is None or merged is None:
                     self._broadcast(item.update, item.conn)

@@ -35,6 +35,7 @@ from .awareness import PresenceFlood, PresenceLimits, RoomPresence
 from .connection import SERVER, Connection, Origin, wire_frame
 from .guard import DocumentGuard
 from .ingest import Batch, GuardedIngest, Pending
+from .loader import load_document
 from .protocol import CloseCode
 from .updates import decode
 
@@ -118,6 +119,7 @@ class SessionRoom(GuardedIngest, YRoom):
         # Upper bound of the encoded state: exact at load, plus the bytes of every update since.
         self.doc_size = len(doc.get_update()) if doc_size is None else doc_size
         self.diverged = False  # the log holds rows this document never applied: never snapshot it
+        self.bad_seqs: set[int] = set()  # rows the CRDT library refused: left out of every rebuild
 
     def _spawn(self, func: Any) -> bool:
         if self._task_group is None:
@@ -164,10 +166,34 @@ class SessionRoom(GuardedIngest, YRoom):
         changes = [i.change for i in batch.items if i.change is not None]
         if not await self._commit(batch, records, changes):
             return
-        for item in batch.items:
+        failed = []  # positions (= rows) of updates the CRDT library refused: sent to nobody
+        for position, item in enumerate(batch.items):
             if self._apply(item):
                 self._broadcast(item.update, exclude=item.conn)
+            else:
+                failed.append(position)
+        if failed:
+            await self._recover([self.last_seq - len(records) + 1 + i for i in failed])
         await self._after_commit(batch)
+
+    async def _recover(self, seqs: list[int]) -> None:
+        """Updates the CRDT library refused half-way may have left the document half-integrated, which
+        could encode a state every newcomer fails to load: rebuild it from storage without them
+        (``sync/loader.py``); sync answers wait meanwhile. The clients never got those updates."""
+        self.bad_seqs.update(seqs)
+        log.error("session %s: rebuilding the document without update(s) %s", self.session_id, seqs)
+        if not self.persist:  # nothing stored to rebuild from
+            return
+        settled, self._settled = self._settled, anyio.Event()
+        try:
+            doc, _, _ = await load_document(self.store, self.session_id, self.bad_seqs)
+            self.ydoc = doc
+            self._meta = doc.get(META, type=Map)
+            self.guard = DocumentGuard(doc)
+            self.doc_size = len(doc.get_update())
+        finally:
+            self._settled.set()
+            self._settled = settled
 
     def _record(self, item: Pending) -> UpdateRecord:
         return UpdateRecord(self.session_id, item.update, item.origin.role, item.origin.conn_id, item.origin.name)

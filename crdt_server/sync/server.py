@@ -28,40 +28,12 @@ from pycrdt.websocket import WebsocketServer
 from ..document import META
 from ..languages import canonical
 from ..metrics import Metrics
-from ..storage import SessionChange, SessionNotFound, SessionRecord, Store, UpdateRecord
-from .protocol import CloseCode, is_crdt_failure
+from ..storage import SessionChange, SessionNotFound, SessionRecord, Store
+from .loader import load_document
+from .protocol import CloseCode
 from .room import RoomOptions, SessionRoom, log_exception
 
 log = logging.getLogger(__name__)
-
-
-async def load_document(store: Store, session_id: str) -> tuple[Doc[Any], int, int]:
-    """Rebuild a session's document: newest snapshot + the updates after it, in one transaction.
-
-    Returns (doc, last applied sequence number, snapshot sequence number). Never re-seeds from text.
-    The replay runs in a worker thread: a big log takes most of a second, which would stall every
-    other session on the event loop.
-    """
-    snapshot, tail, base = await store.load(session_id)
-    doc = await anyio.to_thread.run_sync(_rebuild, session_id, snapshot, tail)
-    last = tail[-1].seq if tail else base
-    return doc, last, base
-
-
-def _rebuild(session_id: str, snapshot: bytes | None, tail: list[UpdateRecord]) -> Doc[Any]:
-    """One transaction per update, not one for all: the same total time, but the GIL is free between
-    updates (one big transaction's commit holds it for the whole replay, stalling the event loop)."""
-    doc: Doc[Any] = Doc()
-    if snapshot is not None:
-        doc.apply_update(snapshot)
-    for record in tail:
-        try:
-            doc.apply_update(record.data)
-        except BaseException as exc:
-            if not is_crdt_failure(exc):
-                raise
-            log.warning("session %s: skipping unreadable update %d: %r", session_id, record.seq, exc)
-    return doc
 
 
 class SessionServer(WebsocketServer):

@@ -1,0 +1,63 @@
+"""Rebuilding a session's document from storage: the newest snapshot, then the log after it.
+
+Shared by the registry (loading a room), the service (reading a session nobody has loaded) and the
+room itself (recovering after an update the CRDT library refused half-way). An update that makes the
+library fail may leave the document half-integrated, and a half-integrated document can encode a
+state that makes every client that loads it fail too; so a failed row is never replayed around: the
+rebuild starts again without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+from pycrdt import Doc
+
+from ..storage import Store, UpdateRecord
+from .protocol import is_crdt_failure
+
+log = logging.getLogger("crdt_server.sync.server")
+
+MAX_RESTARTS = 32  # rebuilds from the start per load; past it a failing row is only skipped
+
+
+async def load_document(store: Store, session_id: str, skip: set[int] | None = None) -> tuple[Doc[Any], int, int]:
+    """Rebuild a session's document: newest snapshot + the updates after it, never re-seeded from text.
+
+    Returns (doc, last stored sequence number, snapshot sequence number). Rows in ``skip`` are left
+    out, and rows found to fail are added to it. The replay runs in a worker thread: a big log takes
+    most of a second, which would stall every other session on the event loop.
+    """
+    snapshot, tail, base = await store.load(session_id)
+    bad = skip if skip is not None else set()
+    doc = await anyio.to_thread.run_sync(_rebuild, session_id, snapshot, tail, bad)
+    last = tail[-1].seq if tail else base
+    return doc, last, base
+
+
+def _rebuild(session_id: str, snapshot: bytes | None, tail: list[UpdateRecord], bad: set[int]) -> Doc[Any]:
+    """One transaction per update, not one for all: the same total time, but the GIL is free between
+    updates (one big transaction's commit holds it for the whole replay, stalling the event loop)."""
+    for attempt in range(MAX_RESTARTS + 1):
+        doc: Doc[Any] = Doc()
+        if snapshot is not None:
+            doc.apply_update(snapshot)
+        failed = None
+        for record in tail:
+            if record.seq in bad:
+                continue
+            try:
+                doc.apply_update(record.data)
+            except BaseException as exc:
+                if not is_crdt_failure(exc):
+                    raise
+                log.warning("session %s: skipping unreadable update %d: %r", session_id, record.seq, exc)
+                bad.add(record.seq)
+                if attempt < MAX_RESTARTS:
+                    failed = record.seq
+                    break
+        if failed is None:
+            return doc
+    return doc
