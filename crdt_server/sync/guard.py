@@ -89,6 +89,10 @@ class DocumentGuard:
         if verdict.dropped_deletes:
             verdict.update = update[: decoded.delete_set_offset] + encode_delete_set(kept)
             verdict.decoded = decode(verdict.update)
+        if not verdict.pending:
+            # Known from now on, not from when it is applied: a delete of these IDs queued behind it
+            # (another client's, in the same batch) must not count as aimed at unseen IDs.
+            index.record(verdict.decoded)
         return verdict
 
     def _deleted_places(self, client: int, start: int, end: int) -> Iterable[tuple[str, str | None]]:

@@ -252,6 +252,8 @@ class IdIndex:
         return None, starts[i + 1] if i + 1 < len(starts) else clock + 1
 
     def add(self, client: int, start: int, end: int, place: Place) -> None:
+        if self.find(client, start) is not None:  # already known (recorded when queued, or a resend)
+            return
         ranges = self._ranges.setdefault(client, [])
         starts = self._starts.setdefault(client, [])
         if ranges and ranges[-1][1] == start and ranges[-1][2] == place:

@@ -207,3 +207,34 @@ async def test_malformed_updates_never_reach_the_log() -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+async def test_a_delete_of_text_queued_just_before_it_is_kept() -> None:
+    """Ada's insert and Bob's delete of it in one batch: Ada's IDs are known from when her update was
+    queued, so Bob's delete is not mistaken for one aimed at another client's unseen IDs."""
+    store = MemoryStore()
+    store.gate = anyio.Event()
+    doc = _doc()
+    async with anyio.create_task_group() as tg:
+        room = await _started(SessionRoom("s", doc, store, OPTIONS, last_seq=1, snapshot_seq=0), tg)  # type: ignore[arg-type]
+        ada, bob = RecordingConnection(), RecordingConnection("interviewer")
+        room.clients.update({ada, bob})  # type: ignore[arg-type]
+        ada_doc: Doc[Any] = Doc(client_id=111)
+        ada_doc.apply_update(doc.get_update())
+        before = ada_doc.get_state()
+        ada_doc.get("code", type=Text).insert(0, "😀")
+        insert = ada_doc.get_update(before)
+        bob_doc: Doc[Any] = Doc(client_id=222)
+        bob_doc.apply_update(doc.get_update())
+        bob_doc.apply_update(insert)
+        before = bob_doc.get_state()
+        del bob_doc.get("code", type=Text)[0:4]  # the emoji: 4 UTF-8 bytes
+        delete = bob_doc.get_update(before)
+        room.queue_update(insert, ada)  # type: ignore[arg-type]
+        batch = room.queue_update(delete, bob)  # type: ignore[arg-type]
+        store.gate.set()
+        with anyio.fail_after(2):
+            await batch.done.wait()
+        assert str(doc.get("code", type=Text)) == "start" == str(bob_doc.get("code", type=Text))
+        assert [r.data for r in store.rows] == [insert, delete]  # stored as sent
+        tg.cancel_scope.cancel()
