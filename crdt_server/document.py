@@ -23,6 +23,7 @@ TEXT = "code"
 META = "meta"
 RUNS = "runs"
 MAX_RUNS = 20
+NOTES = "notes"  # the Y.Text of a session's second document, the interviewer's private notes
 
 
 def initial_document(title: str, language: str, code: str, status: str = "active") -> bytes:

@@ -8,13 +8,16 @@ import time
 from collections.abc import Sequence
 
 from ..lifetimes import Lifetimes
-from .base import SESSION_FIELDS, EventRecord, SessionChange, UpdateRecord
+from .base import MAIN_DOC, NOTES_DOC, SESSION_FIELDS, EventRecord, SessionChange, UpdateRecord
 from .sqlite_lifetimes import refresh_expiry
 
+# Per document: (update log table, snapshot table, the sessions column counting its log's rows).
+DOCS = {MAIN_DOC: ("updates", "snapshots", "last_seq"), NOTES_DOC: ("notes_updates", "notes_snapshots", "notes_seq")}
 
-def updates(c: sqlite3.Connection, session_id: str, after: int, limit: int) -> list[UpdateRecord]:
+
+def updates(c: sqlite3.Connection, session_id: str, after: int, limit: int, doc: str = MAIN_DOC) -> list[UpdateRecord]:
     rows = c.execute(
-        "SELECT seq, ts, conn_id, role, name, data FROM updates WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        f"SELECT seq, ts, conn_id, role, name, data FROM {DOCS[doc][0]} WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
         (session_id, after, limit),
     ).fetchall()
     return [UpdateRecord(session_id, d, r, ci, n, seq=s, ts=ts) for s, ts, ci, r, n, d in rows]

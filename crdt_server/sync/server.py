@@ -29,23 +29,29 @@ from ..document import META
 from ..languages import canonical
 from ..metrics import Metrics
 from ..storage import SessionChange, SessionNotFound, SessionRecord, Store, UpdateRecord
+from ..storage.base import MAIN_DOC, NOTES_DOC
 from .protocol import CloseCode, is_crdt_failure
-from .room import RoomOptions, SessionRoom, log_exception
+from .room import NotesRoom, RoomOptions, SessionRoom, log_exception
 
 log = logging.getLogger(__name__)
 
 
-async def load_document(store: Store, session_id: str) -> tuple[Doc[Any], int, int]:
+def notes_room(session_id: str) -> str:
+    """The registry name of a session's notes room (session ids never contain a slash)."""
+    return f"{session_id}/{NOTES_DOC}"
+
+
+async def load_document(store: Store, session_id: str, doc: str = MAIN_DOC) -> tuple[Doc[Any], int, int]:
     """Rebuild a session's document: newest snapshot + the updates after it, in one transaction.
 
     Returns (doc, last applied sequence number, snapshot sequence number). Never re-seeds from text.
     The replay runs in a worker thread: a big log takes most of a second, which would stall every
     other session on the event loop.
     """
-    snapshot, tail, base = await store.load(session_id)
-    doc = await anyio.to_thread.run_sync(_rebuild, session_id, snapshot, tail)
+    snapshot, tail, base = await store.load(session_id, doc=doc)
+    ydoc = await anyio.to_thread.run_sync(_rebuild, session_id, snapshot, tail)
     last = tail[-1].seq if tail else base
-    return doc, last, base
+    return ydoc, last, base
 
 
 def _rebuild(session_id: str, snapshot: bytes | None, tail: list[UpdateRecord]) -> Doc[Any]:
@@ -92,15 +98,18 @@ class SessionServer(WebsocketServer):
                     await unloading.wait()
                 room = self.rooms.get(name)
                 if room is None:
-                    session = await self.store.get_session(name)
+                    sid, notes = name.removesuffix(f"/{NOTES_DOC}"), name.endswith(f"/{NOTES_DOC}")
+                    session = await self.store.get_session(sid)
                     if session is None:
-                        raise SessionNotFound(name)
-                    doc, last_seq, snapshot_seq = await load_document(self.store, name)
-                    await self._language_follows(session, doc)
+                        raise SessionNotFound(sid)
+                    doc, last_seq, snapshot_seq = await load_document(self.store, sid, NOTES_DOC if notes else MAIN_DOC)
+                    if not notes:
+                        await self._language_follows(session, doc)
                     size = await anyio.to_thread.run_sync(lambda: len(doc.get_update()))
-                    room = SessionRoom(
-                        name, doc, self.store, self.options,
-                        last_seq=last_seq, snapshot_seq=snapshot_seq, read_only=session.status == "ended",
+                    # Notes stay writable after the session ends: the interviewer writes them up then.
+                    room = (NotesRoom if notes else SessionRoom)(
+                        sid, doc, self.store, self.options,
+                        last_seq=last_seq, snapshot_seq=snapshot_seq, read_only=not notes and session.status == "ended",
                         metrics=self.metrics,
                         doc_size=size,
                     )
@@ -180,13 +189,15 @@ class SessionServer(WebsocketServer):
             done.set()
 
     async def drop(self, name: str, code: int = CloseCode.SESSION_NOT_FOUND, reason: str = "session deleted") -> None:
-        """Close every socket of a session and unload it without a snapshot (it is being deleted)."""
-        self._cancel_unload(name)
-        room = self.rooms.get(name)
-        if room is not None:
-            room.mark_gone()
-            room.close_all(code, reason)
-            await self.unload(name)
+        """Close every socket of a session (both its documents) and unload it without a snapshot (it is
+        being deleted)."""
+        for key in (name, notes_room(name)):
+            self._cancel_unload(key)
+            room = self.rooms.get(key)
+            if room is not None:
+                room.mark_gone()
+                room.close_all(code, reason)
+                await self.unload(key)
 
     async def close_all_rooms(self) -> None:
         """Shutdown: flush every room to the store."""
