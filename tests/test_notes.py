@@ -150,3 +150,19 @@ async def test_deleting_the_session_deletes_its_notes(server):
     for table in ("notes_updates", "notes_snapshots"):
         assert db_rows(server, f"SELECT count(*) FROM {table} WHERE session_id = ?", s["id"])[0][0] == 0
     assert (await get_notes(server, s)).status_code == 404
+
+
+async def test_meta_written_into_the_notes_document_changes_nothing_of_the_session(server):
+    """The notes document has no server-owned parts: a ``meta.language`` written there is not the
+    session's language (as it would be in the shared document)."""
+    s = await create_session(server, language="python")
+    async with notes_client(server, s) as a:
+        await a.call("setMeta", key="language", value="javascript")
+        await a.insert(0, "after the meta write")
+        await a.wait_text(equals="after the meta write")
+        async with notes_client(server, s) as b:  # the write was stored and served like any other
+            await b.wait_text(equals="after the meta write", timeout=5)
+            assert (await b.get_meta()).get("language") == "javascript"
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        r = await http.get(f"/api/sessions/{s['id']}", headers=auth(s["tokens"]["interviewer"]))
+    assert r.json()["language"] == "python"
