@@ -166,3 +166,14 @@ async def test_meta_written_into_the_notes_document_changes_nothing_of_the_sessi
     async with httpx.AsyncClient(base_url=server.base_url) as http:
         r = await http.get(f"/api/sessions/{s['id']}", headers=auth(s["tokens"]["interviewer"]))
     assert r.json()["language"] == "python"
+
+
+async def test_notes_stay_writable_after_the_session_ends(server):
+    s = await create_session(server, code="x")
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        r = await http.patch(f"/api/sessions/{s['id']}", json={"status": "ended"}, headers=auth(s["tokens"]["interviewer"]))
+        assert r.status_code == 200
+    async with notes_client(server, s) as a, notes_client(server, s) as b:
+        await a.insert(0, "verdict: hire")
+        await b.wait_text(equals="verdict: hire", timeout=5)
+    assert (await get_notes(server, s)).json() == {"notes": "verdict: hire"}
