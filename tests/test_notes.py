@@ -177,3 +177,13 @@ async def test_notes_stay_writable_after_the_session_ends(server):
         await a.insert(0, "verdict: hire")
         await b.wait_text(equals="verdict: hire", timeout=5)
     assert (await get_notes(server, s)).json() == {"notes": "verdict: hire"}
+
+
+async def test_reissuing_the_tokens_closes_notes_sockets_too(server):
+    s = await create_session(server)
+    async with notes_client(server, s) as a:
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            r = await http.post(f"/api/sessions/{s['id']}/tokens", headers=auth(s["tokens"]["interviewer"]))
+            assert r.status_code == 200
+        event = await a.wait_close(4401, timeout=5)
+        assert event["permanent"]
