@@ -87,8 +87,15 @@ async def test_notes_never_reach_the_shared_document_or_its_history(server):
     s = await create_session(server, code="def f():\n")
     async with httpx.AsyncClient(base_url=server.base_url) as http:
         history = (await http.get(f"/api/sessions/{s['id']}/history", headers=auth(s["tokens"]["interviewer"]))).json()
+        before = (await http.get(f"/api/sessions/{s['id']}", headers=auth(s["tokens"]["candidate"]))).json()
+    async with notes_client(server, s) as notes:  # alone: the candidate's socket would move updatedAt itself
+        await notes.insert(0, "NOTE: ")
+        await notes.wait_text(equals="NOTE: ")
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        seen = (await http.get(f"/api/sessions/{s['id']}", headers=auth(s["tokens"]["candidate"]))).json()
+    assert (seen["updatedAt"], seen["expiresAt"]) == (before["updatedAt"], before["expiresAt"])
     async with js_client(server.ws_url, s["id"], s["tokens"]["candidate"]) as cand, notes_client(server, s) as notes:
-        await notes.insert(0, "NOTE: weak on tests")
+        await notes.append("weak on tests")
         await notes.wait_text(equals="NOTE: weak on tests")
         await anyio.sleep(0.5)
         assert await cand.get_text() == "def f():\n"

@@ -348,6 +348,7 @@ class SQLiteStore:
         now = time.time()
         quota = self.session_quota
         log_table, _, counter = DOCS[doc]
+        stamp = now if doc == MAIN_DOC else None  # notes edits leave updatedAt be: others would see them happen
 
         def op(c: sqlite3.Connection) -> list[int]:
             counts: dict[str, int] = {}
@@ -358,15 +359,16 @@ class SQLiteStore:
             next_seq: dict[str, int] = {}
             for sid, n in counts.items():
                 row = c.execute(
-                    f"UPDATE sessions SET {counter} = {counter} + ?, updated_at = ?, "
+                    f"UPDATE sessions SET {counter} = {counter} + ?, updated_at = COALESCE(?, updated_at), "
                     f"stored_bytes = stored_bytes + ? WHERE id = ? RETURNING {counter}, stored_bytes",
-                    (n, now, sizes[sid], sid),
+                    (n, stamp, sizes[sid], sid),
                 ).fetchone()
                 if row is None:
                     raise SessionGone(sid)
                 if quota and row[1] > quota:  # the savepoint rolls this back
                     raise StorageQuotaExceeded(f"session {sid} would store {row[1]} bytes, over {quota}")
-                refresh_expiry(c, self.lifetimes, sid)
+                if stamp is not None:
+                    refresh_expiry(c, self.lifetimes, sid)
                 next_seq[sid] = row[0] - n + 1
             seqs = []
             rows = []
