@@ -23,6 +23,7 @@ TEXT = "code"
 META = "meta"
 RUNS = "runs"
 MAX_RUNS = 20
+NOTES = "notes"  # the Y.Text of a session's second document, the interviewer's private notes
 
 # Session fields the server mirrors into ``meta`` for editors, under the names they read there
 # (``locked`` and ``runEnabled`` appear once the interviewer first sets them: absent means false / true).

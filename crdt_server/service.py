@@ -19,16 +19,20 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from pycrdt import Text
+
 from . import presence
-from .document import META_KEYS, edit_update, initial_document, read_text, run_entry
+from .document import META_KEYS, NOTES, edit_update, initial_document, read_text, run_entry
 from .domain import EventType, Role, changed_event
 from .execution import ExecutionError, ExecutionService, RunResult, SandboxUnavailable
 from .lifetimes import Lifetimes
 from .logs import log_run
 from .metrics import Metrics, run_outcome
 from .storage import EventRecord, SessionChange, SessionNotFound, SessionRecord, Store
+from .storage.base import NOTES_DOC
 from .sync import Connection, SessionRoom, SessionServer, load_document
 from .sync.protocol import CloseCode
+from .sync.server import notes_room
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,13 @@ class SessionService:
         room = self.rooms.rooms.get(sid)
         doc = room.ydoc if room is not None else (await load_document(self.store, sid))[0]
         return SessionView(record, read_text(doc))
+
+    async def notes(self, sid: str) -> str:
+        """The interviewer's private notes: the live notes document's, or the stored one's."""
+        await self.get(sid)
+        room = self.rooms.rooms.get(notes_room(sid))
+        doc = room.ydoc if room is not None else (await load_document(self.store, sid, NOTES_DOC))[0]
+        return str(doc.get(NOTES, type=Text))
 
     async def patch(self, sid: str, requested: Mapping[str, Any], by: Role) -> SessionRecord:
         """Change title/language/status/lock/Run switch: row, ``meta`` and one event per field commit together."""

@@ -523,7 +523,8 @@ class JSClient:
         """Create the WebsocketProvider (serverUrl `url`, room name `room`, `?token=`).
 
         `opts`: connect (bool, default True), maxBackoffTime (ms), disableBc (default True),
-        awarenessEvents (default True), awareness (initial local state, replaces name/color).
+        awarenessEvents (default True), awareness (initial local state, replaces name/color),
+        textName (the Y.Text the text commands act on, default "code").
         Returns {"clientId", "url"} (url = what the provider opens).
         """
         args: dict[str, Any] = {"url": url, "room": room, **opts}

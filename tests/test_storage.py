@@ -148,3 +148,28 @@ async def test_lifetimes_migration_keeps_old_sessions_under_the_current_rule(tmp
         assert await store.expired_sessions(time.time()) == ["a" * 22]
         assert await store.reissue_tokens("e" * 22, EventRecord("e" * 22, "tokens_reissued", {})) == 1
         assert await store.reissue_tokens("gone" * 6, EventRecord("gone" * 6, "tokens_reissued", {})) is None
+
+
+async def test_the_notes_document_has_a_log_of_its_own(tmp_path):
+    """Per-(session, document) sequences: notes rows never show in the main log, its ``last_seq``
+    or its snapshots, and the main document's rows never in the notes'."""
+    async with SQLiteStore(tmp_path / "db.sqlite") as store:
+        sid = await make(store, code="main")
+        notes: Doc = Doc()
+        text = notes.get("notes", type=Text)
+        for ch in "ab":
+            before = notes.get_state()
+            text.insert(len(text), ch)
+            assert await store.append_updates(
+                [UpdateRecord(sid, notes.get_update(before), "interviewer", "i")], doc="notes") == [len(str(text))]
+        with pytest.raises(ValueError):  # past the notes log (2 rows), though the main log is shorter still
+            await store.write_snapshot(sid, 3, notes.get_update(), doc="notes")
+        await store.write_snapshot(sid, 2, notes.get_update(), doc="notes")
+        assert [u.seq for u in await store.read_updates(sid, 0, 10)] == [1]  # the main log: the starter only
+        loaded, last, snap_seq = await load_document(store, sid, "notes")
+        assert (str(loaded.get("notes", type=Text)), last, snap_seq) == ("ab", 2, 2)
+        main, main_last, _ = await load_document(store, sid)
+        assert (read_text(main), main_last, str(main.get("notes", type=Text))) == ("main", 1, "")
+        assert await store.delete_session(sid)
+    with sqlite3.connect(tmp_path / "db.sqlite") as db:
+        assert db.execute("SELECT (SELECT count(*) FROM notes_updates) + (SELECT count(*) FROM notes_snapshots)").fetchone() == (0,)

@@ -131,6 +131,10 @@ class Code(Model):
     updated_at: float = Field(description=_TIME)
 
 
+class Notes(Model):
+    notes: str = Field(description="The interviewer's private notes (Y.Text `notes` of the notes document).")
+
+
 class Participant(Model):
     connection_id: str
     role: Role

@@ -21,6 +21,7 @@ from .models import (
     Health,
     History,
     Languages,
+    Notes,
     Participants,
     SaveCode,
     Session,
@@ -30,7 +31,7 @@ from .models import (
     UpdateSession,
 )
 from .operation import RETRY_AFTER, Operation, QueryParam, catch_all, routes_from
-from .websocket import session_socket, unknown_socket
+from .websocket import notes_socket, session_socket, unknown_socket
 
 
 def operations() -> list[Operation]:
@@ -123,6 +124,12 @@ def operations() -> list[Operation]:
                                      "default": sessions.HISTORY_LIMIT}, "Page size."),
             ),
         ),
+        Operation(
+            "GET", "/api/sessions/{session_id}/notes", sessions.get_notes, "getNotes", "Read the private notes",
+            description="The interviewer's private notes: a second Yjs document (Y.Text `notes`), edited over "
+                        "`WS /ws/sessions/{id}/notes`, never part of the shared document or its history.",
+            security="session", roles=INTERVIEWER, responses={200: ("The notes.", Notes)},
+        ),
     ]
     run_ops = [
         Operation(
@@ -181,6 +188,7 @@ def routes(pages: Sequence[BaseRoute] = ()) -> list[BaseRoute]:
     return [
         *routes_from(operations()),
         WebSocketRoute("/ws/sessions/{session_id}", session_socket),
+        WebSocketRoute("/ws/sessions/{session_id}/notes", notes_socket),  # interviewer only
         WebSocketRoute("/{path:path}", unknown_socket),  # 4404, never a retry loop
         *pages,
         catch_all(),  # JSON 404 for every other path (and no slash redirects)

@@ -26,6 +26,7 @@ from .models import (
     History,
     HistoryEvent,
     Links,
+    Notes,
     Participant,
     Participants,
     SaveCode,
@@ -150,3 +151,8 @@ async def history(request: Request) -> Response:
     events, more = await ctx(request).service.history(sid, after, limit)
     out = [HistoryEvent(seq=e.seq, ts=e.ts, type=e.type, data=e.data) for e in events]  # type: ignore[arg-type]
     return model_response(History(events=out, next_after=out[-1].seq if more and out else None))
+
+
+async def get_notes(request: Request) -> Response:
+    sid, _ = await authorize(request, INTERVIEWER)
+    return model_response(Notes(notes=await ctx(request).service.notes(sid)))

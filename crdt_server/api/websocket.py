@@ -15,12 +15,14 @@ from contextlib import AsyncExitStack
 import anyio
 from starlette.websockets import WebSocket
 
-from ..domain import ANY_ROLE
+from ..domain import ANY_ROLE, INTERVIEWER, Role
 from ..limits import retry_after_header
 from ..logs import log_socket_closed, log_socket_opened
 from ..service import SessionService
 from ..storage import SessionNotFound
 from ..sync import CloseCode, Connection, SessionRoom
+from ..sync.server import notes_room
+from ..tokens import Claims
 from .auth import SESSION_ID, Refused, check_access, check_current, check_token
 from .context import client_ip, ctx
 from .errors import error_response
@@ -38,28 +40,53 @@ def _close_for(exc: Refused | SessionNotFound) -> tuple[int, str]:
     return (CloseCode.UNAUTHORIZED if exc.kind == "unauthorized" else CloseCode.FORBIDDEN), exc.message
 
 
-async def session_socket(websocket: WebSocket) -> None:
+async def _admit(websocket: WebSocket, roles: tuple[Role, ...]) -> Claims | None:
+    """Origin, connect rate, token, role and session: the claims, or None once refused.
+
+    A role the endpoint does not admit is refused here, before any room is loaded, so it gets no data."""
     c = ctx(websocket)
     sid: str = websocket.path_params["session_id"]
     if not origin_allowed(websocket, c.settings):
-        return await refuse(websocket, CloseCode.FORBIDDEN, "origin not allowed")
+        await refuse(websocket, CloseCode.FORBIDDEN, "origin not allowed")
+        return None
     retry = c.connect_limit.take(client_ip(websocket))
     if retry:  # HTTP 429 on the handshake, not a close: y-websocket retries a failed handshake
-        return await websocket.send_denial_response(error_response(
+        await websocket.send_denial_response(error_response(
             429, "rate_limited", "too many connection attempts from this address",
             headers={"Retry-After": retry_after_header(retry)}))
+        return None
     try:
         claims = check_token(c.signer, websocket.query_params.get("token"))
         if not SESSION_ID.match(sid):
             raise Refused("forbidden", "forbidden", "token is not valid for this session")
-        check_access(claims, sid, ANY_ROLE)
+        check_access(claims, sid, roles)
         await check_current(c.service, claims)
     except (Refused, SessionNotFound) as exc:
-        return await refuse(websocket, *_close_for(exc))
+        await refuse(websocket, *_close_for(exc))
+        return None
+    return claims
+
+
+async def session_socket(websocket: WebSocket) -> None:
+    """The shared document, for every role."""
+    await _socket(websocket, ANY_ROLE, websocket.path_params["session_id"], announce=True)
+
+
+async def notes_socket(websocket: WebSocket) -> None:
+    """The interviewer's private notes: a second document; other roles are refused with 4403."""
+    await _socket(websocket, INTERVIEWER, notes_room(websocket.path_params["session_id"]), announce=False)
+
+
+async def _socket(websocket: WebSocket, roles: tuple[Role, ...], room_name: str, *, announce: bool) -> None:
+    c = ctx(websocket)
+    claims = await _admit(websocket, roles)
+    if claims is None:
+        return
+    sid = claims.session_id
     async with AsyncExitStack() as stack:
         try:  # loaded before accepting (a broken session is refused cleanly), and held loaded
             # until this handler ends, however it ends: the idle unload is scheduled then
-            room = await stack.enter_async_context(c.service.rooms.room(sid))
+            room = await stack.enter_async_context(c.service.rooms.room(room_name))
         except SessionNotFound as exc:
             return await refuse(websocket, *_close_for(exc))
         await websocket.accept()
@@ -71,11 +98,13 @@ async def session_socket(websocket: WebSocket) -> None:
             except (Refused, SessionNotFound) as exc:
                 code, reason = _close_for(exc)
                 return await websocket.close(code=code, reason=reason)  # before any document data
-            await _serve(c.service, conn, room)
+            await _serve(c.service, conn, room, announce)
 
 
-async def _serve(service: SessionService, conn: Connection, room: SessionRoom) -> None:
-    await service.joined(conn)
+async def _serve(service: SessionService, conn: Connection, room: SessionRoom, announce: bool) -> None:
+    """``announce``: joins and leaves go to the history (the shared document's sockets, not the notes')."""
+    if announce:
+        await service.joined(conn)
     log_socket_opened(conn.session_id, conn.role, conn.id)
     try:
         async with anyio.create_task_group() as tg:
@@ -94,8 +123,9 @@ async def _serve(service: SessionService, conn: Connection, room: SessionRoom) -
                 tg.cancel_scope.deadline = anyio.current_time() + 2
     finally:
         log_socket_closed(conn.session_id, conn.role, conn.id, time.time() - conn.connected_at, conn.close_code)
-        with anyio.CancelScope(shield=True):
-            await service.left(conn)
+        if announce:
+            with anyio.CancelScope(shield=True):
+                await service.left(conn)
 
 
 async def unknown_socket(websocket: WebSocket) -> None:

@@ -59,6 +59,7 @@ class SessionChange:
     events: tuple[EventRecord, ...] = ()
 
 
+MAIN_DOC, NOTES_DOC = "main", "notes"  # a session's documents: the shared one, the interviewer's notes
 SESSION_FIELDS = frozenset({"title", "language", "status", "updated_at", "ended_at", "locked", "run_enabled"})  # expires_at follows them
 
 
@@ -108,18 +109,19 @@ class Store(Protocol):
     async def expired_sessions(self, now: float) -> list[str]: ...
 
     # the update log (write-ahead: append returns once committed)
+    # ``doc`` names one of a session's documents (``MAIN_DOC``, ``NOTES_DOC``): each has its own log.
     async def append_updates(
-        self, updates: Sequence[UpdateRecord], changes: Sequence[SessionChange] = ()
+        self, updates: Sequence[UpdateRecord], changes: Sequence[SessionChange] = (), doc: str = MAIN_DOC
     ) -> list[int]:
         """Commit the updates (and the changes that belong with them) in one transaction.
 
         Returns their per-session sequence numbers in commit order; ``SessionGone`` if a session
         no longer exists."""
         ...
-    async def load(self, session_id: str) -> tuple[bytes | None, list[UpdateRecord], int]:
+    async def load(self, session_id: str, doc: str = MAIN_DOC) -> tuple[bytes | None, list[UpdateRecord], int]:
         """(snapshot state or None, updates after it in sequence order, snapshot's seq)."""
         ...
-    async def write_snapshot(self, session_id: str, seq: int, state: bytes) -> None: ...
+    async def write_snapshot(self, session_id: str, seq: int, state: bytes, doc: str = MAIN_DOC) -> None: ...
     async def read_updates(self, session_id: str, after: int, limit: int) -> list[UpdateRecord]: ...
 
     # events

@@ -6,15 +6,19 @@ import json
 import sqlite3
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from ..lifetimes import Lifetimes
-from .base import SESSION_FIELDS, EventRecord, SessionChange, UpdateRecord
+from .base import MAIN_DOC, NOTES_DOC, SESSION_FIELDS, EventRecord, SessionChange, SessionRecord, UpdateRecord
 from .sqlite_lifetimes import refresh_expiry
 
+# Per document: (update log table, snapshot table, the sessions column counting its log's rows).
+DOCS = {MAIN_DOC: ("updates", "snapshots", "last_seq"), NOTES_DOC: ("notes_updates", "notes_snapshots", "notes_seq")}
 
-def updates(c: sqlite3.Connection, session_id: str, after: int, limit: int) -> list[UpdateRecord]:
+
+def updates(c: sqlite3.Connection, session_id: str, after: int, limit: int, doc: str = MAIN_DOC) -> list[UpdateRecord]:
     rows = c.execute(
-        "SELECT seq, ts, conn_id, role, name, data FROM updates WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        f"SELECT seq, ts, conn_id, role, name, data FROM {DOCS[doc][0]} WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
         (session_id, after, limit),
     ).fetchall()
     return [UpdateRecord(session_id, d, r, ci, n, seq=s, ts=ts) for s, ts, ci, r, n, d in rows]
@@ -43,3 +47,13 @@ def insert_events(c: sqlite3.Connection, events: Sequence[EventRecord]) -> None:
         "INSERT INTO events (session_id, ts, type, data) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?)",
         [(e.session_id, e.ts or time.time(), e.type, json.dumps(e.data, separators=(",", ":")), e.session_id) for e in events],
     )
+
+
+SESSION_COLUMNS = ("id, title, language, status, created_at, updated_at, expires_at, keep_until, ended_at, "
+                    "token_generation, locked, run_enabled")
+
+
+def session_record(row: tuple[Any, ...]) -> SessionRecord:
+    values = dict(zip(SESSION_COLUMNS.split(", "), row, strict=True))
+    values["locked"], values["run_enabled"] = bool(values["locked"]), bool(values["run_enabled"])  # stored as 0/1
+    return SessionRecord(**values)

@@ -57,7 +57,19 @@ MIGRATIONS: list[str] = [
     # 3: lifetimes (crdt_server/lifetimes.py); an ended row without ended_at counts from updated_at
     "ALTER TABLE sessions ADD COLUMN keep_until REAL NOT NULL DEFAULT 0; ALTER TABLE sessions ADD COLUMN ended_at REAL;"
     " ALTER TABLE sessions ADD COLUMN token_generation INTEGER NOT NULL DEFAULT 0;",
-    # 4: the interviewer's lock and Run switch (crdt_server/service.py)
+    # 4: the interviewer's private notes, a second document with its own log (rows.DOCS)
+    """
+    ALTER TABLE sessions ADD COLUMN notes_seq INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE notes_updates (
+        session_id TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL, conn_id TEXT NOT NULL,
+        role TEXT NOT NULL, name TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (session_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE notes_snapshots (
+        session_id TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL, data BLOB NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    ) WITHOUT ROWID;
+    """,
+    # 5: the interviewer's lock and Run switch (crdt_server/service.py)
     "ALTER TABLE sessions ADD COLUMN locked INTEGER NOT NULL DEFAULT 0;"
     " ALTER TABLE sessions ADD COLUMN run_enabled INTEGER NOT NULL DEFAULT 1;",
 ]

@@ -27,6 +27,7 @@ import anyio
 
 from ..lifetimes import Lifetimes
 from .base import (
+    MAIN_DOC,
     EventRecord,
     SessionChange,
     SessionGone,
@@ -37,8 +38,11 @@ from .base import (
     UpdateRecord,
 )
 from .files import private_dir, private_file
+from .rows import DOCS
+from .rows import SESSION_COLUMNS as _SESSION_COLUMNS
 from .rows import apply_change as _apply_change
 from .rows import insert_events as _insert_events
+from .rows import session_record as _session
 from .rows import updates as _updates
 from .schema import MIGRATIONS, StorageCorrupted, check_integrity, migrate
 from .sqlite_lifetimes import next_generation, refresh_all, refresh_expiry
@@ -47,9 +51,6 @@ __all__ = ["MIGRATIONS", "SQLiteStore", "SessionGone", "StorageCorrupted"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-_SESSION_COLUMNS = ("id, title, language, status, created_at, updated_at, expires_at, keep_until, ended_at, "
-                    "token_generation, locked, run_enabled")
 
 
 @dataclass
@@ -71,12 +72,6 @@ def _connect(path: Path, durability: str) -> sqlite3.Connection:
     conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
-
-
-def _session(row: tuple[Any, ...]) -> SessionRecord:
-    values = dict(zip(_SESSION_COLUMNS.split(", "), row, strict=True))
-    values["locked"], values["run_enabled"] = bool(values["locked"]), bool(values["run_enabled"])  # stored as 0/1
-    return SessionRecord(**values)
 
 
 class SQLiteStore:
@@ -328,7 +323,7 @@ class SQLiteStore:
     async def delete_session(self, session_id: str) -> bool:
         def op(c: sqlite3.Connection) -> bool:
             gone = c.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount
-            for table in ("updates", "snapshots", "events"):
+            for table in ("updates", "snapshots", "events", *DOCS["notes"][:2]):
                 c.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
             return gone > 0
 
@@ -347,13 +342,15 @@ class SQLiteStore:
 
     # update log --------------------------------------------------------------------------
     async def append_updates(
-        self, updates: Sequence[UpdateRecord], changes: Sequence[SessionChange] = ()
+        self, updates: Sequence[UpdateRecord], changes: Sequence[SessionChange] = (), doc: str = MAIN_DOC
     ) -> list[int]:
         """Commit the updates and their changes; returns their per-session sequence numbers (commit order)."""
         if not updates and not changes:
             return []
         now = time.time()
         quota = self.session_quota
+        log_table, _, counter = DOCS[doc]
+        stamp = now if doc == MAIN_DOC else None  # notes edits leave updatedAt be: others would see them happen
 
         def op(c: sqlite3.Connection) -> list[int]:
             counts: dict[str, int] = {}
@@ -364,15 +361,16 @@ class SQLiteStore:
             next_seq: dict[str, int] = {}
             for sid, n in counts.items():
                 row = c.execute(
-                    "UPDATE sessions SET last_seq = last_seq + ?, updated_at = ?, "
-                    "stored_bytes = stored_bytes + ? WHERE id = ? RETURNING last_seq, stored_bytes",
-                    (n, now, sizes[sid], sid),
+                    f"UPDATE sessions SET {counter} = {counter} + ?, updated_at = COALESCE(?, updated_at), "
+                    f"stored_bytes = stored_bytes + ? WHERE id = ? RETURNING {counter}, stored_bytes",
+                    (n, stamp, sizes[sid], sid),
                 ).fetchone()
                 if row is None:
                     raise SessionGone(sid)
                 if quota and row[1] > quota:  # the savepoint rolls this back
                     raise StorageQuotaExceeded(f"session {sid} would store {row[1]} bytes, over {quota}")
-                refresh_expiry(c, self.lifetimes, sid)
+                if stamp is not None:
+                    refresh_expiry(c, self.lifetimes, sid)
                 next_seq[sid] = row[0] - n + 1
             seqs = []
             rows = []
@@ -381,7 +379,7 @@ class SQLiteStore:
                 next_seq[u.session_id] = seq + 1
                 seqs.append(seq)
                 rows.append((u.session_id, seq, now, u.conn_id, u.role, u.name, u.data))
-            c.executemany("INSERT INTO updates VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            c.executemany(f"INSERT INTO {log_table} VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             for change in changes:
                 if not _apply_change(c, change, self.lifetimes):
                     raise SessionGone(change.session_id)
@@ -389,37 +387,39 @@ class SQLiteStore:
 
         return await self._write(op)
 
-    async def load(self, session_id: str) -> tuple[bytes | None, list[UpdateRecord], int]:
+    async def load(self, session_id: str, doc: str = MAIN_DOC) -> tuple[bytes | None, list[UpdateRecord], int]:
         def fn(c: sqlite3.Connection) -> tuple[bytes | None, list[UpdateRecord], int]:
             c.execute("BEGIN")  # one consistent read of snapshot + tail
             try:
                 snap = c.execute(
-                    "SELECT seq, data FROM snapshots WHERE session_id = ? ORDER BY seq DESC LIMIT 1", (session_id,)
+                    f"SELECT seq, data FROM {DOCS[doc][1]} WHERE session_id = ? ORDER BY seq DESC LIMIT 1", (session_id,)
                 ).fetchone()
                 base = snap[0] if snap else 0
-                tail = _updates(c, session_id, base, -1)
+                tail = _updates(c, session_id, base, -1, doc)
             finally:
                 c.execute("COMMIT")
             return (snap[1] if snap else None), tail, base
 
         return await self._read(fn)
 
-    async def write_snapshot(self, session_id: str, seq: int, state: bytes) -> None:
+    async def write_snapshot(self, session_id: str, seq: int, state: bytes, doc: str = MAIN_DOC) -> None:
         """Store the state at ``seq`` and drop older snapshots (loading reads the newest only).
 
         Refused (``ValueError``) if ``seq`` is past the log or not newer than the newest snapshot:
         a state that does not hold every row up to its ``seq`` would hide those rows for good."""
+        _, table, counter = DOCS[doc]
+
         def op(c: sqlite3.Connection) -> None:
-            row = c.execute("SELECT last_seq FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            row = c.execute(f"SELECT {counter} FROM sessions WHERE id = ?", (session_id,)).fetchone()
             if row is None:
                 raise SessionGone(session_id)
-            newest = c.execute("SELECT MAX(seq) FROM snapshots WHERE session_id = ?", (session_id,)).fetchone()[0]
+            newest = c.execute(f"SELECT MAX(seq) FROM {table} WHERE session_id = ?", (session_id,)).fetchone()[0]
             if seq > row[0] or (newest is not None and seq <= newest):
                 raise ValueError(f"snapshot at {seq} refused (log at {row[0]}, newest snapshot {newest})")
             old = c.execute(
-                "DELETE FROM snapshots WHERE session_id = ? RETURNING length(data)", (session_id,)
+                f"DELETE FROM {table} WHERE session_id = ? RETURNING length(data)", (session_id,)
             ).fetchall()
-            c.execute("INSERT INTO snapshots VALUES (?, ?, ?, ?)", (session_id, seq, time.time(), state))
+            c.execute(f"INSERT INTO {table} VALUES (?, ?, ?, ?)", (session_id, seq, time.time(), state))
             c.execute("UPDATE sessions SET stored_bytes = stored_bytes + ? WHERE id = ?",
                       (len(state) - sum(r[0] for r in old), session_id))
 

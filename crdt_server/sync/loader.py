@@ -16,6 +16,7 @@ import anyio
 from pycrdt import Doc
 
 from ..storage import Store, UpdateRecord
+from ..storage.base import MAIN_DOC
 from .protocol import is_crdt_failure
 
 log = logging.getLogger("crdt_server.sync.server")
@@ -23,18 +24,21 @@ log = logging.getLogger("crdt_server.sync.server")
 MAX_RESTARTS = 32  # rebuilds from the start per load; past it a failing row is only skipped
 
 
-async def load_document(store: Store, session_id: str, skip: set[int] | None = None) -> tuple[Doc[Any], int, int]:
+async def load_document(
+    store: Store, session_id: str, doc: str = MAIN_DOC, skip: set[int] | None = None,
+) -> tuple[Doc[Any], int, int]:
     """Rebuild a session's document: newest snapshot + the updates after it, never re-seeded from text.
 
+    ``doc`` names which of the session's documents (the shared one, or the notes).
     Returns (doc, last stored sequence number, snapshot sequence number). Rows in ``skip`` are left
     out, and rows found to fail are added to it. The replay runs in a worker thread: a big log takes
     most of a second, which would stall every other session on the event loop.
     """
-    snapshot, tail, base = await store.load(session_id)
+    snapshot, tail, base = await store.load(session_id, doc=doc)
     bad = skip if skip is not None else set()
-    doc = await anyio.to_thread.run_sync(_rebuild, session_id, snapshot, tail, bad)
+    ydoc = await anyio.to_thread.run_sync(_rebuild, session_id, snapshot, tail, bad)
     last = tail[-1].seq if tail else base
-    return doc, last, base
+    return ydoc, last, base
 
 
 def _rebuild(session_id: str, snapshot: bytes | None, tail: list[UpdateRecord], bad: set[int]) -> Doc[Any]:

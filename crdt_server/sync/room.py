@@ -30,6 +30,7 @@ from pycrdt.websocket import YRoom
 from ..document import META
 from ..metrics import Metrics
 from ..storage import DocumentTooLarge, SessionChange, SessionGone, StorageQuotaExceeded, Store, UpdateRecord
+from ..storage.base import MAIN_DOC, NOTES_DOC
 from . import protocol as p
 from .awareness import PresenceFlood, PresenceLimits, RoomPresence
 from .connection import SERVER, Connection, Origin, wire_frame
@@ -71,6 +72,7 @@ class RoomOptions:
 
 class SessionRoom(GuardedIngest, YRoom):
     clients: set[Connection]  # type: ignore[assignment]  # YRoom's are pycrdt Channels; ours are Connections
+    doc_key = MAIN_DOC  # which of the session's documents (and update logs) this room holds
 
     def __init__(
         self,
@@ -186,7 +188,7 @@ class SessionRoom(GuardedIngest, YRoom):
             return
         settled, self._settled = self._settled, anyio.Event()
         try:
-            doc, _, _ = await load_document(self.store, self.session_id, self.bad_seqs)
+            doc, _, _ = await load_document(self.store, self.session_id, self.doc_key, self.bad_seqs)
             self.ydoc = doc
             self._meta = doc.get(META, type=Map)
             self.guard = DocumentGuard(doc)
@@ -201,7 +203,7 @@ class SessionRoom(GuardedIngest, YRoom):
     async def _commit(self, batch: Batch, records: list[UpdateRecord], changes: list[SessionChange]) -> bool:
         try:
             if self.options.persist:
-                seqs = await self.store.append_updates(records, changes)
+                seqs = await self.store.append_updates(records, changes, doc=self.doc_key)
             else:  # --persistence off: sequence numbers in memory only
                 seqs = list(range(self.last_seq + 1, self.last_seq + 1 + len(records)))
         except SessionGone:
@@ -327,7 +329,7 @@ class SessionRoom(GuardedIngest, YRoom):
             return
         state = self.ydoc.get_update()
         try:
-            await self.store.write_snapshot(self.session_id, seq, state)
+            await self.store.write_snapshot(self.session_id, seq, state, doc=self.doc_key)
             self.snapshot_seq = seq
             self.doc_size = len(state) + sum(len(i.update) for i in self._batch.items)  # exact again
         except SessionGone:
@@ -413,6 +415,18 @@ class SessionRoom(GuardedIngest, YRoom):
             conn.close(code, reason)
 
 
+
+
+class NotesRoom(SessionRoom):
+    """The interviewer's private notes: the same write-ahead room on its own log (``NOTES_DOC``).
+
+    Nothing in it is server-owned and nothing in it changes the session: a ``meta.language`` an
+    editor writes here is not the session's language."""
+
+    doc_key = NOTES_DOC
+
+    def _note_language(self, origin: Origin, before: Any) -> None:
+        return None
 
 
 def log_exception(exc: Exception, logger: logging.Logger) -> bool:

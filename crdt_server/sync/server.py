@@ -29,11 +29,17 @@ from ..document import META
 from ..languages import canonical
 from ..metrics import Metrics
 from ..storage import SessionChange, SessionNotFound, SessionRecord, Store
+from ..storage.base import MAIN_DOC, NOTES_DOC
 from .loader import load_document
 from .protocol import CloseCode
-from .room import RoomOptions, SessionRoom, log_exception
+from .room import NotesRoom, RoomOptions, SessionRoom, log_exception
 
 log = logging.getLogger(__name__)
+
+
+def notes_room(session_id: str) -> str:
+    """The registry name of a session's notes room (session ids never contain a slash)."""
+    return f"{session_id}/{NOTES_DOC}"
 
 
 class SessionServer(WebsocketServer):
@@ -64,16 +70,19 @@ class SessionServer(WebsocketServer):
                     await unloading.wait()
                 room = self.rooms.get(name)
                 if room is None:
-                    session = await self.store.get_session(name)
+                    sid, notes = name.removesuffix(f"/{NOTES_DOC}"), name.endswith(f"/{NOTES_DOC}")
+                    session = await self.store.get_session(sid)
                     if session is None:
-                        raise SessionNotFound(name)
-                    doc, last_seq, snapshot_seq = await load_document(self.store, name)
-                    await self._language_follows(session, doc)
+                        raise SessionNotFound(sid)
+                    doc, last_seq, snapshot_seq = await load_document(self.store, sid, NOTES_DOC if notes else MAIN_DOC)
+                    if not notes:
+                        await self._language_follows(session, doc)
                     size = await anyio.to_thread.run_sync(lambda: len(doc.get_update()))
-                    room = SessionRoom(
-                        name, doc, self.store, self.options,
-                        last_seq=last_seq, snapshot_seq=snapshot_seq, ended=session.status == "ended",
-                        locked=session.locked,
+                    # Notes stay writable after the session ends: the interviewer writes them up then.
+                    room = (NotesRoom if notes else SessionRoom)(
+                        sid, doc, self.store, self.options,
+                        last_seq=last_seq, snapshot_seq=snapshot_seq, ended=not notes and session.status == "ended",
+                        locked=not notes and session.locked,
                         metrics=self.metrics,
                         doc_size=size,
                     )
@@ -153,13 +162,15 @@ class SessionServer(WebsocketServer):
             done.set()
 
     async def drop(self, name: str, code: int = CloseCode.SESSION_NOT_FOUND, reason: str = "session deleted") -> None:
-        """Close every socket of a session and unload it without a snapshot (it is being deleted)."""
-        self._cancel_unload(name)
-        room = self.rooms.get(name)
-        if room is not None:
-            room.mark_gone()
-            room.close_all(code, reason)
-            await self.unload(name)
+        """Close every socket of a session (both its documents) and unload it without a snapshot (it is
+        being deleted)."""
+        for key in (name, notes_room(name)):
+            self._cancel_unload(key)
+            room = self.rooms.get(key)
+            if room is not None:
+                room.mark_gone()
+                room.close_all(code, reason)
+                await self.unload(key)
 
     async def close_all_rooms(self) -> None:
         """Shutdown: flush every room to the store."""

@@ -136,6 +136,7 @@ const connect = (a) => {
   if (provider !== null) throw new Error('already connected: one provider per process ("destroy" first)')
   if (!a.url || a.room === undefined) throw new Error('connect needs url and room')
   resetRecords()
+  textName = a.textName ? String(a.textName) : 'code'
   const params = { ...(a.params || {}) }
   if (a.token !== undefined && a.token !== null) params.token = a.token
   const opts = {
@@ -232,7 +233,8 @@ const destroy = async (waitMs = 1000) => {
 }
 
 // ---------------------------------------------------------------- commands
-const text = () => doc.getText('code')
+let textName = 'code' // the Y.Text the text commands act on; connect's `textName` changes it
+const text = () => doc.getText(textName)
 
 const COMMANDS = {
   ping: () => ({

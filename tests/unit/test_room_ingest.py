@@ -33,7 +33,9 @@ class MemoryStore:
         self.gate.set()
         self.fail: BaseException | None = None
 
-    async def append_updates(self, updates: Sequence[UpdateRecord], changes: Sequence[SessionChange] = ()) -> list[int]:
+    async def append_updates(
+        self, updates: Sequence[UpdateRecord], changes: Sequence[SessionChange] = (), doc: str = "main"
+    ) -> list[int]:
         await self.gate.wait()
         if self.fail is not None:
             raise self.fail
@@ -46,7 +48,7 @@ class MemoryStore:
         self.changes.append(change)
         return None
 
-    async def write_snapshot(self, session_id: str, seq: int, state: bytes) -> None:
+    async def write_snapshot(self, session_id: str, seq: int, state: bytes, doc: str = "main") -> None:
         pass
 
 
