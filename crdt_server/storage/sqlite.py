@@ -26,6 +26,7 @@ from typing import Any, TypeVar, cast
 import anyio
 
 from ..lifetimes import Lifetimes
+from . import rows as _rows
 from .base import (
     EventRecord,
     SessionChange,
@@ -48,6 +49,7 @@ __all__ = ["MIGRATIONS", "SQLiteStore", "SessionGone", "StorageCorrupted"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+CHECKPOINT_EVERY = 2000  # playback keeps one snapshot per block of this many rows (docs/playback.md)
 _SESSION_COLUMNS = "id, title, language, status, created_at, updated_at, expires_at, keep_until, ended_at, token_generation"
 
 
@@ -81,7 +83,9 @@ class SQLiteStore:
 
     def __init__(
         self, path: Path, *, durability: str = "normal", lifetimes: Lifetimes | None = None, session_quota: int = 0,
+        checkpoint_every: int = CHECKPOINT_EVERY,
     ) -> None:
+        self.checkpoint_every = checkpoint_every  # 0: keep only the newest snapshot
         self.path = Path(path)
         self.session_quota = session_quota  # bytes of log + snapshots per session (0 = unlimited)
         # The newest failed write's cause, until a later commit succeeds: /health reports it.
@@ -396,7 +400,8 @@ class SQLiteStore:
         return await self._read(fn)
 
     async def write_snapshot(self, session_id: str, seq: int, state: bytes) -> None:
-        """Store the state at ``seq`` and drop older snapshots (loading reads the newest only).
+        """Store the state at ``seq``; drop older snapshots of its block of ``checkpoint_every`` rows
+        (loading reads the newest; the last of each earlier block is a playback checkpoint).
 
         Refused (``ValueError``) if ``seq`` is past the log or not newer than the newest snapshot:
         a state that does not hold every row up to its ``seq`` would hide those rows for good."""
@@ -407,9 +412,9 @@ class SQLiteStore:
             newest = c.execute("SELECT MAX(seq) FROM snapshots WHERE session_id = ?", (session_id,)).fetchone()[0]
             if seq > row[0] or (newest is not None and seq <= newest):
                 raise ValueError(f"snapshot at {seq} refused (log at {row[0]}, newest snapshot {newest})")
-            old = c.execute(
-                "DELETE FROM snapshots WHERE session_id = ? RETURNING length(data)", (session_id,)
-            ).fetchall()
+            k = self.checkpoint_every or 2**62
+            old = c.execute("DELETE FROM snapshots WHERE session_id = ? AND seq / ? = ? / ? RETURNING length(data)",
+                            (session_id, k, seq, k)).fetchall()
             c.execute("INSERT INTO snapshots VALUES (?, ?, ?, ?)", (session_id, seq, time.time(), state))
             c.execute("UPDATE sessions SET stored_bytes = stored_bytes + ? WHERE id = ?",
                       (len(state) - sum(r[0] for r in old), session_id))
@@ -418,6 +423,11 @@ class SQLiteStore:
 
     async def read_updates(self, session_id: str, after: int, limit: int) -> list[UpdateRecord]:
         return await self._read(lambda c: _updates(c, session_id, after, limit))
+
+    async def playback_rows(self, session_id: str, seq: int) -> tuple[bytes | None, int, list[UpdateRecord]]:
+        return await self._read(lambda c: _rows.playback_rows(c, session_id, seq))
+    async def seq_at(self, session_id: str, at: float) -> tuple[int, int]:
+        return await self._read(lambda c: _rows.seq_at(c, session_id, at))
 
     # events ------------------------------------------------------------------------------
     async def append_events(self, events: Sequence[EventRecord]) -> None:
