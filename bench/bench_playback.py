@@ -2,11 +2,11 @@
 
 Two simulated editors (pycrdt docs, one update per editor transaction: mostly typing, some
 backspaces, select-deletes and pastes, a few concurrent pairs) write their rows through the real
-SQLiteStore, with a snapshot every 2,000 rows as the room writes them. Then ``playback.moment`` is
+SQLiteStore, with a snapshot every 2,000 rows as the room writes them (or every N with a checkpoint interval N). Then ``playback.moment`` is
 timed at random moments (by seq and by time), with the checkpoints kept and, for comparison, with
 only the newest snapshot (a full replay from row 1). Not a test: it only reports.
 
-    uv run python bench/bench_playback.py [--updates 20000] [--samples 400]
+    uv run python bench/bench_playback.py [--updates 20000] [--samples 200]
 """
 
 from __future__ import annotations
@@ -44,33 +44,35 @@ def simulate(n: int, seed: int = 1) -> list[tuple[str, bytes]]:
     for r, d in docs.items():
         d.observe(lambda event, r=r: sent[r].append(event.update))
     out: list[tuple[str, bytes]] = []
+    cursor = {r: 10 for r in docs}  # in code points; typing goes on where the editor's cursor is
     while len(out) < n:
         role = "candidate" if rng.random() < 0.59 else "interviewer"
         concurrent = rng.random() < 0.05
         editors = [role, "interviewer" if role == "candidate" else "candidate"] if concurrent else [role]
         made = []
         for who in editors:
-            doc = docs[who]
-            text = doc.get("code", type=Text)
-            length = len(str(text))
-            pos = rng.randint(max(0, length - 200), length) if length else 0
-            while pos and not _boundary(str(text), pos):
-                pos -= 1
+            text = docs[who].get("code", type=Text)
+            s = str(text)
+            if rng.random() < 0.03 or cursor[who] > len(s):  # the editor clicks somewhere else
+                cursor[who] = rng.randint(0, len(s))
+            pos = cursor[who]
             r = rng.random()
-            cut = _char_offset(str(text), pos)
-            if r < 0.86 or length < 50:
-                text.insert(cut, rng.choice("abcdefghij (){}:=\n é😀中"))
+            if r < 0.86 or len(s) < 50:
+                ch = rng.choice("abcdefghijklmnop  (){}:=\n é😀中")
+                text.insert(_utf8(s, pos), ch)
+                cursor[who] = pos + 1
             elif r < 0.94:
-                if cut:
-                    prev = len(str(text)[: pos][-1:].encode())
-                    del text[cut - prev:cut]
+                if pos:
+                    del text[_utf8(s, pos - 1):_utf8(s, pos)]
+                    cursor[who] = pos - 1
             elif r < 0.985:
-                s = str(text)
-                a = rng.randint(0, max(0, len(s) - 20))
-                b = min(len(s), a + rng.randint(2, 20))
-                del text[_char_offset(s, a):_char_offset(s, b)]
+                a = max(0, pos - rng.randint(2, 20))
+                del text[_utf8(s, a):_utf8(s, pos)]
+                cursor[who] = a
             else:
-                text.insert(cut, " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 40))) + "\n")
+                paste = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))) + "\n"
+                text.insert(_utf8(s, pos), paste)
+                cursor[who] = pos + len(paste)
             made.append((who, sent[who].pop()) if sent[who] else None)
         for entry in made:
             if entry is None:  # nothing changed (a backspace at 0)
@@ -84,11 +86,7 @@ def simulate(n: int, seed: int = 1) -> list[tuple[str, bytes]]:
     return out[:n]
 
 
-def _boundary(s: str, pos: int) -> bool:
-    return pos <= len(s)
-
-
-def _char_offset(s: str, pos: int) -> int:
+def _utf8(s: str, pos: int) -> int:
     """pycrdt Text offsets are UTF-8 bytes."""
     return len(s[:pos].encode())
 
@@ -109,7 +107,7 @@ async def build(path: Path, rows: list[tuple[str, bytes]], checkpoint_every: int
             if len(batch) == 20:  # rooms commit what arrived together in one append
                 seq = (await store.append_updates(batch))[-1]
                 batch = []
-                if seq % 2000 < 20 and seq > 20:
+                if seq % (checkpoint_every or 2000) < 20 and seq > 20:  # the room's --snapshot-every
                     await store.write_snapshot("bench", seq, live.get_update())
         if batch:
             seq = (await store.append_updates(batch))[-1]
@@ -144,12 +142,14 @@ def pct(values: list[float], p: float) -> float:
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--updates", type=int, default=20_000)
-    ap.add_argument("--samples", type=int, default=400)
+    ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--checkpoints", default="2000,500,0", help="checkpoint intervals to compare (0: newest only)")
     args = ap.parse_args()
     rows = simulate(args.updates)
     print(f"simulated {len(rows)} updates, mean {statistics.mean(len(u) for _, u in rows):.1f} B")
     with tempfile.TemporaryDirectory() as tmp:
-        for label, every in (("checkpoint every 2000", 2000), ("newest snapshot only", 0)):
+        for every in (int(x) for x in args.checkpoints.split(",")):
+            label = f"snapshot and checkpoint every {every}" if every else "snapshot every 2000, newest kept only"
             path = Path(tmp) / f"{every}.sqlite"
             record, stats = await build(path, rows, every)
             print(f"\n{label}: {stats['rows']} rows, log {stats['log_bytes'] / 1024:.0f} KiB, "
