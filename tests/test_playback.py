@@ -26,9 +26,10 @@ START = "# start\n"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """Snapshots every 3 updates, so most moments are rebuilt from a checkpoint (and some lie
-    between a checkpoint and a newer snapshot that must not be used)."""
-    srv = ServerProcess(tmp_path_factory.mktemp("playback") / "data", extra_args=["--snapshot-every", "3"])
+    """Snapshots and checkpoints every 3 updates, so most moments are rebuilt from a checkpoint
+    (tests/test_playback_store.py covers moments before a newer snapshot that must not be used)."""
+    srv = ServerProcess(tmp_path_factory.mktemp("playback") / "data",
+                        extra_args=["--snapshot-every", "3", "--playback-checkpoint-every", "3"])
     srv.start()
     yield srv
     srv.stop()
