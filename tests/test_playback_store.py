@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+import struct
 import time
 
 import pytest
 from pycrdt import Doc, Text
 
 from crdt_server.document import initial_document, read_text
-from crdt_server.playback import moment
+from crdt_server.playback import STREAM_MAX_ROWS, moment, stream
 from crdt_server.storage import EventRecord, SessionRecord, SQLiteStore, UpdateRecord
 
 pytestmark = pytest.mark.anyio
@@ -41,3 +42,38 @@ async def test_checkpoints_kept_per_block_load_unchanged_and_playback_uses_the_n
             m = await moment(store, record, seq=seq)
             assert (m.seq, m.code) == (seq, expected)
         assert read_text(doc) == texts[35]
+
+
+async def test_the_stream_is_bounded_per_response_and_continues_where_it_stopped(tmp_path):
+    now = time.time()
+    record = SessionRecord("s", "t", "python", "active", now, now, now + 3600)
+    async with SQLiteStore(tmp_path / "db.sqlite") as store:
+        await store.create_session(record, initial_document("t", "python", ""), EventRecord("s", "created", {}))
+        doc: Doc = Doc()
+        doc.apply_update((await store.read_updates("s", 0, 1))[0].data)
+        text = doc.get("code", type=Text)
+        total = STREAM_MAX_ROWS + 50
+        for _ in range(0, total - 1, 500):
+            batch = []
+            for _ in range(min(500, total - 1 - len(str(text)))):
+                before = doc.get_state()
+                text += "x"
+                batch.append(UpdateRecord("s", doc.get_update(before), "candidate", "c1", "Bob"))
+            await store.append_updates(batch)
+        body, nxt = await stream(store, record, 1, None)
+        assert count(body) == STREAM_MAX_ROWS and nxt == STREAM_MAX_ROWS + 1
+        body, nxt = await stream(store, record, nxt, None)
+        assert count(body) == 50 and nxt is None
+        body, nxt = await stream(store, record, 1, STREAM_MAX_ROWS)  # exactly the bound: nothing more in range
+        assert count(body) == STREAM_MAX_ROWS and nxt is None
+        body, nxt = await stream(store, record, 5, STREAM_MAX_ROWS + 7)
+        assert count(body) == STREAM_MAX_ROWS and nxt == STREAM_MAX_ROWS + 5
+
+
+def count(body: bytes) -> int:
+    n = pos = 0
+    while pos < len(body):
+        pos += 4 + struct.unpack_from(">I", body, pos)[0]
+        n += 1
+    assert pos == len(body)
+    return n
