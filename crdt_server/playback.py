@@ -17,7 +17,7 @@ from pycrdt import Map
 
 from .document import META, read_text
 from .languages import canonical
-from .storage import SessionRecord, Store, UpdateRecord
+from .storage import SessionNotFound, SessionRecord, Store, UpdateRecord
 from .sync.server import _rebuild
 
 STREAM_MAX_ROWS = 10_000  # records per stream response; the rest via X-Next-From-Seq
@@ -44,6 +44,8 @@ async def moment(store: Store, record: SessionRecord, *, at: float | None = None
     Before the first edit it is the starter code (row 1 is the server's initial document); ``at`` past
     the end is the current text; ``seq`` past the end raises ``OutOfRange``."""
     found, last = await store.seq_at(record.id, at if at is not None else float("inf"))
+    if last == 0:  # deleted since the caller read its row (every session has row 1)
+        raise SessionNotFound(record.id)
     if seq is None:
         seq = max(found, 1)
     elif seq > last:
