@@ -146,6 +146,7 @@ class Settings:
     presence_entries_rate: int = _opt(5000, "Awareness entries per second one connection's messages are processed at, on average over 10 s; beyond, its socket is read more slowly.", check=positive)
     editor_events_per_connection: int = _opt(100, "History events one connection's edits may cause (reverted changes, language switches); more are applied but not recorded.", check=positive)
     snapshot_every: int = _opt(2000, "Write a document snapshot after this many updates since the last one.", check=positive)
+    playback_checkpoint_every: int = _opt(2000, "Keep one snapshot per this many log rows as a playback checkpoint (0 = keep only the newest snapshot; playback then replays from the start).", check=non_negative)
     shutdown_timeout: float = _opt(5.0, "Seconds SIGTERM waits for connections before forcing them closed.", check=non_negative)
     ws_ping_interval: float = _opt(20.0, "Seconds between WebSocket pings (detects dropped TCP connections).", check=positive)
     ws_ping_timeout: float = _opt(20.0, "Seconds without a pong before a connection counts as dropped.", check=positive)

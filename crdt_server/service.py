@@ -21,7 +21,7 @@ from typing import Any
 
 from pycrdt import Text
 
-from . import presence
+from . import playback, presence
 from .document import META_KEYS, NOTES, edit_update, initial_document, read_text, run_entry
 from .domain import EventType, Role, changed_event
 from .execution import ExecutionError, ExecutionService, RunResult, SandboxUnavailable
@@ -314,6 +314,13 @@ class SessionService:
         events = events[:limit]
         names = await self._participant_names(sid, events)
         return [_with_name(e, names) for e in events], more
+
+    # -- playback (crdt_server/playback.py) ----------------------------------------------------
+    async def playback(self, sid: str, *, at: float | None = None, seq: int | None = None) -> playback.Moment:
+        return await playback.moment(self.store, await self.get(sid), at=at, seq=seq)
+
+    async def playback_updates(self, sid: str, from_seq: int, to_seq: int | None) -> tuple[bytes, int | None]:
+        return await playback.stream(self.store, await self.get(sid), from_seq, to_seq)
 
     async def _participant_names(self, sid: str, page: list[EventRecord]) -> dict[str, str]:
         wanted = {e.data.get("connectionId") for e in page

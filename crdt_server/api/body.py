@@ -83,3 +83,16 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
     if not _DECIMAL.fullmatch(raw) or not low <= int(raw) <= high:
         raise ApiError(422, "invalid_field", f"{name}: must be an integer from {low} to {high}")
     return int(raw)
+
+
+_NUMBER = re.compile(r"[0-9]{1,15}(\.[0-9]{1,9})?")
+
+
+def query_float(request: Request, name: str, low: float, high: float) -> float | None:
+    """A non-negative decimal query parameter (no exponent, no nan/inf) within [low, high], or None if absent."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    if not _NUMBER.fullmatch(raw) or not low <= float(raw) <= high:
+        raise ApiError(422, "invalid_field", f"{name}: must be a number from {low:g} to {high:g}")
+    return float(raw)

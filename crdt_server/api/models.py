@@ -135,6 +135,13 @@ class Notes(Model):
     notes: str = Field(description="The interviewer's private notes (Y.Text `notes` of the notes document).")
 
 
+class Playback(Model):
+    at: float = Field(description="The moment asked for (`?at=`), or the commit time of row `seq` (`?seq=`). " + _TIME)
+    seq: int = Field(description="The last update-log row applied (row 1 is the starter document).")
+    code: str = Field(description="The text of Y.Text `code` at that moment.")
+    language: str = Field(description="The document's language at that moment.")
+
+
 class Participant(Model):
     connection_id: str
     role: Role

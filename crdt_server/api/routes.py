@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from starlette.routing import BaseRoute, WebSocketRoute
 
 from ..domain import ANY_ROLE, INTERVIEWER, WRITERS, EventType
-from . import execute, meta, sessions
+from ..playback import STREAM_MAX_ROWS, STREAM_MEDIA_TYPE
+from . import execute, meta, playback, sessions
 from .models import (
     Code,
     CreatedSession,
@@ -23,6 +24,7 @@ from .models import (
     Languages,
     Notes,
     Participants,
+    Playback,
     SaveCode,
     Session,
     SessionExecuteRequest,
@@ -129,6 +131,37 @@ def operations() -> list[Operation]:
             description="The interviewer's private notes: a second Yjs document (Y.Text `notes`), edited over "
                         "`WS /ws/sessions/{id}/notes`, never part of the shared document or its history.",
             security="session", roles=INTERVIEWER, responses={200: ("The notes.", Notes)},
+        ),
+        Operation(
+            "GET", "/api/sessions/{session_id}/playback", playback.playback, "getPlayback", "Play back a moment",
+            description="The document as it was after every update stored at or before `at` (unix seconds), or "
+                        "up to update-log row `seq`: give exactly one. Before the first edit it is the starter "
+                        "code; `at` past the end is the current text; `seq` past the end is 422. See docs/playback.md.",
+            security="session", roles=INTERVIEWER, responses={200: ("The document at that moment.", Playback)},
+            query=(
+                QueryParam("at", {"type": "number", "minimum": 0, "maximum": playback.MAX_AT},
+                           "Unix seconds (decimal, no exponent)."),
+                QueryParam("seq", {"type": "integer", "minimum": 1, "maximum": playback.MAX_SEQ},
+                           "An update-log row."),
+            ),
+        ),
+        Operation(
+            "GET", "/api/sessions/{session_id}/playback/updates", playback.playback_updates, "getPlaybackUpdates",
+            "Stream stored updates",
+            description="The stored Yjs updates `from_seq`..`to_seq` (inclusive, both optional) as length-prefixed "
+                        "binary records (seq, server time, role, connection id, name, update), at most "
+                        f"{STREAM_MAX_ROWS} per response; `X-Next-From-Seq` names where to continue while more "
+                        "remain. The encoding is in docs/playback.md.",
+            security="session", roles=INTERVIEWER, responses={200: ("The records.", None)},
+            raw_response={"type": "string", "format": "binary"}, raw_media_type=STREAM_MEDIA_TYPE,
+            response_headers={200: {"X-Next-From-Seq": {
+                "description": "Present while more rows remain: pass it as `from_seq`.", "schema": {"type": "integer"}}}},
+            query=(
+                QueryParam("from_seq", {"type": "integer", "minimum": 1, "maximum": playback.MAX_SEQ, "default": 1},
+                           "First row (inclusive)."),
+                QueryParam("to_seq", {"type": "integer", "minimum": 1, "maximum": playback.MAX_SEQ},
+                           "Last row (inclusive); default: the end."),
+            ),
         ),
     ]
     run_ops = [

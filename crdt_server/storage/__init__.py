@@ -32,4 +32,5 @@ __all__ = [
 def open_store(settings: Settings) -> SQLiteStore:
     """The one place that picks a backend from the settings."""
     return SQLiteStore(settings.sqlite_path, durability=settings.durability, lifetimes=Lifetimes.from_settings(settings),
-                       session_quota=settings.session_storage_quota)
+                       session_quota=settings.session_storage_quota,
+                       checkpoint_every=settings.playback_checkpoint_every)

@@ -24,6 +24,26 @@ def updates(c: sqlite3.Connection, session_id: str, after: int, limit: int, doc:
     return [UpdateRecord(session_id, d, r, ci, n, seq=s, ts=ts) for s, ts, ci, r, n, d in rows]
 
 
+def playback_rows(c: sqlite3.Connection, session_id: str, seq: int) -> tuple[bytes | None, int, list[UpdateRecord]]:
+    """The newest checkpoint at or before ``seq`` and the rows after it up to ``seq``, in one read."""
+    c.execute("BEGIN")
+    try:
+        snap = c.execute("SELECT seq, data FROM snapshots WHERE session_id = ? AND seq <= ? ORDER BY seq DESC LIMIT 1",
+                         (session_id, seq)).fetchone()
+        base = snap[0] if snap else 0
+        tail = [u for u in updates(c, session_id, base, seq - base) if u.seq <= seq]
+    finally:
+        c.execute("COMMIT")
+    return (snap[1] if snap else None), base, tail
+
+
+def seq_at(c: sqlite3.Connection, session_id: str, at: float) -> tuple[int, int]:
+    """(the last row committed at or before ``at``, 0 if none; the session's last row)."""
+    row = c.execute("SELECT (SELECT MAX(seq) FROM updates WHERE session_id = ? AND ts <= ?), "
+                    "(SELECT MAX(seq) FROM updates WHERE session_id = ?)", (session_id, at, session_id)).fetchone()
+    return int(row[0] or 0), int(row[1] or 0)
+
+
 def apply_change(c: sqlite3.Connection, change: SessionChange, lifetimes: Lifetimes) -> bool:
     """Row fields + events of one change inside the current transaction; False if the session is gone."""
     unknown = set(change.fields) - SESSION_FIELDS

@@ -26,6 +26,7 @@ from typing import Any, TypeVar, cast
 import anyio
 
 from ..lifetimes import Lifetimes
+from . import rows as _rows
 from .base import (
     MAIN_DOC,
     EventRecord,
@@ -37,6 +38,8 @@ from .base import (
     StoreClosed,
     UpdateRecord,
 )
+from .connections import checkpoint_loop
+from .connections import connect as _connect
 from .files import private_dir, private_file
 from .rows import DOCS
 from .rows import SESSION_COLUMNS as _SESSION_COLUMNS
@@ -52,6 +55,9 @@ __all__ = ["MIGRATIONS", "SQLiteStore", "SessionGone", "StorageCorrupted"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+CHECKPOINT_EVERY = 2000  # playback keeps one snapshot per block of this many rows (docs/playback.md)
+
+
 
 @dataclass
 class _Op:
@@ -66,20 +72,14 @@ def _wake(ops: list[_Op]) -> None:
         op.done.set()
 
 
-def _connect(path: Path, durability: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
-    conn.execute("PRAGMA foreign_keys=ON")
-    return conn
-
-
 class SQLiteStore:
     """The embedded default store (see the module docstring for the write path)."""
 
     def __init__(
         self, path: Path, *, durability: str = "normal", lifetimes: Lifetimes | None = None, session_quota: int = 0,
+        checkpoint_every: int = CHECKPOINT_EVERY,
     ) -> None:
+        self.checkpoint_every = checkpoint_every  # 0: keep only the newest snapshot
         self.path = Path(path)
         self.session_quota = session_quota  # bytes of log + snapshots per session (0 = unlimited)
         # The newest failed write's cause, until a later commit succeeds: /health reports it.
@@ -213,27 +213,8 @@ class SQLiteStore:
             except RuntimeError:  # the event loop is gone (interpreter shutdown): nobody waits
                 return
 
-    def _checkpoint_thread(self, interval: float = 1.0) -> None:
-        """Copy the WAL back into the database every ``interval`` s while there are new commits.
-
-        PASSIVE never blocks the writer; the fsync it does costs this thread, not a commit.
-        A final checkpoint runs at close.
-        """
-        conn = _connect(self.path, self.durability)
-        try:
-            done = self.commits
-            while True:
-                stopping = self._stop_checkpoints.wait(interval)
-                if self.commits != done or stopping:
-                    done = self.commits
-                    try:
-                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    except sqlite3.Error as exc:
-                        log.warning("WAL checkpoint failed: %r", exc)
-                if stopping:
-                    return
-        finally:
-            conn.close()
+    def _checkpoint_thread(self) -> None:
+        checkpoint_loop(self.path, self.durability, self._stop_checkpoints, lambda: self.commits)
 
     def _run_batch(self, ops: list[_Op]) -> None:
         conn = self._writer
@@ -403,7 +384,9 @@ class SQLiteStore:
         return await self._read(fn)
 
     async def write_snapshot(self, session_id: str, seq: int, state: bytes, doc: str = MAIN_DOC) -> None:
-        """Store the state at ``seq`` and drop older snapshots (loading reads the newest only).
+        """Store the state at ``seq``; drop older snapshots of its block of ``checkpoint_every`` rows
+        (loading reads the newest; the last of each earlier block is a playback checkpoint; the notes
+        keep only their newest).
 
         Refused (``ValueError``) if ``seq`` is past the log or not newer than the newest snapshot:
         a state that does not hold every row up to its ``seq`` would hide those rows for good."""
@@ -416,9 +399,9 @@ class SQLiteStore:
             newest = c.execute(f"SELECT MAX(seq) FROM {table} WHERE session_id = ?", (session_id,)).fetchone()[0]
             if seq > row[0] or (newest is not None and seq <= newest):
                 raise ValueError(f"snapshot at {seq} refused (log at {row[0]}, newest snapshot {newest})")
-            old = c.execute(
-                f"DELETE FROM {table} WHERE session_id = ? RETURNING length(data)", (session_id,)
-            ).fetchall()
+            k = (self.checkpoint_every or 2**62) if doc == MAIN_DOC else 2**62
+            old = c.execute(f"DELETE FROM {table} WHERE session_id = ? AND seq / ? = ? / ? RETURNING length(data)",
+                            (session_id, k, seq, k)).fetchall()
             c.execute(f"INSERT INTO {table} VALUES (?, ?, ?, ?)", (session_id, seq, time.time(), state))
             c.execute("UPDATE sessions SET stored_bytes = stored_bytes + ? WHERE id = ?",
                       (len(state) - sum(r[0] for r in old), session_id))
@@ -427,6 +410,11 @@ class SQLiteStore:
 
     async def read_updates(self, session_id: str, after: int, limit: int) -> list[UpdateRecord]:
         return await self._read(lambda c: _updates(c, session_id, after, limit))
+
+    async def playback_rows(self, session_id: str, seq: int) -> tuple[bytes | None, int, list[UpdateRecord]]:
+        return await self._read(lambda c: _rows.playback_rows(c, session_id, seq))
+    async def seq_at(self, session_id: str, at: float) -> tuple[int, int]:
+        return await self._read(lambda c: _rows.seq_at(c, session_id, at))
 
     # events ------------------------------------------------------------------------------
     async def append_events(self, events: Sequence[EventRecord]) -> None:

@@ -36,14 +36,18 @@ async def load_document(
     """
     snapshot, tail, base = await store.load(session_id, doc=doc)
     bad = skip if skip is not None else set()
-    ydoc = await anyio.to_thread.run_sync(_rebuild, session_id, snapshot, tail, bad)
+    ydoc = await anyio.to_thread.run_sync(rebuild, session_id, snapshot, tail, bad)
     last = tail[-1].seq if tail else base
     return ydoc, last, base
 
 
-def _rebuild(session_id: str, snapshot: bytes | None, tail: list[UpdateRecord], bad: set[int]) -> Doc[Any]:
-    """One transaction per update, not one for all: the same total time, but the GIL is free between
+def rebuild(session_id: str, snapshot: bytes | None, tail: list[UpdateRecord], bad: set[int] | None = None) -> Doc[Any]:
+    """A document from a snapshot and rows, in the calling thread (playback uses it too), leaving out
+    the rows in ``bad`` and adding the ones that fail to it.
+
+    One transaction per update, not one for all: the same total time, but the GIL is free between
     updates (one big transaction's commit holds it for the whole replay, stalling the event loop)."""
+    bad = set() if bad is None else bad
     for attempt in range(MAX_RESTARTS + 1):
         doc: Doc[Any] = Doc()
         if snapshot is not None:
