@@ -19,7 +19,9 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from . import presence
+import anyio
+
+from . import presence, timeline
 from .document import edit_update, initial_document, read_text, run_entry
 from .domain import EventType, Role, changed_event
 from .execution import ExecutionError, ExecutionService, RunResult, SandboxUnavailable
@@ -67,6 +69,7 @@ class SessionService:
         self.max_participant_events = max_participant_events
         self._joins_recorded: dict[tuple[str, Role], int] = {}  # since this process started
         self._recorded_conns: set[str] = set()  # live connections whose join was recorded
+        self.timelines = timeline.Timelines()
 
     # -- sessions ------------------------------------------------------------------------------
     async def create(self, *, title: str, language: str, code: str, expires_at: float | None = None) -> SessionRecord:
@@ -307,6 +310,23 @@ class SessionService:
                 break
             after = later[-1].seq
         return names
+
+    async def timeline(self, sid: str, *, bucket: int, paste_threshold: int) -> dict[str, Any]:
+        """Who typed what and when (``crdt_server/timeline.py``): the log's new rows and events are
+        replayed onto the session's cached replay, in a worker thread."""
+        await self.get(sid)
+        replay = self.timelines.get(sid, paste_threshold)
+        while len(rows := await self.store.read_updates(sid, replay.last_seq, timeline.CHUNK)) > 0:
+            await anyio.to_thread.run_sync(replay.apply, rows)
+            if len(rows) < timeline.CHUNK:
+                break
+        while len(events := await self.store.read_events(sid, replay.last_event, timeline.CHUNK)) > 0:
+            replay.add_events(events)
+            if len(events) < timeline.CHUNK:
+                break
+        room = self.rooms.rooms.get(sid)
+        live = {c.id: c.name for c in room.clients if c.name} if room is not None else {}
+        return await anyio.to_thread.run_sync(timeline.build, replay, bucket, live)
 
     # -- helpers -------------------------------------------------------------------------------
     @asynccontextmanager

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from starlette.routing import BaseRoute, WebSocketRoute
 
 from ..domain import ANY_ROLE, INTERVIEWER, WRITERS, EventType
-from . import execute, meta, sessions
+from . import execute, meta, sessions, timeline
 from .models import (
     Code,
     CreatedSession,
@@ -25,6 +25,7 @@ from .models import (
     SaveCode,
     Session,
     SessionExecuteRequest,
+    Timeline,
     TokenSet,
     UpdateSession,
 )
@@ -102,6 +103,20 @@ def operations() -> list[Operation]:
                            "Return events with `seq` greater than this."),
                 QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": sessions.HISTORY_MAX_LIMIT,
                                      "default": sessions.HISTORY_LIMIT}, "Page size."),
+            ),
+        ),
+        Operation(
+            "GET", "/api/sessions/{session_id}/timeline", timeline.get_timeline, "getTimeline", "Read the timeline",
+            description="Who typed what and when, replayed from the update log: per participant (one per role and "
+                        "display name, reconnects merged) the code points inserted and deleted, with points per "
+                        "time bucket to draw as tracks; and the joins, leaves, language changes, runs, saves, lock "
+                        "changes and pastes (one update inserting more than `--paste-threshold` code points). "
+                        "A reconnect's resent content is never counted twice. Edits by the server (REST saves) "
+                        "belong to no participant.",
+            security="session", roles=INTERVIEWER, responses={200: ("The timeline.", Timeline)},
+            query=(
+                QueryParam("bucket", {"type": "integer", "minimum": 1, "maximum": timeline.MAX_BUCKET,
+                                      "default": timeline.BUCKET}, "Seconds per point."),
             ),
         ),
     ]

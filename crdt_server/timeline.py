@@ -1,0 +1,234 @@
+"""Who typed what and when: the per-participant timeline, replayed from the update log.
+
+Why a replay and not update sizes: a reconnect's SyncStep2 resends content the server already has,
+and an update's bytes say nothing of code points. Each row is applied in its own transaction and the
+``code`` text's delta is read: only content new to the document appears in it, so a duplicate counts
+nothing. pycrdt's delta offsets are UTF-8 bytes; a byte mirror of the text maps each delete to the
+code points it removed. The log is append-only, so a cached replay only applies the rows added
+since (per session, bounded), off the event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pycrdt import Doc, Text
+
+from .document import TEXT
+from .domain import EventType
+from .storage import EventRecord, UpdateRecord
+from .sync.protocol import is_crdt_failure
+
+SERVER_ROLE = "server"
+PASTE = "paste"
+CHUNK = 5000  # log rows (or events) read per query
+LOCK_CHANGED = "lock_changed"  # recorded by the lock, when present
+# history events shown on the timeline (joins and leaves name a connection)
+SHOWN = frozenset({EventType.PARTICIPANT_JOINED, EventType.PARTICIPANT_LEFT, EventType.LANGUAGE_CHANGED,
+                   EventType.RUN_FINISHED, EventType.CODE_SAVED, LOCK_CHANGED})
+_EMBED = b"\xff"  # stands for a non-text item in the mirror: never valid UTF-8, so it counts no code point
+
+
+@dataclass
+class _Row:
+    ts: float
+    role: str
+    conn_id: str
+    name: str
+    inserted: int
+    deleted: int
+
+
+@dataclass
+class Replay:
+    """The replayed log of one session up to ``last_seq``, with what each row changed in the text."""
+
+    threshold: int
+    doc: Doc[Any] = field(default_factory=Doc)
+    mirror: bytearray = field(default_factory=bytearray)
+    last_seq: int = 0
+    start: float | None = None
+    end: float | None = None
+    rows: list[_Row] = field(default_factory=list)  # rows of participants that changed the text
+    pastes: list[dict[str, Any]] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
+    last_event: int = 0
+    run_by: dict[str, str] = field(default_factory=dict)  # runId -> role that started it
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    built: tuple[tuple[int, int, int], dict[str, Any]] | None = None
+
+    def __post_init__(self) -> None:
+        self._deltas: list[Any] = []
+        self._sub = self.doc.get(TEXT, type=Text).integrated.observe(lambda e: self._deltas.append(e.delta))
+
+    def apply(self, records: Sequence[UpdateRecord]) -> None:
+        """Apply rows (in seq order, after ``last_seq``), each in its own transaction, and count their deltas."""
+        with self.lock:
+            self._apply(records)
+
+    def _apply(self, records: Sequence[UpdateRecord]) -> None:
+        for r in records:
+            if r.seq <= self.last_seq:
+                continue
+            self.last_seq = r.seq
+            self.start = r.ts if self.start is None else self.start
+            self.end = r.ts
+            self._deltas.clear()
+            try:
+                with self.doc.transaction(origin=r.conn_id):
+                    self.doc.apply_update(r.data)
+            except BaseException as exc:
+                if not is_crdt_failure(exc):
+                    raise
+                continue  # stored but refused by the CRDT library, as when the room loads it
+            inserted = deleted = 0
+            for delta in self._deltas:
+                i, d = self._count(delta)
+                inserted += i
+                deleted += d
+            if r.role == SERVER_ROLE or not (inserted or deleted):
+                continue
+            self.rows.append(_Row(r.ts, r.role, r.conn_id, r.name, inserted, deleted))
+            if inserted > self.threshold:
+                self.pastes.append({"ts": r.ts, "seq": r.seq, "role": r.role, "conn_id": r.conn_id,
+                                    "name": r.name, "length": inserted})
+
+    def _count(self, delta: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
+        """(inserted, deleted) code points of one text delta; keeps the byte mirror in step."""
+        pos = inserted = deleted = 0
+        m = self.mirror
+        for op in delta:
+            if "retain" in op:
+                pos += int(op["retain"])
+            elif "delete" in op:
+                n = int(op["delete"])
+                deleted += len(m[pos:pos + n].decode("utf-8", errors="ignore"))
+                del m[pos:pos + n]
+            elif "insert" in op:
+                value = op["insert"]
+                raw = value.encode("utf-8") if isinstance(value, str) else _EMBED
+                inserted += len(value) if isinstance(value, str) else 0
+                m[pos:pos] = raw
+                pos += len(raw)
+        return inserted, deleted
+
+    def add_events(self, events: Sequence[EventRecord]) -> None:
+        with self.lock:
+            self._add_events(events)
+
+    def _add_events(self, events: Sequence[EventRecord]) -> None:
+        for e in events:
+            if e.seq <= self.last_event:
+                continue
+            self.last_event = e.seq
+            if e.type == EventType.RUN_STARTED and isinstance(e.data.get("runId"), str):
+                self.run_by[e.data["runId"]] = str(e.data.get("by", ""))
+            if e.type in SHOWN:
+                self.events.append(e)
+
+
+def build(replay: Replay, bucket: int, live_names: Mapping[str, str]) -> dict[str, Any]:
+    """The timeline answer from a replay (cached until the log, the events or ``bucket`` change)."""
+    with replay.lock:
+        key = (replay.last_seq, replay.last_event, bucket)
+        if replay.built is not None and replay.built[0] == key:
+            return replay.built[1]
+        result = _build(replay, bucket, live_names)
+        replay.built = (key, result)
+        return result
+
+
+def _build(replay: Replay, bucket: int, live_names: Mapping[str, str]) -> dict[str, Any]:
+    """Participants with totals and bucketed points, and the events, from a replay."""
+    names = _connection_names(replay, live_names)
+    people: dict[tuple[str, str], dict[str, Any]] = {}
+    conn_of: dict[str, str] = {}
+
+    def person(role: str, conn_id: str, name: str, ts: float) -> dict[str, Any]:
+        key = (role, name or names.get(conn_id, ""))
+        p = people.get(key)
+        if p is None:
+            p = people[key] = {"id": f"p{len(people) + 1}", "role": role, "name": key[1] or None, "inserted": 0,
+                               "deleted": 0, "connections": set(), "buckets": {}, "first": ts}
+        p["connections"].add(conn_id)
+        conn_of[conn_id] = p["id"]
+        return p
+
+    start = replay.start or 0.0
+    for e in replay.events:  # joins first, so ids follow arrival
+        cid = e.data.get("connectionId")
+        if e.type == EventType.PARTICIPANT_JOINED and isinstance(cid, str) and e.data.get("role") != SERVER_ROLE:
+            person(str(e.data.get("role", "")), cid, "", e.ts)
+    for row in replay.rows:
+        p = person(row.role, row.conn_id, row.name, row.ts)
+        p["inserted"] += row.inserted
+        p["deleted"] += row.deleted
+        b = int((row.ts - start) // bucket)
+        ins, dels = p["buckets"].get(b, (0, 0))
+        p["buckets"][b] = (ins + row.inserted, dels + row.deleted)
+    events: list[dict[str, Any]] = []
+    for e in replay.events:
+        cid = e.data.get("connectionId")
+        if isinstance(cid, str) and cid not in conn_of and e.type == EventType.PARTICIPANT_LEFT:
+            person(str(e.data.get("role", "")), cid, str(e.data.get("name") or ""), e.ts)
+        data = dict(e.data)
+        if e.type == EventType.RUN_FINISHED and data.get("runId") in replay.run_by:
+            data["by"] = replay.run_by[data["runId"]]
+        events.append({"ts": e.ts, "type": str(e.type), "participant": conn_of.get(cid) if isinstance(cid, str) else None,
+                       "data": data})
+    for paste in replay.pastes:
+        p = person(paste["role"], paste["conn_id"], paste["name"], paste["ts"])
+        events.append({"ts": paste["ts"], "type": PASTE, "participant": p["id"],
+                       "data": {"length": paste["length"], "seq": paste["seq"]}})
+    events.sort(key=lambda ev: ev["ts"])
+    last_event = max((e.ts for e in replay.events), default=start)
+    participants = [
+        {"id": p["id"], "role": p["role"], "name": p["name"], "inserted": p["inserted"], "deleted": p["deleted"],
+         "connections": len(p["connections"]),
+         "points": [[start + b * bucket, i, d] for b, (i, d) in sorted(p["buckets"].items())]}
+        for p in people.values()
+    ]
+    return {"start": start, "end": max(replay.end or start, last_event), "bucket": bucket,
+            "participants": participants, "events": events}
+
+
+def _connection_names(replay: Replay, live: Mapping[str, str]) -> dict[str, str]:
+    """The display name each connection announced: its first named row, else its leave event, else live."""
+    names: dict[str, str] = {}
+    for row in replay.rows:
+        if row.name:
+            names.setdefault(row.conn_id, row.name)
+    for e in replay.events:
+        if e.type == EventType.PARTICIPANT_LEFT and e.data.get("name"):
+            names.setdefault(str(e.data.get("connectionId")), str(e.data["name"]))
+    for cid, name in live.items():
+        if name:
+            names.setdefault(cid, name)
+    return names
+
+
+class Timelines:
+    """Replays per session, least recently used dropped first (``size`` sessions kept)."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._replays: OrderedDict[str, Replay] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, session_id: str, threshold: int) -> Replay:
+        with self._lock:
+            replay = self._replays.pop(session_id, None)
+            if replay is None or replay.threshold != threshold:
+                replay = Replay(threshold)
+            self._replays[session_id] = replay
+            while len(self._replays) > self.size:
+                self._replays.popitem(last=False)
+            return replay
+
+    def forget(self, session_id: str) -> None:
+        with self._lock:
+            self._replays.pop(session_id, None)
