@@ -21,7 +21,8 @@ from pycrdt import Doc, Text
 from .document import TEXT
 from .domain import EventType
 from .storage import EventRecord, UpdateRecord
-from .sync.protocol import is_crdt_failure
+from .sync.protocol import ProtocolError, is_crdt_failure
+from .sync.updates import decode
 
 SERVER_ROLE = "server"
 PASTE = "paste"
@@ -58,8 +59,11 @@ class Replay:
     events: list[EventRecord] = field(default_factory=list)
     last_event: int = 0
     run_by: dict[str, str] = field(default_factory=dict)  # runId -> role that started it
+    # connection -> the Yjs clientIDs its edits came from: a reconnect whose presence the server took
+    # for a duplicate has no name, but the same page keeps its clientID
+    clients: dict[str, set[int]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    built: tuple[tuple[int, int, int], dict[str, Any]] | None = None
+    built: tuple[tuple[Any, ...], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         self._deltas: list[Any] = []
@@ -93,6 +97,12 @@ class Replay:
             if r.role == SERVER_ROLE or not (inserted or deleted):
                 continue
             self.rows.append(_Row(r.ts, r.role, r.conn_id, r.name, inserted, deleted))
+            if r.conn_id not in self.clients or not r.name:
+                try:
+                    found = {s.client for s in decode(r.data).structs}
+                except ProtocolError:
+                    found = set()
+                self.clients.setdefault(r.conn_id, set()).update(found)
             if inserted > self.threshold:
                 self.pastes.append({"ts": r.ts, "seq": r.seq, "role": r.role, "conn_id": r.conn_id,
                                     "name": r.name, "length": inserted})
@@ -134,7 +144,7 @@ class Replay:
 def build(replay: Replay, bucket: int, live_names: Mapping[str, str]) -> dict[str, Any]:
     """The timeline answer from a replay (cached until the log, the events or ``bucket`` change)."""
     with replay.lock:
-        key = (replay.last_seq, replay.last_event, bucket)
+        key = (replay.last_seq, replay.last_event, bucket, frozenset(live_names.items()))
         if replay.built is not None and replay.built[0] == key:
             return replay.built[1]
         result = _build(replay, bucket, live_names)
@@ -159,9 +169,9 @@ def _build(replay: Replay, bucket: int, live_names: Mapping[str, str]) -> dict[s
         return p
 
     start = replay.start or 0.0
-    for e in replay.events:  # joins first, so ids follow arrival
+    for e in replay.events:  # joins first, so ids follow arrival; a connection not named yet waits
         cid = e.data.get("connectionId")
-        if e.type == EventType.PARTICIPANT_JOINED and isinstance(cid, str) and e.data.get("role") != SERVER_ROLE:
+        if e.type == EventType.PARTICIPANT_JOINED and isinstance(cid, str) and names.get(cid):
             person(str(e.data.get("role", "")), cid, "", e.ts)
     for row in replay.rows:
         p = person(row.role, row.conn_id, row.name, row.ts)
@@ -208,6 +218,11 @@ def _connection_names(replay: Replay, live: Mapping[str, str]) -> dict[str, str]
     for cid, name in live.items():
         if name:
             names.setdefault(cid, name)
+    roles = {row.conn_id: row.role for row in replay.rows}
+    for cid, clients in replay.clients.items():
+        if cid not in names and clients:
+            names.update({cid: names[other] for other, theirs in replay.clients.items()
+                          if other in names and roles.get(other) == roles.get(cid) and clients & theirs})
     return names
 
 
