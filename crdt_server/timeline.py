@@ -221,8 +221,10 @@ def _connection_names(replay: Replay, live: Mapping[str, str]) -> dict[str, str]
     roles = {row.conn_id: row.role for row in replay.rows}
     for cid, clients in replay.clients.items():
         if cid not in names and clients:
-            names.update({cid: names[other] for other, theirs in replay.clients.items()
-                          if other in names and roles.get(other) == roles.get(cid) and clients & theirs})
+            same = [names[other] for other, theirs in replay.clients.items()
+                    if other in names and roles.get(other) == roles.get(cid) and clients & theirs]
+            if same:
+                names[cid] = same[0]
     return names
 
 

@@ -82,7 +82,7 @@ async def test_leaves_saves_and_caching(server: Any) -> None:
         assert again == first  # nothing new: the same answer
         await cy.type_chars("c")
         with anyio.fail_after(10):
-            while by_name((later := (await timeline(server, s)).json()))["Cy"]["inserted"] != 3:
+            while by_name(later := (await timeline(server, s)).json())["Cy"]["inserted"] != 3:
                 await anyio.sleep(0.1)
         assert later != first
     async with httpx.AsyncClient(base_url=server.base_url, timeout=20) as http:
