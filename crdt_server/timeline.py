@@ -255,7 +255,7 @@ def _connection_names(replay: Replay, live: Mapping[str, str]) -> dict[str, str]
 class Timelines:
     """Replays per session, least recently used dropped first (``size`` sessions kept)."""
 
-    def __init__(self, size: int = 32) -> None:
+    def __init__(self, size: int = 16) -> None:
         self.size = size
         self._replays: OrderedDict[str, Replay] = OrderedDict()
         self._lock = threading.Lock()
