@@ -321,7 +321,7 @@ class SessionService:
             if len(rows) < timeline.CHUNK:
                 break
         while len(events := await self.store.read_events(sid, replay.last_event, timeline.CHUNK)) > 0:
-            replay.add_events(events)
+            await anyio.to_thread.run_sync(replay.add_events, events)  # its lock may be held by a replay
             if len(events) < timeline.CHUNK:
                 break
         room = self.rooms.rooms.get(sid)

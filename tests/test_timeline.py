@@ -89,11 +89,14 @@ async def test_leaves_saves_and_caching(server: Any) -> None:
         r = await http.post(f"/api/sessions/{s['id']}/code", json={"code": "abc\nprint(1)\n"},
                             headers=auth(s["tokens"]["interviewer"]))
         assert r.status_code == 200, r.text
+        r = await http.patch(f"/api/sessions/{s['id']}", json={"language": "javascript"},
+                             headers=auth(s["tokens"]["interviewer"]))
+        assert r.status_code == 200, r.text
     with anyio.fail_after(10):
         while True:
             body = (await timeline(server, s)).json()
             types = [e["type"] for e in body["events"]]
-            if "participant_left" in types and "code_saved" in types:
+            if "participant_left" in types and "code_saved" in types and "language_changed" in types:
                 break
             await anyio.sleep(0.1)
     cy_id = by_name(body)["Cy"]["id"]
@@ -101,6 +104,8 @@ async def test_leaves_saves_and_caching(server: Any) -> None:
     assert [e["participant"] for e in left] == [cy_id]
     saved = next(e for e in body["events"] if e["type"] == "code_saved")
     assert saved["participant"] is None and saved["data"]["by"] == "interviewer"
+    changed = next(e for e in body["events"] if e["type"] == "language_changed")
+    assert changed["data"]["to"] == "javascript" and changed["participant"] is None
     assert by_name(body)["Cy"]["inserted"] == 3  # the REST save is the server's edit, nobody's track
     assert len(body["participants"]) == 1
 
