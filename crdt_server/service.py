@@ -19,8 +19,6 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
-
 from . import presence, timeline
 from .document import edit_update, initial_document, read_text, run_entry
 from .domain import EventType, Role, changed_event
@@ -315,18 +313,10 @@ class SessionService:
         """Who typed what and when (``crdt_server/timeline.py``): the log's new rows and events are
         replayed onto the session's cached replay, in a worker thread."""
         await self.get(sid)
-        replay = self.timelines.get(sid, paste_threshold)
-        while len(rows := await self.store.read_updates(sid, replay.last_seq, timeline.CHUNK)) > 0:
-            await anyio.to_thread.run_sync(replay.apply, rows)
-            if len(rows) < timeline.CHUNK:
-                break
-        while len(events := await self.store.read_events(sid, replay.last_event, timeline.CHUNK)) > 0:
-            await anyio.to_thread.run_sync(replay.add_events, events)  # its lock may be held by a replay
-            if len(events) < timeline.CHUNK:
-                break
+        replay = await timeline.caught_up(self.store, sid, self.timelines.get(sid, paste_threshold))
         room = self.rooms.rooms.get(sid)
         live = {c.id: c.name for c in room.clients if c.name} if room is not None else {}
-        return await anyio.to_thread.run_sync(timeline.build, replay, bucket, live)
+        return await timeline.answer(replay, bucket, live)
 
     # -- helpers -------------------------------------------------------------------------------
     @asynccontextmanager

@@ -19,11 +19,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from pycrdt import Doc
 
 from .document import TEXT
 from .domain import EventType
-from .storage import EventRecord, UpdateRecord
+from .storage import EventRecord, Store, UpdateRecord
 from .sync.protocol import ProtocolError, is_crdt_failure
 from .sync.updates import IdIndex, decode
 
@@ -163,6 +164,24 @@ class Replay:
                 self.run_by[e.data["runId"]] = str(e.data.get("by", ""))
             if e.type in SHOWN:
                 self.events.append(e)
+
+
+async def caught_up(store: Store, sid: str, replay: Replay) -> Replay:
+    """The replay with the log rows and history events added since it was last used (each chunk in a
+    worker thread: a long log takes a good part of a second)."""
+    while rows := await store.read_updates(sid, replay.last_seq, CHUNK):
+        await anyio.to_thread.run_sync(replay.apply, rows)
+        if len(rows) < CHUNK:
+            break
+    while events := await store.read_events(sid, replay.last_event, CHUNK):
+        await anyio.to_thread.run_sync(replay.add_events, events)  # its lock may be held by a replay
+        if len(events) < CHUNK:
+            break
+    return replay
+
+
+async def answer(replay: Replay, bucket: int, live_names: Mapping[str, str]) -> dict[str, Any]:
+    return await anyio.to_thread.run_sync(build, replay, bucket, live_names)
 
 
 def build(replay: Replay, bucket: int, live_names: Mapping[str, str]) -> dict[str, Any]:
