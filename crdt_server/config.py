@@ -167,6 +167,7 @@ class Settings:
     max_connections_per_ip: int = _opt(1000, "Open TCP connections (HTTP and WebSocket) one client address may hold; more are answered 503 and closed (0 = no cap).", check=non_negative)
     header_timeout: float = _opt(10.0, "Seconds a connection may take to send a request's headers before it is closed (slowloris; 0 = no limit).", check=non_negative)
     max_participant_events: int = _opt(200, "participant_joined/left history events kept per session and role; later joins of that role are not recorded.", check=positive)
+    paste_threshold: int = _opt(40, "An insert of more than this many code points in one update is a paste on the timeline (GET /api/sessions/{id}/timeline).", check=positive)
     cors_origins: str = _opt("", "Comma-separated origins allowed for CORS and WebSocket Origin checks (empty: same origin only).", check=origin_list)
     forwarded_allow_ips: str = _opt(
         "", "Comma-separated addresses/networks of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are trusted (empty: trust nobody; '*': everyone).",

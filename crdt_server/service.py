@@ -21,7 +21,7 @@ from typing import Any
 
 from pycrdt import Text
 
-from . import playback, presence
+from . import playback, presence, timeline
 from .document import META_KEYS, NOTES, edit_update, initial_document, read_text, run_entry
 from .domain import EventType, Role, changed_event
 from .execution import ExecutionError, ExecutionService, RunResult, SandboxUnavailable
@@ -79,6 +79,7 @@ class SessionService:
         self.max_participant_events = max_participant_events
         self._joins_recorded: dict[tuple[str, Role], int] = {}  # since this process started
         self._recorded_conns: set[str] = set()  # live connections whose join was recorded
+        self.timelines = timeline.Timelines()
 
     # -- sessions ------------------------------------------------------------------------------
     async def create(self, *, title: str, language: str, code: str, expires_at: float | None = None) -> SessionRecord:
@@ -345,6 +346,15 @@ class SessionService:
                 break
             after = later[-1].seq
         return names
+
+    async def timeline(self, sid: str, *, bucket: int, paste_threshold: int) -> dict[str, Any]:
+        """Who typed what and when (``crdt_server/timeline.py``): the log's new rows and events are
+        replayed onto the session's cached replay, in a worker thread."""
+        await self.get(sid)
+        replay = await timeline.caught_up(self.store, sid, self.timelines.get(sid, paste_threshold))
+        room = self.rooms.rooms.get(sid)
+        live = {c.id: c.name for c in room.clients if c.name} if room is not None else {}
+        return await timeline.answer(replay, bucket, live)
 
     # -- helpers -------------------------------------------------------------------------------
     @asynccontextmanager

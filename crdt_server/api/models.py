@@ -169,6 +169,36 @@ class History(Model):
     next_after: int | None = Field(None, description="Pass as `?after=` to read the next page; null at the end.")
 
 
+class TimelineParticipant(Model):
+    id: str = Field(description="`p1`, `p2`, … in order of arrival; events name participants by it.")
+    role: Role
+    name: str | None = Field(None, description="The display name from presence (one participant per role and name).")
+    inserted: int = Field(description="Code points this participant inserted into the code (duplicates never count).")
+    deleted: int = Field(description="Code points this participant deleted from the code.")
+    connections: int = Field(description="Connections (e.g. reconnects) merged into this participant.")
+    points: list[tuple[float, int, int]] = Field(
+        description="`[bucketStart, inserted, deleted]` per non-empty bucket of `?bucket=` seconds, oldest first "
+                    "(bucketStart is Unix time in seconds).")
+
+
+class TimelineEvent(Model):
+    ts: float = Field(description=_TIME)
+    type: str = Field(description="`participant_joined`, `participant_left`, `language_changed`, `run_finished`, "
+                                  "`code_saved`, `lock_changed` (history events), or `paste`: one update inserting "
+                                  "more than `--paste-threshold` code points (`data`: `{length, seq}`).")
+    participant: str | None = Field(description="The participant's `id` for joins, leaves and pastes; else null "
+                                                "(`data.by` names the role where known).")
+    data: dict[str, Any]
+
+
+class Timeline(Model):
+    start: float = Field(description=_TIME + " The session's first stored update.")
+    end: float = Field(description=_TIME + " The last update or event.")
+    bucket: int = Field(description="Seconds per point.")
+    participants: list[TimelineParticipant] = Field(description="Everyone who joined or edited, in order of arrival.")
+    events: list[TimelineEvent] = Field(description="Oldest first.")
+
+
 class ExecuteRequest(Model):
     code: str
     language: str = Field(pattern=LANGUAGE_PATTERN)

@@ -12,7 +12,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 
 from ..domain import ANY_ROLE, INTERVIEWER, WRITERS, EventType
 from ..playback import STREAM_MAX_ROWS, STREAM_MEDIA_TYPE
-from . import execute, meta, playback, sessions
+from . import execute, meta, playback, sessions, timeline
 from .models import (
     Code,
     CreatedSession,
@@ -29,6 +29,7 @@ from .models import (
     Session,
     SessionExecuteRequest,
     SessionList,
+    Timeline,
     TokenSet,
     UpdateSession,
 )
@@ -161,6 +162,20 @@ def operations() -> list[Operation]:
                            "First row (inclusive)."),
                 QueryParam("to_seq", {"type": "integer", "minimum": 1, "maximum": playback.MAX_SEQ},
                            "Last row (inclusive); default: the end."),
+            ),
+        ),
+        Operation(
+            "GET", "/api/sessions/{session_id}/timeline", timeline.get_timeline, "getTimeline", "Read the timeline",
+            description="Who typed what and when, replayed from the update log: per participant (one per role and "
+                        "display name, reconnects merged) the code points inserted and deleted, with points per "
+                        "time bucket to draw as tracks; and the joins, leaves, language changes, runs, saves, lock "
+                        "changes and pastes (one update inserting more than `--paste-threshold` code points). "
+                        "A reconnect's resent content is never counted twice. Edits by the server (REST saves) "
+                        "belong to no participant.",
+            security="session", roles=INTERVIEWER, responses={200: ("The timeline.", Timeline)},
+            query=(
+                QueryParam("bucket", {"type": "integer", "minimum": 1, "maximum": timeline.MAX_BUCKET,
+                                      "default": timeline.BUCKET}, "Seconds per point."),
             ),
         ),
     ]
