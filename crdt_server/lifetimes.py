@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .config import Settings
+from .config import Settings
 
 
 class InvalidExpiry(ValueError):
@@ -25,9 +23,10 @@ class InvalidExpiry(ValueError):
 
 @dataclass(frozen=True)
 class Lifetimes:
-    session_ttl: float = 86400.0
-    ended_retention: float = 30 * 86400.0
-    max_lifetime: float = 30 * 86400.0
+    # defaults are the settings' own (one definition: the Settings table)
+    session_ttl: float = Settings.session_ttl
+    ended_retention: float = Settings.ended_retention
+    max_lifetime: float = Settings.session_max_lifetime
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Lifetimes:

@@ -32,13 +32,12 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .. import presence
-from ..config import PRESENCE_FRAME_BYTES, PRESENCE_WORK_UNIT
+from ..config import PRESENCE_FRAME_BYTES, PRESENCE_WORK_UNIT, Settings
 from ..limits import TokenBuckets
 from . import protocol as p
 from .connection import wire_frame
 
 if TYPE_CHECKING:
-    from ..config import Settings
     from .connection import Connection
 
 log = logging.getLogger(__name__)
@@ -56,23 +55,23 @@ class PresenceFlood(Exception):
 
 @dataclass(frozen=True)
 class PresenceLimits:
-    max_clients: int = 4
-    max_state_bytes: int = 16 * 1024
-    max_room_bytes: int = 512 * 1024
-    max_refused: int = 256
-    entries_rate: int = 5000
-    frame_bytes: int = 256 * 1024  # largest presence message the server sends
+    # defaults are the settings' own (one definition: the Settings table)
+    max_clients: int = Settings.presence_max_clients
+    max_state_bytes: int = Settings.presence_max_state_bytes
+    max_room_bytes: int = Settings.presence_max_room_bytes
+    max_refused: int = Settings.presence_max_refused
+    entries_rate: int = Settings.presence_entries_rate
+    frame_bytes: int = PRESENCE_FRAME_BYTES  # largest presence message the server sends
 
     @classmethod
     def from_settings(cls, s: Settings) -> PresenceLimits:
         """The bounds from the settings (whose start-up checks make them consistent: ``config._cross_checks``)."""
-        limits = cls(
+        return cls(
             max_clients=s.presence_max_clients, max_state_bytes=s.presence_max_state_bytes,
             max_room_bytes=s.presence_max_room_bytes, max_refused=s.presence_max_refused,
             entries_rate=s.presence_entries_rate,
             frame_bytes=min(PRESENCE_FRAME_BYTES, s.max_message_size),
         )
-        return limits
 
 
 @dataclass
