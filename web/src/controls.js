@@ -20,17 +20,26 @@ function toggle (id, text) {
 /** A checkbox bound to one boolean `meta` key, changed through `PATCH /api/sessions/{id}`. */
 function metaSwitch (id, text, key, fallback, { path, token, meta, onError }) {
   const { label, input } = toggle(id, text)
-  let pending = false
-  const show = () => { if (!pending) input.checked = (meta.get(key) ?? fallback) === true }
+  // While a change is on its way (the PATCH, then the `meta` update over the socket), keep showing
+  // what was asked for rather than flicker back; `meta` decides again once it agrees or after 5 s.
+  let wanted = null
+  let timer = null
+  const settle = () => { wanted = null; clearTimeout(timer); show() }
+  const show = () => {
+    const value = (meta.get(key) ?? fallback) === true
+    if (wanted === value) { wanted = null; clearTimeout(timer) }
+    input.checked = wanted ?? value
+  }
   input.addEventListener('change', async () => {
-    pending = true
+    wanted = input.checked
+    clearTimeout(timer)
+    timer = setTimeout(settle, 5000)
     try {
-      await api(path, token, { method: 'PATCH', body: JSON.stringify({ [key]: input.checked }) })
+      await api(path, token, { method: 'PATCH', body: JSON.stringify({ [key]: wanted }) })
+      show()
     } catch (err) {
       onError(`${text}: ${err.message}`)
-    } finally {
-      pending = false
-      show()
+      settle()
     }
   })
   return { label, input, show }
