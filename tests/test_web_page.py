@@ -118,6 +118,51 @@ def test_no_console_errors_and_a_screenshot(interview):
           f"latency {interview.get('latency')}")
 
 
+STARTER = "print('start')"
+AFTER = STARTER + '\nprint("after")'
+
+
+@pytest.fixture(scope="module")
+def controls(page_server, driver):  # noqa: F811
+    """The interviewer's lock, Run switch and playback scrubber, with a candidate watching."""
+    created = httpx.post(page_server.base_url + "/api/sessions", json={"title": "Controls", "code": STARTER}).json()
+    ARTIFACTS.mkdir(exist_ok=True)
+    report = drive(driver, "controls", chromium=chromium_path(), links=created["links"], starter=STARTER,
+                   screenshot=str(ARTIFACTS / "interview-controls.png"))
+    (ARTIFACTS / "interview-controls.json").write_text(json.dumps(report, indent=2))
+    report["session"] = created
+    return report
+
+
+def test_the_interviewers_lock_makes_the_candidates_editor_read_only(controls, page_server):
+    assert controls["candidateControls"] == 0, "the controls are the interviewer's only"
+    assert controls["initial"] == {"lockChecked": False, "runChecked": True, "candidateEditable": "true",
+                                   "candidateBadge": None}
+    locked = controls["locked"]
+    assert locked["candidateEditable"] == "false" and locked["candidateBadge"] == "Locked", locked
+    assert locked["candidateText"] == locked["interviewerText"] == STARTER  # the typing changed nothing
+    assert locked["secondInterviewerChecked"] and locked["interviewerEditable"] == "true"
+    unlocked = controls["unlocked"]
+    assert unlocked["candidateBadge"] is None and not unlocked["secondInterviewerChecked"]
+    assert unlocked["candidateText"] == unlocked["interviewerText"] == AFTER
+
+
+def test_the_run_switch_disables_the_candidates_run(controls, page_server):
+    assert controls["runDisabledBefore"] is False and controls["runDisabledAfter"] is True
+    assert controls["secondInterviewerRunChecked"] is False
+    session = controls["session"]
+    view = httpx.get(f"{page_server.base_url}/api/sessions/{session['id']}", headers=auth(session["tokens"]["observer"]))
+    assert view.json()["runEnabled"] is False and view.json()["locked"] is False
+
+
+def test_the_playback_scrubber_shows_the_start_and_the_end_without_touching_the_editor(controls):
+    assert controls["playbackStart"] == STARTER
+    assert controls["editorDuringPlayback"] == controls["candidateDuringPlayback"] == AFTER
+    assert controls["playbackEnd"] == AFTER
+    assert controls["playbackClosed"] and controls["finalText"] == AFTER
+    assert controls["timeouts"] == [] and controls["consoleErrors"] == []
+
+
 @pytest.fixture(scope="module")
 def key_server(tmp_path_factory, web_bundle):  # noqa: F811
     srv = ServerProcess(tmp_path_factory.mktemp("keyed") / "data", env=web_env(web_bundle, CRDT_SERVER_API_KEY="k3y-for-tests"))

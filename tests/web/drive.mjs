@@ -209,6 +209,73 @@ async function home (browser) {
   }
 }
 
+// The interviewer's controls: lock, the Run switch (a second interviewer page follows both) and
+// the playback scrubber, which must leave the live editor alone.
+async function controls (browser) {
+  const i = await open(browser, `${input.links.interviewer}&name=Ivy`, 'interviewer')
+  const c = await open(browser, `${input.links.candidate}&name=Cara`, 'candidate')
+  await connected(i)
+  await connected(c)
+  const editable = (p) => p.page.evaluate(() => document.querySelector('.cm-content')?.getAttribute('contenteditable'))
+  const badge = (p) => p.page.evaluate(() => {
+    const el = document.getElementById('locked')
+    return el && !el.hidden && el.getBoundingClientRect().width > 0 ? el.textContent : null
+  })
+  out.candidateControls = await c.page.getByLabel('Lock editor').count() + await c.page.getByLabel('Run enabled').count() +
+    await c.page.getByLabel('Playback').count()
+  out.startText = await screenText(c)
+  out.initial = { lockChecked: await i.page.getByLabel('Lock editor').isChecked(), runChecked: await i.page.getByLabel('Run enabled').isChecked(),
+    candidateEditable: await editable(c), candidateBadge: await badge(c) }
+
+  await i.page.getByLabel('Lock editor').check()
+  await until(c, 'locked', () => document.getElementById('editor').dataset.readonly === 'true')
+  await until(c, 'Locked badge', () => !document.getElementById('locked').hidden)
+  const i2 = await open(browser, `${input.links.interviewer}&name=Ian`, 'interviewer2')
+  await connected(i2)
+  await until(i2, 'lock checked', () => document.getElementById('lock').checked)
+  await c.page.locator('.cm-content').click({ force: true })
+  await c.page.keyboard.press('Control+End')
+  await c.page.keyboard.type('zzz', { delay: 15 })
+  await new Promise((resolve) => setTimeout(resolve, 1000))
+  out.locked = { candidateEditable: await editable(c), candidateBadge: await badge(c), candidateText: await screenText(c),
+    interviewerText: await screenText(i), secondInterviewerChecked: await i2.page.getByLabel('Lock editor').isChecked(),
+    interviewerEditable: await editable(i) }
+
+  await i.page.getByLabel('Lock editor').uncheck()
+  await until(c, 'unlocked', () => document.getElementById('editor').dataset.readonly === 'false')
+  await until(i2, 'lock unchecked', () => !document.getElementById('lock').checked)
+  await typeInto(c, [{ press: 'Enter' }, 'print("after")'])
+  out.unlocked = { candidateBadge: await badge(c), candidateText: await screenText(c),
+    secondInterviewerChecked: await i2.page.getByLabel('Lock editor').isChecked() }
+  await waitText(i, out.unlocked.candidateText)
+  out.unlocked.interviewerText = await screenText(i)
+
+  out.runDisabledBefore = await c.page.getByRole('button', { name: 'Run' }).isDisabled()
+  await i.page.getByLabel('Run enabled').uncheck()
+  await until(c, 'run disabled', () => document.getElementById('run').disabled)
+  await until(i2, 'run switch off', () => !document.getElementById('run-enabled').checked)
+  out.runDisabledAfter = await c.page.getByRole('button', { name: 'Run' }).isDisabled()
+  out.secondInterviewerRunChecked = await i2.page.getByLabel('Run enabled').isChecked()
+
+  const scrub = i.page.getByLabel('Playback', { exact: true })
+  const shown = (p, want) => until(p, `playback ${JSON.stringify(want)}`, (w) => {
+    const el = document.getElementById('playback-text')
+    return !el.hidden && el.textContent === w
+  }, want)
+  await scrub.fill('0')
+  await shown(i, input.starter)
+  out.playbackStart = await i.page.getByLabel('Playback text').textContent()
+  out.editorDuringPlayback = await screenText(i)
+  out.candidateDuringPlayback = await screenText(c)
+  await scrub.fill('1000')
+  await shown(i, out.unlocked.candidateText)
+  out.playbackEnd = await i.page.getByLabel('Playback text').textContent()
+  if (input.screenshot) await i.page.screenshot({ path: input.screenshot, fullPage: true })
+  await i.page.getByRole('button', { name: 'Live' }).click()
+  out.playbackClosed = await i.page.evaluate(() => document.getElementById('playback-text').hidden)
+  out.finalText = await screenText(i)
+}
+
 // Figures for bench/bench_web_page.py: page load to connected (fresh contexts, so nothing is
 // cached), the bytes a first load transfers, and keystroke-to-remote-screen latency.
 async function measure (browser) {
@@ -237,6 +304,7 @@ const launched = Date.now()
 try {
   if (scenario === 'interview') await interview(browser)
   else if (scenario === 'home') await home(browser)
+  else if (scenario === 'controls') await controls(browser)
   else if (scenario === 'measure') await measure(browser)
   else throw new Error(`unknown scenario ${scenario}`)
 } catch (err) {

@@ -11,6 +11,7 @@ import { indentUnit } from '@codemirror/language'
 import { readLocation, rememberName, roleOf, colorFor, api } from './session.js'
 import { serverLanguages, runAvailable, loadLanguage, canonical, label } from './languages.js'
 import { watchParticipants, renderRun, renderMessage } from './panels.js'
+import { interviewerControls } from './controls.js'
 
 const $ = (id) => document.getElementById(id)
 // Close codes after which y-websocket stops reconnecting (see docs/websocket-protocol.md).
@@ -98,6 +99,18 @@ async function main () {
   let shownLanguage = null
   const canRun = runAvailable()
   if (!canRun) runButton.title = 'Run is off on this server'
+  // Shown on every page while the interviewer has locked the candidate's editing.
+  const lockedBadge = document.createElement('span')
+  lockedBadge.className = 'badge'
+  lockedBadge.id = 'locked'
+  lockedBadge.dataset.state = 'locked'
+  lockedBadge.textContent = 'Locked'
+  lockedBadge.hidden = true
+  $('status').after(lockedBadge)
+  const controls = role === 'interviewer'
+    ? interviewerControls({ sessionId: here.id, token: here.token, meta, header: $('run').parentElement,
+      aside: document.querySelector('aside'), onError: (message) => renderMessage(output, message, 'stderr') })
+    : null
 
   // Runs in a microtask, never inside a Y observer: y-codemirror may not have applied the same
   // transaction to the editor yet, and a dispatch then would see positions past its text.
@@ -109,6 +122,8 @@ async function main () {
     $('title').textContent = title || 'Interview'
     document.title = `${title || 'Interview'} · crdt-server`
     // `locked` and `runEnabled` are the interview controls' meta keys; absent, nothing is locked.
+    lockedBadge.hidden = meta.get('locked') !== true
+    controls?.update(status === 'ended')
     const locked = meta.get('locked') === true && role === 'candidate'
     const nextReadOnly = !synced || role === 'observer' || status === 'ended' || locked
     if (nextReadOnly !== readOnly) {
