@@ -149,6 +149,7 @@ def test_the_interviewers_lock_makes_the_candidates_editor_read_only(controls, p
 
 def test_the_run_switch_disables_the_candidates_run(controls, page_server):
     assert controls["runDisabledBefore"] is False and controls["runDisabledAfter"] is True
+    assert controls["interviewerRunDisabledAfter"] is False  # the switch is the candidate's
     assert controls["secondInterviewerRunChecked"] is False
     session = controls["session"]
     view = httpx.get(f"{page_server.base_url}/api/sessions/{session['id']}", headers=auth(session["tokens"]["observer"]))

@@ -255,6 +255,7 @@ async function controls (browser) {
   await until(c, 'run disabled', () => document.getElementById('run').disabled)
   await until(i2, 'run switch off', () => !document.getElementById('run-enabled').checked)
   out.runDisabledAfter = await c.page.getByRole('button', { name: 'Run' }).isDisabled()
+  out.interviewerRunDisabledAfter = await i.page.getByRole('button', { name: 'Run' }).isDisabled()
   out.secondInterviewerRunChecked = await i2.page.getByLabel('Run enabled').isChecked()
 
   const scrub = i.page.getByLabel('Playback', { exact: true })

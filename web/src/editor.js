@@ -132,7 +132,9 @@ async function main () {
     }
     $('editor').dataset.readonly = String(readOnly)
     select.disabled = readOnly
-    runButton.disabled = readOnly || running || !canRun || meta.get('runEnabled') === false
+    // the Run switch is the candidate's; the interviewer still runs (the server answers the same)
+    const runOff = meta.get('runEnabled') === false && role === 'candidate'
+    runButton.disabled = readOnly || running || !canRun || runOff
     const language = canonical(meta.get('language') ?? 'python')
     if (![...select.options].some((o) => o.value === language)) select.add(new Option(label(language), language))
     select.value = language
