@@ -43,11 +43,12 @@ def test_create_defaults_and_shape(http):
         assert r.status_code == 201, r.text
         s = r.json()
         assert s["title"] == "" and s["language"] == "python" and s["status"] == "active"
-        assert set(s) == {"id", "title", "language", "status", "createdAt", "updatedAt", "expiresAt", "tokens", "links", "wsUrl"}
+        assert set(s) == {"id", "title", "language", "status", "createdAt", "updatedAt", "expiresAt", "locked", "runEnabled", "tokens", "links", "wsUrl"}
         assert set(s["tokens"]) == set(ROLES)
         assert s["wsUrl"] == f"/ws/sessions/{s['id']}"
         assert r.headers["location"] == f"/api/sessions/{s['id']}"
         assert s["createdAt"] <= s["updatedAt"] < s["expiresAt"]
+        assert (s["locked"], s["runEnabled"]) == (False, True)
 
 
 def test_create_with_fields(http):
@@ -230,11 +231,11 @@ def test_unknown_paths_and_methods(http):
     for method, path, allow in (
         ("PUT", f"/api/sessions/{s['id']}", "GET, HEAD, PATCH, DELETE"),
         ("OPTIONS", f"/api/sessions/{s['id']}", "GET, HEAD, PATCH, DELETE"),
-        ("GET", "/api/sessions", "POST"),
+        ("PUT", "/api/sessions", "GET, HEAD, POST"),
         ("DELETE", "/health", "GET, HEAD"),
         ("PUT", f"/api/sessions/{s['id']}/code", "GET, HEAD, POST"),
         ("TRACE", "/openapi.json", "GET, HEAD"),
-        ("PROPFIND", "/api/sessions", "POST"),
+        ("PROPFIND", "/api/sessions", "GET, HEAD, POST"),
     ):
         r = http.request(method, path)
         assert_error(r, 405, "method_not_allowed")
@@ -271,7 +272,7 @@ def test_get_session_shape(http):
     r = http.get(f"/api/sessions/{s['id']}", headers=auth(s["tokens"]["observer"]))
     assert r.status_code == 200
     body = r.json()
-    assert body == {k: s[k] for k in ("id", "title", "language", "status", "createdAt", "updatedAt", "expiresAt")}
+    assert body == {k: s[k] for k in ("id", "title", "language", "status", "createdAt", "updatedAt", "expiresAt", "locked", "runEnabled")}
 
 
 def test_patch_fields_and_events(http):
