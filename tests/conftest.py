@@ -10,13 +10,16 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from httpx_ws import aconnect_ws
+from httpx_ws import WebSocketDisconnect, aconnect_ws
 from pycrdt import Doc, Provider, Text
 from pycrdt.websocket.websocket import HttpxWebsocket
 
 from crdt_server.testing import ServerProcess, free_port
 
-__all__ = ["ROOT", "ServerProcess", "auth", "create_session", "free_port", "new_session", "py_client", "text_of", "wait_for"]
+__all__ = [
+    "ROOT", "ServerProcess", "auth", "create_session", "expect_refusal", "free_port", "new_session", "py_client",
+    "text_of", "wait_for",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,3 +103,16 @@ def make_server(tmp_path: Path) -> Iterator[Any]:
     yield make
     for srv in started:
         srv.stop()
+
+
+async def expect_refusal(url: str) -> tuple[int, str, list[bytes]]:
+    """Connect to a WebSocket the server must close: its close code, reason and whatever arrived first."""
+    received: list[bytes] = []
+    async with aconnect_ws(url) as ws:
+        try:
+            with anyio.fail_after(5):
+                while True:
+                    received.append(await ws.receive_bytes())
+        except WebSocketDisconnect as exc:
+            return exc.code, exc.reason, received
+    raise AssertionError("not closed")

@@ -12,10 +12,9 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from httpx_ws import WebSocketDisconnect, aconnect_ws
 from pycrdt import Text
 
-from .conftest import auth, create_session, py_client, text_of
+from .conftest import auth, create_session, expect_refusal, py_client, text_of
 from .jsclient import js_client, js_deps  # noqa: F401  (js_deps is a fixture)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("js_deps")]
@@ -62,25 +61,13 @@ async def test_other_roles_are_refused_with_4403_and_no_data(server, role):
             assert len([x for x in status["closes"] if not x.get("local")]) == 1  # no reconnect loop
             assert await c.get_text() == ""
         # a bare socket: not one frame (no SyncStep1, no presence) before the close
-        code, received = await _refusal(f"{server.ws_url}/{s['id']}/notes?token={s['tokens'][role]}")
+        code, _, received = await expect_refusal(f"{server.ws_url}/{s['id']}/notes?token={s['tokens'][role]}")
         assert code == 4403
         assert received == []
     r = await get_notes(server, s, role)
     assert r.status_code == 403
     assert r.json()["error"]["code"] == "forbidden"
     assert "confidential" not in r.text
-
-
-async def _refusal(url: str) -> tuple[int, list[bytes]]:
-    received: list[bytes] = []
-    async with aconnect_ws(url) as ws:
-        try:
-            with anyio.fail_after(5):
-                while True:
-                    received.append(await ws.receive_bytes())
-        except WebSocketDisconnect as exc:
-            return exc.code, received
-    raise AssertionError("not closed")
 
 
 async def test_notes_never_reach_the_shared_document_or_its_history(server):

@@ -19,7 +19,7 @@ from pycrdt import Doc, Text
 
 from crdt_server.sync import protocol as p
 
-from .conftest import auth, create_session, py_client, text_of, wait_for
+from .conftest import auth, create_session, expect_refusal, py_client, text_of, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -105,18 +105,6 @@ async def test_observer_edits_never_reach_others_or_storage(server):
         assert text_of(late) == "base+cand"
 
 
-async def _expect_refusal(url: str) -> tuple[int, str, list[bytes]]:
-    received: list[bytes] = []
-    async with aconnect_ws(url) as ws:
-        try:
-            with anyio.fail_after(5):
-                while True:
-                    received.append(await ws.receive_bytes())
-        except WebSocketDisconnect as exc:
-            return exc.code, exc.reason, received
-    raise AssertionError("not closed")
-
-
 @pytest.mark.parametrize(
     "case,code",
     [("missing", 4401), ("garbage", 4401), ("foreign", 4403), ("unknown_session", 4403), ("expired", 4401)],
@@ -140,7 +128,7 @@ async def test_refused_tokens_get_a_44xx_close_and_no_data(server, case, code):
         # of the current generation, so only its --token-ttl cap (exp) refuses it
         expired = jwt.encode({"sid": sid, "role": "candidate", "gen": 0, "exp": 1}, secret, algorithm="HS256")
         url = f"{server.ws_url}/{sid}?token={expired}"
-    close_code, reason, received = await _expect_refusal(url)
+    close_code, reason, received = await expect_refusal(url)
     assert close_code == code
     assert reason
     assert received == []
