@@ -25,8 +25,7 @@ from .errors import SandboxError
 from .forkserver import ForkServer, ForkServerGone
 from .layout import Fds, Layout
 from .procs import kill_and_reap, processes_of
-from .settings import ExecutionSettings
-from .types import Outcome, Program, Slot, Tools
+from .types import Outcome, Program, Slot
 
 log = logging.getLogger(__name__)
 
@@ -80,22 +79,13 @@ class Sandbox:
     mechanism "bwrap" (namespaces: the full sandbox) or "direct" (degraded: no namespaces).
     """
 
-    def __init__(
-        self,
-        settings: ExecutionSettings,
-        *,
-        mechanism: str,
-        tools: Tools,
-        state_dir: Path,
-        seccomp_program: bytes | None,
-        landlock_abi: int = 0,
-    ) -> None:
-        self.settings = settings
-        self.layout = Layout(settings, mechanism=mechanism, tools=tools, state_dir=state_dir,
-                             seccomp_program=seccomp_program, landlock_abi=landlock_abi)
-        self.mechanism = mechanism
-        self.tools = tools
-        self.seccomp_program = seccomp_program
+    def __init__(self, layout: Layout) -> None:
+        # the layout holds what this sandbox is (settings, mechanism, tools, filter): one copy of each
+        self.layout = layout
+        self.settings = layout.settings
+        self.mechanism = layout.mechanism
+        self.tools = layout.tools
+        self.seccomp_program = layout.seccomp_program
         self._forkservers: dict[int, ForkServer] = {}
         self._dirty: set[int] = set()  # slots whose leftovers could not be cleared yet
 

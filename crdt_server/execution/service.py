@@ -23,6 +23,7 @@ from .bwrap import candidates as bwrap_candidates
 from .cgroups import CgroupManager, CgroupUnavailable, SlotCgroup
 from .errors import InvalidRequest, SandboxError, SandboxUnavailable, UnknownLanguage
 from .languages import LANGUAGES, LanguageSpec, Toolchain, parse_version
+from .layout import Layout
 from .models import LanguageInfo, RunResult
 from .pool import RunPool
 from .probe import Layers, can_switch_uid, landlock_abi, mode_rank
@@ -222,8 +223,8 @@ class ExecutionService:
             layers.uid_switch = False  # never fall back to what the operator did not choose
             layers.reasons["direct"] = "not tried: sandbox mode full"
         elif self._sandbox is None:
-            sandbox = Sandbox(s, mechanism="direct", tools=tools, state_dir=self._state_dir,
-                              seccomp_program=bpf_degraded, landlock_abi=layers.landlock_abi)
+            sandbox = Sandbox(Layout(s, mechanism="direct", tools=tools, state_dir=self._state_dir,
+                                     seccomp_program=bpf_degraded, landlock_abi=layers.landlock_abi))
             error = await self._smoke_test(sandbox)
             if error is None:
                 self._sandbox = sandbox
@@ -237,8 +238,8 @@ class ExecutionService:
         found = await anyio.to_thread.run_sync(bwrap_candidates, self._state_dir)
         errors = []
         for candidate in found:
-            sandbox = Sandbox(self.settings, mechanism="bwrap", tools=dataclasses.replace(tools, bwrap=candidate.path),
-                              state_dir=self._state_dir, seccomp_program=bpf)
+            sandbox = Sandbox(Layout(self.settings, mechanism="bwrap", tools=dataclasses.replace(tools, bwrap=candidate.path),
+                                     state_dir=self._state_dir, seccomp_program=bpf))
             error = await self._smoke_test(sandbox)
             if error is None:
                 self._layers.namespaces, self._layers.bwrap = True, candidate.describe()
