@@ -75,9 +75,6 @@ class ConnectionCounter:
             del self._open[address]
             self._warned.discard(address)
 
-    def open_from(self, address: str) -> int:
-        return self._open.get(address, 0)
-
 
 def protocol_classes(counter: ConnectionCounter, header_timeout: float) -> tuple[type[asyncio.Protocol], type[asyncio.Protocol]]:
     """The HTTP and WebSocket protocol classes for ``uvicorn.Config`` (``header_timeout`` 0 = none)."""

@@ -125,15 +125,6 @@ def configure(level: str, fmt: str) -> None:
     threading.excepthook = thread_excepthook
 
 
-def install_redaction() -> None:
-    """Attach the filter to every handler that exists now (handlers set up outside ``configure``)."""
-    loggers = [logging.getLogger()] + [logging.getLogger(n) for n in ("uvicorn", "uvicorn.error", "uvicorn.access")]
-    for logger in loggers:
-        for handler in logger.handlers:
-            if not any(isinstance(f, RedactSecrets) for f in handler.filters):
-                handler.addFilter(RedactSecrets())
-
-
 def report_error(message: str, fmt: str) -> None:
     """One line on stderr before logging is configured (bad settings), in the requested format."""
     if fmt == "json":

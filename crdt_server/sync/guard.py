@@ -15,14 +15,15 @@ updates it cannot clear take the room's guarded path, which watches what they re
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pycrdt import Array, Doc, Map, Text, UndoManager, merge_updates
 
+from ..document import META, RUNS, TEXT
 from .updates import IdIndex, Update, decode, encode_delete_set
 
-CODE, META, RUNS = "code", "meta", "runs"
+CODE = TEXT  # the editors' text
 EDITOR_META_KEYS = frozenset({"language"})
 
 
@@ -33,7 +34,6 @@ class Verdict:
     guarded: bool  # may touch what the server owns, or depends on IDs not seen yet: take the guarded path
     pending: bool = False  # some structs wait for IDs nobody has sent yet
     dropped_deletes: int = 0  # clocks of others' unseen IDs removed from the delete set
-    touches: set[str] = field(default_factory=set)
     code_frozen: bool = False  # its author may not change ``code`` now (locked candidate, ended session)
 
 
@@ -66,7 +66,6 @@ class DocumentGuard:
             if place is None:
                 verdict.pending = verdict.guarded = True  # attached to IDs nobody has sent yet
             elif owned_by_server(*place) or place == (META, "language") or (code_frozen and place[0] == CODE):
-                verdict.touches.add(_name(place))
                 verdict.guarded = True  # the language is checked when it is applied
         own = set(own_clients) | set(ends)
         kept: list[tuple[int, int, int]] = []
@@ -84,7 +83,6 @@ class DocumentGuard:
                     verdict.pending = verdict.guarded = True
             for place in self._deleted_places(client, clock, min(end, seen)):
                 if owned_by_server(*place) or (code_frozen and place[0] == CODE):
-                    verdict.touches.add(_name(place))
                     verdict.guarded = True
         if verdict.dropped_deletes:
             verdict.update = update[: decoded.delete_set_offset] + encode_delete_set(kept)
@@ -117,14 +115,6 @@ class DocumentGuard:
                     self.index.record(held)
             self._held = still
 
-    @property
-    def holding(self) -> bool:
-        return bool(self._held)
-
-
-
-def _name(place: tuple[str, str | None]) -> str:
-    return f"{place[0]}.{place[1]}" if place[1] else place[0]
 
 
 @dataclass(frozen=True)
