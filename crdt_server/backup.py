@@ -16,12 +16,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .config import ConfigError, Settings, build_parser, settings_from
+from .config import DATABASE_FILE, SECRET_FILE, ConfigError, Settings, build_parser, settings_from
 from .logs import report_error
+from .storage.files import write_atomic
 from .tokens import load_secret_file
 
-DB_NAME = "crdt-server.db"
-SECRET_NAME = "secret.key"
+DB_NAME, SECRET_NAME = DATABASE_FILE, SECRET_FILE  # the same names as in a data directory: DEST restores as one
 
 
 class BackupError(Exception):
@@ -84,7 +84,8 @@ def backup(settings: Settings, destination: Path) -> tuple[Path, Path, int]:
         raise BackupError(f"no signing secret: {str(settings.data_dir / SECRET_NAME)!r} is missing and --secret is unset")
     counted: list[int] = []
     db = _atomic_write(destination, DB_NAME, lambda tmp: counted.append(_copy_database(source, tmp)), 0o600)
-    key = _atomic_write(destination, SECRET_NAME, lambda tmp: tmp.write_text(secret), 0o600)
+    key = destination / SECRET_NAME
+    write_atomic(key, secret.encode())  # the same write as the server's own secret file
     return db, key, counted[0]
 
 

@@ -20,6 +20,8 @@ from typing import Any
 
 ENV_PREFIX = "CRDT_SERVER_"
 MIN_SECRET_LENGTH = 32
+DATABASE_FILE = "crdt-server.db"  # in the data directory (also what a backup writes)
+SECRET_FILE = "secret.key"  # the generated signing secret, beside the database
 
 Check = Callable[[Any], "str | None"]  # None when the value is fine, else what is wrong with it
 
@@ -212,7 +214,7 @@ class Settings:
             if not self.database_url.startswith("sqlite:///"):
                 raise ValueError("only sqlite:/// database URLs are supported by this build")
             return Path(self.database_url.removeprefix("sqlite:///"))
-        return self.data_dir / "crdt-server.db"
+        return self.data_dir / DATABASE_FILE
 
 
 FRAME_OVERHEAD = 64  # a sync message's type bytes and length prefix, rounded up

@@ -14,7 +14,7 @@ import socket
 import tempfile
 from pathlib import Path
 
-from .config import ConfigError, Settings, env_name, flag_name
+from .config import SECRET_FILE, ConfigError, Settings, env_name, flag_name
 
 
 def _problem(name: str, why: str) -> ConfigError:
@@ -35,7 +35,7 @@ def check_storage(settings: Settings) -> None:
     check_writable(settings.data_dir, "data_dir")  # the secret lives here even with --database-url
     if settings.database_url:
         check_writable(settings.sqlite_path.parent, "database_url")
-    secret_file = settings.data_dir / "secret.key"
+    secret_file = settings.data_dir / SECRET_FILE
     if not settings.secret and secret_file.exists() and not os.access(secret_file, os.R_OK):
         raise _problem("data_dir", f"cannot read the signing secret {str(secret_file)!r}")
 

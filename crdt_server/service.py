@@ -203,6 +203,8 @@ class SessionService:
         return len(expired)
 
     def _forget_joins(self, sid: str) -> None:
+        """Drop what this process keeps in memory for a session that is gone (join marks, its timeline)."""
+        self.timelines.forget(sid)
         for key in [k for k in self._joins_recorded if k[0] == sid]:
             del self._joins_recorded[key]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import jwt
 
-from .config import MIN_SECRET_LENGTH
+from .config import MIN_SECRET_LENGTH, SECRET_FILE
 from .domain import ROLES, Role
 from .logs import add_secret
 from .storage.files import private_dir, private_file, write_atomic
@@ -44,7 +44,7 @@ def load_secret_file(data_dir: Path) -> str | None:
     """The secret kept in the data directory, if there is one (the backup command copies it).
 
     An empty or short file is refused rather than silently signing tokens with it."""
-    path = data_dir / "secret.key"
+    path = data_dir / SECRET_FILE
     try:
         stored = path.read_text().strip()
     except FileNotFoundError:
@@ -69,7 +69,7 @@ def load_secret(configured: str, data_dir: Path) -> str:
         return stored
     private_dir(data_dir)
     secret = secrets.token_urlsafe(48)
-    write_atomic(data_dir / "secret.key", secret.encode())
+    write_atomic(data_dir / SECRET_FILE, secret.encode())
     add_secret(secret)
     return secret
 

@@ -25,6 +25,7 @@ from typing import Any, TypeVar, cast
 
 import anyio
 
+from ..config import Settings
 from ..lifetimes import Lifetimes
 from . import rows as _rows
 from .base import (
@@ -55,9 +56,6 @@ __all__ = ["MIGRATIONS", "SQLiteStore", "SessionGone", "StorageCorrupted"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-CHECKPOINT_EVERY = 2000  # playback keeps one snapshot per block of this many rows (docs/playback.md)
-
-
 
 @dataclass
 class _Op:
@@ -77,7 +75,7 @@ class SQLiteStore:
 
     def __init__(
         self, path: Path, *, durability: str = "normal", lifetimes: Lifetimes | None = None, session_quota: int = 0,
-        checkpoint_every: int = CHECKPOINT_EVERY,
+        checkpoint_every: int = Settings.playback_checkpoint_every,  # one snapshot kept per block (docs/playback.md)
     ) -> None:
         self.checkpoint_every = checkpoint_every  # 0: keep only the newest snapshot
         self.path = Path(path)

@@ -25,6 +25,8 @@ from typing import Any
 
 import anyio
 
+from ..logs import log_output
+
 log = logging.getLogger("crdt_server.web")
 
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "web"
@@ -129,7 +131,7 @@ async def _run(cmd: list[str], cwd: Path) -> None:
             for line in lines:
                 text = line.decode(errors="replace").rstrip()
                 if text:
-                    log.info("editor build: %s", text)
+                    log_output("editor-build", text)
                     tail = [*tail[-19:], text]
         await proc.wait()
     if proc.returncode != 0:
