@@ -78,6 +78,8 @@ async def test_200_clients_on_one_address_all_resync_after_a_restart(make_server
             text = (await crowd.call("text", i=0))["text"]
             assert sorted(text.rstrip(";").split(";"), key=int) == [str(i) for i in range(n)]
             print(f"{n} clients resynced {elapsed:.1f} s after the restart; closes {report['closes']}")
+            # the limit held: 50 at once, the other 150 at 5/s take 30 s (the README's "about 35 s")
+            assert elapsed >= 25, elapsed
         finally:
             assert proc.stdin is not None
             await proc.stdin.aclose()

@@ -87,7 +87,7 @@ async def test_expired_session_closes_its_sockets(make_server):
     s = await create_session(srv)
     async with js_client(srv.ws_url, s["id"], s["tokens"]["candidate"], name="Idle") as js:
         event = await js.wait_close(timeout=5)
-        assert 4400 <= event["code"] < 4500 and event["permanent"]
+        assert event["code"] == 4410 and event["permanent"]  # session expired: final for y-websocket
     async with httpx.AsyncClient(base_url=srv.base_url) as http:
         r = await http.get(f"/api/sessions/{s['id']}", headers=auth(s["tokens"]["candidate"]))
         assert error_of(r, 404)["code"] == "session_not_found"
