@@ -13,7 +13,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from . import logs
-from .config import ConfigError, Settings, load_settings, requested_log_format
+from .config import ConfigError, Settings, load_settings, requested_log_format, url_password
 from .preflight import bind_listener, check_storage
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     logs.configure(settings.log_level, settings.log_format)
     logs.add_secret(settings.secret)
     logs.add_secret(settings.api_key)
+    logs.add_secret(url_password(settings.database_url))
     try:  # before the slow parts (sandbox probe, store): a wrong data dir or a busy port is one line
         check_storage(settings)
         listener = bind_listener(settings)

@@ -33,11 +33,27 @@ def check_writable(directory: Path, option: str) -> None:
 
 def check_storage(settings: Settings) -> None:
     check_writable(settings.data_dir, "data_dir")  # the secret lives here even with --database-url
+    if settings.postgres:
+        return check_database(settings)
     if settings.database_url:
         check_writable(settings.sqlite_path.parent, "database_url")
     secret_file = settings.data_dir / SECRET_FILE
     if not settings.secret and secret_file.exists() and not os.access(secret_file, os.R_OK):
         raise _problem("data_dir", f"cannot read the signing secret {str(secret_file)!r}")
+
+
+def check_database(settings: Settings) -> None:
+    """PostgreSQL answers, its schema is migrated, and no other process serves it (one line each)."""
+    import asyncio
+
+    from .storage.pg_instance import DatabaseRefused, InstanceConflict, probe
+
+    try:
+        asyncio.run(probe(settings.database_url, settings.database_schema, settings.database_timeout))
+    except DatabaseRefused as exc:
+        raise _problem("database_url", str(exc)) from None
+    except InstanceConflict as exc:
+        raise ConfigError(f"crdt-server: {exc}") from None
 
 
 def bind_listener(settings: Settings) -> socket.socket:
