@@ -24,7 +24,7 @@ from .metrics import Metrics
 from .service import SessionService
 from .storage import PostgresStore, SQLiteStore, open_store
 from .storage.files import DataDirInUse, hold_database
-from .storage.pg_instance import InstanceConflict
+from .storage.pg_instance import InstanceLock
 from .storage.schema import StorageCorrupted
 from .sync import RoomOptions, SessionServer
 from .tokens import TokenSigner, resolve_secret
@@ -53,7 +53,8 @@ def watch_gauges(metrics: Metrics, service: SessionService) -> None:
     )
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, instance: InstanceLock | None = None) -> Starlette:
+    """``instance``: the PostgreSQL instance lock ``crdt-server`` took before starting (reported by /health)."""
     metrics = Metrics()  # this app's own registry (see crdt_server/metrics.py)
 
     @asynccontextmanager
@@ -64,7 +65,7 @@ def create_app(settings: Settings) -> Starlette:
             with hold_database(settings.sqlite_path):  # held until the process ends
                 async with serving(app):
                     yield
-        except (DataDirInUse, StorageCorrupted, InstanceConflict, ValueError) as exc:
+        except (DataDirInUse, StorageCorrupted, ValueError) as exc:
             log.error("crdt-server: %s", exc)
             raise
 
@@ -73,7 +74,7 @@ def create_app(settings: Settings) -> Starlette:
         store = open_store(settings)
         async with store:
             if isinstance(store, PostgresStore):
-                await store.hold_instance()  # one process per database until the bus joins them
+                store.instance = instance
             secret = await resolve_secret(settings.secret, settings.data_dir, store)
             async with running(app, store, secret):
                 yield

@@ -13,6 +13,7 @@ import itertools
 import os
 import sqlite3
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import cache
 from typing import Any
@@ -50,7 +51,7 @@ def require_postgres() -> None:
 
 
 def pg_sql(sql: str, *args: Any, schema: str = "public") -> list[tuple[Any, ...]]:
-    """Run one statement on the test database (outside any test's event loop)."""
+    """Run one statement on the test database, from sync or async code (its own loop, in a thread)."""
     async def run() -> list[tuple[Any, ...]]:
         conn = await asyncpg.connect(URL, timeout=10, server_settings={"search_path": schema})
         try:
@@ -58,7 +59,8 @@ def pg_sql(sql: str, *args: Any, schema: str = "public") -> list[tuple[Any, ...]
         finally:
             await conn.close()
 
-    return asyncio.run(run())
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result()
 
 
 @contextmanager

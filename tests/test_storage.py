@@ -191,3 +191,30 @@ async def test_the_notes_document_has_a_log_of_its_own(make_store):
         assert await store.last_seqs([sid, "gone"]) == {sid: 1}
         assert await store.delete_session(sid)
         assert await query(store, "SELECT (SELECT count(*) FROM notes_updates) + (SELECT count(*) FROM notes_snapshots)") == [(0,)]
+
+
+async def test_one_batch_keeps_each_append_to_its_own_fate(make_store):
+    """Appends queued together (one transaction): the ones past the session's quota are refused one
+    by one (earlier ones that fit still commit), a deleted session's are refused, others commit;
+    a display name with a NUL byte is stored (PostgreSQL text cannot hold NUL: it becomes U+FFFD)."""
+    async with make_store(session_quota=2000) as store:
+        full, other = await make(store, "f" * 22), await make(store, "o" * 22)
+        results: dict[str, Any] = {}
+
+        async def append(key: str, sid: str, size: int, name: str = "") -> None:
+            try:
+                results[key] = await store.append_updates([UpdateRecord(sid, b"u" * size, "candidate", "c", name)])
+            except Exception as exc:  # noqa: BLE001 - the outcome is what the test compares
+                results[key] = type(exc).__name__
+
+        async with anyio.create_task_group() as tg:
+            for i in range(4):
+                tg.start_soon(append, f"full{i}", full, 600)  # the starter + 3 x 600 fit, the 4th does not
+            tg.start_soon(append, "gone", "g" * 22, 10)
+            tg.start_soon(append, "other", other, 10, "Eve\x00")
+        fates = [results[f"full{i}"] for i in range(4)]
+        assert sorted(fates, key=repr) == sorted([[2], [3], [4], "StorageQuotaExceeded"], key=repr)
+        assert results["gone"] == "SessionGone" and results["other"] == [2]
+        assert [u.seq for u in await store.read_updates(full, 0, 10)] == [1, 2, 3, 4]
+        [stored] = await store.read_updates(other, 1, 10)
+        assert stored.name in ("Eve\x00", "Eve\ufffd")

@@ -17,6 +17,8 @@ from asyncpg.pool import PoolConnectionProxy
 
 from ..config import redact_url
 
+# A failure of the database or of the way to it (not of one statement's data): fails a whole batch.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 # A connection of its own (the writer, the lock) or one lent by the pool (readers): both run the same statements.
 Conn = asyncpg.Connection | PoolConnectionProxy
 
@@ -99,7 +101,7 @@ def server_settings(schema: str, timeout: float, **extra: str) -> dict[str, str]
     ms = str(max(1, int(timeout * 1000)))
     return {"search_path": schema, "statement_timeout": ms, "lock_timeout": ms,
             "idle_in_transaction_session_timeout": str(max(60_000, 6 * int(ms))),
-            "synchronous_commit": "on", "application_name": "crdt-server", **extra}
+            "synchronous_commit": "on", "application_name": f"crdt-server/{schema}"[:63], **extra}
 
 
 async def migrate(conn: asyncpg.Connection, schema: str) -> int:

@@ -35,16 +35,13 @@ from .base import (
     UpdateRecord,
 )
 from .pg_instance import InstanceLock, kept_secret
-from .pg_schema import Conn, connect, describe, migrate, server_settings, text
+from .pg_schema import DATABASE_ERRORS, Conn, connect, describe, migrate, server_settings, text
 from .rows import DOCS
 from .rows import SESSION_COLUMNS as _COLUMNS
 from .rows import session_record as _session
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# A failure of the database or of the way to it (not of one statement's data): fails a whole batch.
-DATABASE_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
-                                                     TimeoutError, asyncio.TimeoutError)
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                                                        asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
                                                        OSError, TimeoutError)
@@ -64,7 +61,7 @@ class PostgresStore:
         self.session_quota = session_quota
         # The newest failed write's cause, until a later commit succeeds: /health reports it.
         self.write_error: str | None = None
-        self.instance: InstanceLock | None = None
+        self.instance: InstanceLock | None = None  # the serving process's (set by the app), for /health
         self._writer: Conn | None = None
         self._pool: asyncpg.Pool | None = None
         self._queue: asyncio.Queue[b.Op | None] = asyncio.Queue()
@@ -95,13 +92,6 @@ class PostgresStore:
             server_settings=server_settings(self.schema, self.timeout, default_transaction_read_only="on"))
         self._task = asyncio.get_running_loop().create_task(self._writer_loop(), name="postgres-writer")
 
-    async def hold_instance(self, shared: bool = False) -> None:
-        """Hold this schema's instance lock for the life of the store (``InstanceConflict`` if another
-        process holds it): exclusive without a bus between processes, shared with one (part of
-        cross-process sync: processes with a bus may run together, never beside one without)."""
-        self.instance = InstanceLock(self.url, self.schema, self.timeout, shared)
-        await self.instance.acquire()
-
     async def close(self) -> None:
         """Commit what is queued, then refuse further writes."""
         if self._closed:
@@ -110,8 +100,6 @@ class PostgresStore:
         if self._task is not None:
             self._queue.put_nowait(None)  # after everything already queued
             await asyncio.shield(self._task)
-        if self.instance is not None:
-            await self.instance.release()
         if self._pool is not None:
             try:
                 await asyncio.wait_for(self._pool.close(), self.timeout)
