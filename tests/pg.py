@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ import asyncpg
 import pytest
 
 from crdt_server.storage import PostgresStore, SQLiteStore
+from crdt_server.testing import ServerProcess
 
 BACKENDS = ("sqlite", "postgresql")  # a test module that imports this name runs on both
 URL = os.environ.get("CRDT_SERVER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -50,10 +52,10 @@ def require_postgres() -> None:
     pytest.skip(why)
 
 
-def pg_sql(sql: str, *args: Any, schema: str = "public") -> list[tuple[Any, ...]]:
+def pg_sql(sql: str, *args: Any, schema: str = "public", url: str = URL) -> list[tuple[Any, ...]]:
     """Run one statement on the test database, from sync or async code (its own loop, in a thread)."""
     async def run() -> list[tuple[Any, ...]]:
-        conn = await asyncpg.connect(URL, timeout=10, server_settings={"search_path": schema})
+        conn = await asyncpg.connect(url, timeout=10, server_settings={"search_path": schema})
         try:
             return [tuple(r) for r in await conn.fetch(sql, *args)]
         finally:
@@ -83,6 +85,23 @@ def database_for(backend: str) -> Iterator[tuple[str, str] | None]:
         return
     with new_schema() as schema:
         yield URL, schema
+
+
+def server_rows(server: ServerProcess, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """A statement on a server's own database, SQLite or PostgreSQL (write ``?`` placeholders)."""
+    if server.database is None:
+        with sqlite3.connect(server.data_dir / "crdt-server.db") as db:
+            return db.execute(sql, args).fetchall()
+    numbered = iter(range(1, sql.count("?") + 1))
+    return pg_sql(re.sub(r"\?", lambda _: f"${next(numbered)}", sql), *args, url=server.database[0],
+                  schema=server.database[1])
+
+
+def server_secret(server: ServerProcess) -> str:
+    """The secret a server signs with when none is configured: its data directory's, or its database's."""
+    if server.database is None:
+        return (server.data_dir / "secret.key").read_text().strip()
+    return str(server_rows(server, "SELECT secret FROM server_secret")[0][0])
 
 
 async def query(store: SQLiteStore | PostgresStore, sql: str) -> list[tuple[Any, ...]]:
