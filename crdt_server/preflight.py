@@ -41,7 +41,7 @@ def check_storage(settings: Settings) -> InstanceLock | None:
     its instance lock (returned: kept until the process ends)."""
     check_writable(settings.data_dir, "data_dir")  # the secret lives here even with --database-url
     if settings.postgres:
-        return hold_database(settings)
+        return claim_database(settings)
     if settings.database_url:
         check_writable(settings.sqlite_path.parent, "database_url")
     secret_file = settings.data_dir / SECRET_FILE
@@ -50,7 +50,7 @@ def check_storage(settings: Settings) -> InstanceLock | None:
     return None
 
 
-def hold_database(settings: Settings) -> InstanceLock:
+def claim_database(settings: Settings) -> InstanceLock:
     """PostgreSQL answers, its schema is migrated, and no other process serves it (one line each):
     the instance lock, held from here on (docs/design/storage.md, "One process per database")."""
     from .storage.pg_instance import DatabaseRefused, InstanceConflict, InstanceLock, prepare

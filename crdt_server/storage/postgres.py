@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
 from dataclasses import astuple
 from typing import Any, TypeVar, cast
 
@@ -42,9 +43,10 @@ from .rows import session_record as _session
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# A connection the server cut or that broke (not a slow or failing statement): a read is retried once.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                                                        asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
-                                                       OSError, TimeoutError)
+                                                       ConnectionError)
 
 
 class PostgresStore:
@@ -103,7 +105,7 @@ class PostgresStore:
         if self._pool is not None:
             try:
                 await asyncio.wait_for(self._pool.close(), self.timeout)
-            except CONNECTION_ERRORS:  # (TimeoutError among them)
+            except DATABASE_ERRORS:
                 self._pool.terminate()
         await self._drop_writer()
 
@@ -167,7 +169,8 @@ class PostgresStore:
                 await b.run_batch(conn, ops, self.rules)
             except BaseException:
                 if not conn.is_closed():
-                    await tx.rollback()
+                    with suppress(*DATABASE_ERRORS):  # never hide the real cause behind this one
+                        await tx.rollback()
                 raise
             await tx.commit()
             self.commits += 1
