@@ -2,7 +2,8 @@
 
 The server and store fixtures take a ``backend``: SQLite, unless the test module sets
 ``BACKENDS`` (imported from ``tests/pg.py``), which runs each of its tests on SQLite and on
-PostgreSQL (a schema of its own per server or store)."""
+PostgreSQL (a schema of its own per server or store); one test opts in with
+``@pytest.mark.backends(*BACKENDS)``."""
 
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ def anyio_backend() -> str:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        metafunc.parametrize("backend", getattr(metafunc.module, "BACKENDS", ("sqlite",)), indirect=True, scope="module")
+        marker = metafunc.definition.get_closest_marker("backends")  # one test's own choice
+        names = marker.args if marker else getattr(metafunc.module, "BACKENDS", ("sqlite",))
+        metafunc.parametrize("backend", names, indirect=True, scope="module")
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from crdt_server.sync import RoomOptions, SessionServer, load_document
 from crdt_server.tokens import TokenSigner
 
 from .conftest import ServerProcess, auth, create_session, py_client, text_of, wait_for
-from .pg import BACKENDS  # noqa: F401  (conftest runs the make_store tests on both stores)
+from .pg import BACKENDS as BOTH  # not named BACKENDS: only the tests marked below run on both
 
 pytestmark = pytest.mark.anyio
 
@@ -77,6 +77,7 @@ async def test_data_directory_and_files_are_private(fresh_server: ServerProcess)
         assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
 
 
+@pytest.mark.backends(*BOTH)
 async def test_snapshots_never_skip_rows_another_writer_committed(make_store: Any):
     """Two processes' rooms on one database (what the lock prevents): neither may write a
     snapshot that lacks the other's rows, so a reload has every committed edit."""
@@ -159,6 +160,7 @@ async def test_reading_a_big_unloaded_session_does_not_stall_other_sessions(tmp_
         srv.stop()
 
 
+@pytest.mark.backends(*BOTH)
 async def test_the_store_refuses_snapshots_past_the_log_or_older_than_the_newest(make_store: Any):
     now = time.time()
     async with make_store() as store:
