@@ -303,3 +303,25 @@ async def _fetch(url: str, sql: str) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in await conn.fetch(sql)]
     finally:
         await conn.close()
+
+
+async def test_a_read_cut_halfway_is_retried_on_a_new_connection(schema: str):
+    """A read whose connection the server cuts while it runs (here: while it waits for a lock) is
+    repeated once on a fresh connection, so a REST read does not fail for a restart it could survive."""
+    async with PostgresStore(URL, schema=schema) as store:
+        blocker = await asyncpg.connect(URL)
+        try:
+            tx = blocker.transaction()
+            await tx.start()
+            await blocker.execute(f'LOCK TABLE "{schema}".events IN ACCESS EXCLUSIVE MODE')
+            read = asyncio.ensure_future(store.read_events("s" * 22, 0, 10))
+            with anyio.fail_after(10):
+                while not await blocker.fetchval(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE application_name = $1 AND wait_event_type = 'Lock'", f"crdt-server/{schema}"):
+                    await anyio.sleep(0.05)
+            await anyio.sleep(0.2)  # the retry now waits for the lock on its new connection
+            await tx.rollback()
+            assert await read == []
+        finally:
+            await blocker.close()
