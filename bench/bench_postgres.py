@@ -76,10 +76,12 @@ async def main() -> None:
             runs["postgresql"].append(await throughput("write-ahead", a.updates, a.writers, (a.url, schema)))
         finally:
             await drop(a.url, schema)
-    alone: dict[str, list[float]] = {"sqlite": [], "postgresql": []}
+    alone: dict[str, list[float]] = {"sqlite": [], "sqlite-full": [], "postgresql": []}
     for _ in range(a.repeat):
-        with tempfile.TemporaryDirectory() as tmp:
-            alone["sqlite"].append(await store_appends(SQLiteStore(Path(tmp) / "db.sqlite"), a.rooms, a.appends))
+        for name, durability in (("sqlite", "normal"), ("sqlite-full", "full")):
+            with tempfile.TemporaryDirectory() as tmp:
+                store = SQLiteStore(Path(tmp) / "db.sqlite", durability=durability)
+                alone[name].append(await store_appends(store, a.rooms, a.appends))
         schema = f"bench_{uuid.uuid4().hex[:12]}"
         try:
             alone["postgresql"].append(await store_appends(PostgresStore(a.url, schema=schema), a.rooms, a.appends))
@@ -98,6 +100,9 @@ async def main() -> None:
     pg_alone, lite_alone = max(alone["postgresql"]), max(alone["sqlite"])
     print(f"| store alone: appends/s, {a.rooms} rooms x {a.appends}, one in flight each | {pg_alone:,.0f} | "
           f"{lite_alone:,.0f} | {pg_alone / lite_alone:.2f} |")
+    full = max(alone["sqlite-full"])
+    print(f"| store alone, against SQLite --durability full (fsync per commit, as synchronous_commit=on) | "
+          f"{pg_alone:,.0f} | {full:,.0f} | {pg_alone / full:.2f} |")
     print("all runs (updates/s):", {k: [round(r["updates_per_s"]) for r in v] for k, v in runs.items()},
           {k: [round(x) for x in v] for k, v in alone.items()})
 
