@@ -164,7 +164,7 @@ function spreadAwarenessTimers (aw) {
 // given a `url` the provider owns its socket, which is the deployment this models.
 function makeProvider (room, doc, params) {
   if (HOCUSPOCUS) {
-    return new HocuspocusProvider({
+    const provider = new HocuspocusProvider({
       url: spec.url,
       name: room,
       document: doc,
@@ -172,6 +172,8 @@ function makeProvider (room, doc, params) {
       WebSocketPolyfill: BenchWebSocket,
       autoConnect: false
     })
+    unhookAwarenessEvents(provider)
+    return provider
   }
   return new WebsocketProvider(spec.url, room, doc, {
     WebSocketPolyfill: BenchWebSocket,
@@ -179,6 +181,25 @@ function makeProvider (room, doc, params) {
     disableBc: true, // never let in-process providers of one room talk past the server
     connect: false
   })
+}
+
+// HocuspocusProvider feeds its 'awarenessUpdate' and 'awarenessChange' events from two listeners on
+// its Awareness that copy every state into a new array on every awareness update, whether or not
+// anyone listens. A browser tab pays that for one client; a load generator hosting hundreds of
+// clients of one room pays it per client per update (200 clients at 1 Hz: 40,000 copies of 200
+// states a second), saturates, and the Hocuspocus column would time the load generator instead of
+// the server. Nothing here listens to those events, so remove exactly those two listeners; the one
+// that sends awareness to the server stays. Fails loudly if the provider's internals differ.
+function unhookAwarenessEvents (provider) {
+  const aw = provider.awareness
+  const send = provider.boundAwarenessUpdateHandler
+  const update = aw._observers && aw._observers.get('update')
+  const change = aw._observers && aw._observers.get('change')
+  if (!update || !change || update.size !== 2 || change.size !== 1 || !update.has(send)) {
+    throw new Error('unexpected HocuspocusProvider awareness listeners; check unhookAwarenessEvents against the pinned version')
+  }
+  for (const f of [...update]) if (f !== send) aw.off('update', f)
+  for (const f of [...change]) aw.off('change', f)
 }
 
 const socketOf = (client) => HOCUSPOCUS ? client.provider.configuration.websocketProvider.webSocket : client.provider.ws
