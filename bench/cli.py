@@ -1,4 +1,4 @@
-"""`python -m bench`: run the scenarios against our server and the reference, print a table."""
+"""`python -m bench`: run the scenarios against our server, the reference and Hocuspocus, print a table."""
 
 from __future__ import annotations
 
@@ -17,29 +17,36 @@ from .scenarios import Sizes, log, quick_sizes, scenario_table
 from .servers import (
     BENCH_DIR,
     DEFAULT_OURS_CMD,
+    HocuspocusAsOurs,
+    HocuspocusServer,
     OursServer,
     ReferenceAsOurs,
     ReferenceServer,
+    ServerSide,
     StartFailed,
     ensure_node_modules,
+    node_package_version,
 )
 
-SIDES = ("ours", "reference")
+# The servers, in column order; SHORT names the ratio columns.
+SIDES = ("ours", "reference", "hocuspocus")
+SHORT = {"ours": "ours", "reference": "ref", "hocuspocus": "hp"}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark crdt-server against the Node reference server @y/websocket-server 0.1.1.",
+        description="Benchmark crdt-server against the Node servers @y/websocket-server (the reference) "
+                    "and @hocuspocus/server.",
     )
     p.add_argument("--only", metavar="SCENARIO",
                    help="run only these scenarios (comma separated; 'bigroom' = every bigroom-N). "
                         "Scenarios: typing, bigroom-200, bigroom-500, idle, joinstorm, presence")
-    p.add_argument("--quick", action="store_true", help="small sizes for a smoke run (~1-2 min)")
+    p.add_argument("--quick", action="store_true", help="small sizes for a smoke run (~2-3 min)")
     p.add_argument("--ours-cmd", default=DEFAULT_OURS_CMD,
                    help="command that starts our server; {port}, {tmpdir} and {host} are substituted; "
-                        "run from the repository root. The special value 'reference' puts the reference "
-                        "server in the 'ours' column (harness self-check). Default: %(default)r")
+                        "run from the repository root. The special values 'reference' and 'hocuspocus' put "
+                        "that server in the 'ours' column (harness self-check). Default: %(default)r")
     p.add_argument("--json", metavar="OUT.json", help="also write every figure (and the config) as JSON")
     p.add_argument("--workers", type=int, default=None,
                    help="node load-generator processes per scenario (default: 1; 2 for joinstorm and presence, "
@@ -51,8 +58,11 @@ def parse_args(argv=None):
                    help="token role of the non-writing clients on our server (default: observer)")
     p.add_argument("--no-deflate", action="store_true",
                    help="clients do not offer permessage-deflate (browsers do; default is to offer it)")
-    p.add_argument("--skip-ours", action="store_true", help="run the reference server only")
-    p.add_argument("--skip-reference", action="store_true", help="run our server only")
+    p.add_argument("--servers", metavar="LIST", default=",".join(SIDES),
+                   help="the servers to run, comma separated, in column order (default: %(default)s)")
+    p.add_argument("--skip-ours", action="store_true", help="do not run our server")
+    p.add_argument("--skip-reference", action="store_true", help="do not run the reference server")
+    p.add_argument("--skip-hocuspocus", action="store_true", help="do not run Hocuspocus")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
     return p.parse_args(argv)
 
@@ -81,6 +91,16 @@ def fmt(v) -> str:
     return str(v)
 
 
+def ratio_columns(sides: list[str]) -> list[tuple[str, str]]:
+    """(numerator, denominator) pairs: ours against each peer run; without ours, Hocuspocus against
+    the reference."""
+    if "ours" in sides:
+        return [("ours", d) for d in sides if d != "ours"]
+    if "hocuspocus" in sides and "reference" in sides:
+        return [("hocuspocus", "reference")]
+    return []
+
+
 def ratio(o, r) -> str:
     if isinstance(o, bool) or isinstance(r, bool):
         return ""
@@ -103,32 +123,34 @@ def side_cell(res: dict, side: str, key: str):
     return v, fmt(v)
 
 
-def render_table(results: dict, descriptions: dict) -> str:
-    lines = ["| scenario | metric | ours | reference | ours/ref |", "|---|---|---:|---:|---:|"]
+def render_table(results: dict, descriptions: dict, sides: list[str]) -> str:
+    pairs = ratio_columns(sides)
+    head = ["scenario", "metric", *sides, *(f"{SHORT[n]}/{SHORT[d]}" for n, d in pairs)]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for name, res in results.items():
         keys: list[str] = []
-        for side in SIDES:
+        for side in sides:
             s = res.get(side) or {}
             for k in (s.get("metrics") or {}):
                 if not k.startswith("_") and k not in keys:
                     keys.append(k)
         if not keys:
-            o = side_cell(res, "ours", "")[1]
-            r = side_cell(res, "reference", "")[1]
-            lines.append(f"| {name} | - | {o} | {r} | |")
+            cells = [side_cell(res, side, "")[1] for side in sides]
+            lines.append("| " + " | ".join([name, "-", *cells, *("" for _ in pairs)]) + " |")
             continue
         for i, k in enumerate(keys):
-            ov, os_ = side_cell(res, "ours", k)
-            rv, rs = side_cell(res, "reference", k)
-            lines.append(f"| {name if i == 0 else ''} | {k} | {os_} | {rs} | {ratio(ov, rv)} |")
+            cell = {side: side_cell(res, side, k) for side in sides}
+            row = [name if i == 0 else "", k, *(cell[side][1] for side in sides),
+                   *(ratio(cell[n][0], cell[d][0]) for n, d in pairs)]
+            lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
-def render_notes(results: dict, descriptions: dict) -> str:
+def render_notes(results: dict, descriptions: dict, sides: list[str]) -> str:
     notes = []
     for name, res in results.items():
         notes.append(f"- **{name}**: {descriptions.get(name, '')}")
-        for side in SIDES:
+        for side in sides:
             s = res.get(side)
             if not s:
                 continue
@@ -194,6 +216,17 @@ def main(argv=None) -> int:
             print(f"bench: unknown scenario {args.only!r}; choose from {', '.join(table)}", file=sys.stderr)
             return 2
     descriptions = {k: table[k][0] for k in selected}
+    sides = [w.strip() for w in args.servers.split(",") if w.strip()]
+    if not sides or any(w not in SIDES for w in sides) or len(set(sides)) != len(sides):
+        print(f"bench: --servers {args.servers!r}: name each of {', '.join(SIDES)} at most once", file=sys.stderr)
+        return 2
+    sides = [s for s in sides if not getattr(args, f"skip_{s}")]
+    if not sides:
+        print("bench: every server is skipped; nothing to run", file=sys.stderr)
+        return 2
+    if "ours" in sides and args.ours_cmd.strip() in sides:
+        log(f"bench: self-check: the {args.ours_cmd.strip()} server runs in the 'ours' column and in its own; "
+            "ratios between them show the harness's run-to-run noise")
 
     procs.install_cleanup()
     nofile = procs.raise_nofile_limit()
@@ -211,16 +244,19 @@ def main(argv=None) -> int:
     if nofile < 2 * sizes.idle_sockets + 1000 and "idle" in selected:
         log(f"bench: warning: RLIMIT_NOFILE {nofile} may be too low for {sizes.idle_sockets} idle sockets")
 
-    def make_side(label: str):
+    def make_side(label: str) -> ServerSide:
         if label == "reference":
             return ReferenceServer(logdir)
+        if label == "hocuspocus":
+            return HocuspocusServer(logdir)
         if args.ours_cmd.strip() == "reference":
             return ReferenceAsOurs(logdir)
+        if args.ours_cmd.strip() == "hocuspocus":
+            return HocuspocusAsOurs(logdir)
         return OursServer(logdir, args.ours_cmd, reader_role=args.reader_role)
 
-    sides = [s for s in SIDES if not (s == "ours" and args.skip_ours) and not (s == "reference" and args.skip_reference)]
     results: dict = {}
-    ours_broken: str | None = None
+    broken: dict[str, str] = {}  # a server that failed to start is not started again
     t_all = time.monotonic()
     interrupted = False
     try:
@@ -229,9 +265,9 @@ def main(argv=None) -> int:
             results[name] = {}
             log(f"\n== {name}: {desc}")
             for label in sides:
-                if label == "ours" and ours_broken is not None:
-                    log("  ours: failed to start (skipped; see first failure)")
-                    results[name][label] = {"status": "failed_to_start", "error": ours_broken}
+                if label in broken:
+                    log(f"  {label}: failed to start (skipped; see first failure)")
+                    results[name][label] = {"status": "failed_to_start", "error": broken[label]}
                     continue
                 side = make_side(label)
                 t0 = time.monotonic()
@@ -242,8 +278,7 @@ def main(argv=None) -> int:
                     except StartFailed as e:
                         log(f"  {label}: failed to start ({e})")
                         results[name][label] = {"status": "failed_to_start", "error": str(e)}
-                        if label == "ours":
-                            ours_broken = str(e)
+                        broken[label] = str(e)
                         continue
                     tree = procs.children_of(side.measured_pid())
                     log(f"  {label}: server pid {side.measured_pid()} ({procs.comm(side.measured_pid())}) on port "
@@ -269,23 +304,27 @@ def main(argv=None) -> int:
     finally:
         procs.kill_all()
 
-    out = render_table(results, descriptions)
-    notes = render_notes(results, descriptions)
+    out = render_table(results, descriptions, sides)
+    notes = render_notes(results, descriptions, sides)
+    versions = {pkg: node_package_version(pkg) for pkg in ("@y/websocket-server", "@hocuspocus/server")}
     print()
-    print(f"## crdt-server vs @y/websocket-server 0.1.1 ({'quick' if args.quick else 'full'} run, "
+    print(f"## crdt-server vs @y/websocket-server {versions['@y/websocket-server']} (reference) and "
+          f"@hocuspocus/server {versions['@hocuspocus/server']} ({'quick' if args.quick else 'full'} run, "
           f"{time.monotonic() - t_all:.0f}s)")
     print()
     print(out)
     print()
     print(notes)
     print()
-    print("ours/ref < 1 means ours is lower (better for latency, CPU, memory; worse for counts of "
-          "delivered/synced). Details: bench/README.md")
+    print("A ratio < 1 means its left-hand server is lower (better for latency, CPU, memory; worse for counts "
+          "of delivered/synced). Details: bench/README.md")
     if args.json:
         payload = {
             "when": stamp,
             "mode": "quick" if args.quick else "full",
             "ours_cmd": args.ours_cmd,
+            "servers": sides,
+            "versions": versions,
             "machine": {"platform": platform.platform(), "python": platform.python_version()},
             "sizes": sizes.__dict__,
             "scenarios": descriptions,

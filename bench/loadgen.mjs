@@ -3,7 +3,9 @@
 //
 // Usage: node loadgen.mjs SPEC.json
 //
-// Real yjs 13.6 + y-websocket 3 clients. The worker talks to the harness with one JSON object
+// Real yjs 13.6 clients: y-websocket 3 WebsocketProvider, or with spec.protocol "hocuspocus" the
+// @hocuspocus/provider HocuspocusProvider (its own framing: the document name starts every message,
+// and an auth message opens each document). The worker talks to the harness with one JSON object
 // per line: on stdout it prints {"event":"ready",...} once all its clients are synced and
 // {"event":"result",...} after the measured phase; on stdin it reads the commands "start",
 // "drain {room: sent}" (observers-only workers) and "stop". Anything else goes to stderr. It exits on "stop", on stdin EOF (harness gone) and when
@@ -24,9 +26,11 @@ import { performance, monitorEventLoopDelay } from 'node:perf_hooks'
 import WebSocket from 'ws'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
+import { HocuspocusProvider } from '@hocuspocus/provider'
 import { removeAwarenessStates, outdatedTimeout } from 'y-protocols/awareness'
 
 const spec = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'))
+const HOCUSPOCUS = spec.protocol === 'hocuspocus'
 const tag = `[loadgen ${spec.workerId ?? 0}]`
 const log = (...a) => console.error(tag, ...a)
 
@@ -47,30 +51,53 @@ let rxCounting = false
 const rxCount = {}
 const rxBytes = {}
 
+// The kind of a received binary message: `sync0` / `sync1` / `sync2` (sync step 1 / step 2 /
+// update), `awareness`, or the protocol's other types. y-websocket messages start with the type;
+// Hocuspocus messages start with the document name (a varString), then the type (its 0 and 1 are
+// y-websocket's; 4 is a sync reply) and its own types (auth, sync-status acks, ...).
+const HOCUSPOCUS_TYPES = { 2: 'auth', 3: 'queryAwareness', 5: 'stateless', 6: 'broadcastStateless', 7: 'close', 8: 'syncStatus' }
+function readVarUint (u, pos) {
+  let n = 0
+  let mult = 1
+  while (pos < u.length) {
+    const b = u[pos++]
+    n += (b & 0x7f) * mult
+    if (b < 0x80) break
+    mult *= 128
+  }
+  return [n, pos]
+}
+function messageKind (u) {
+  let pos = 0
+  if (HOCUSPOCUS) {
+    const [nameLength, p] = readVarUint(u, 0)
+    pos = p + nameLength
+  }
+  const [type, p] = readVarUint(u, pos)
+  if (type === 0 || (HOCUSPOCUS && type === 4)) return `sync${readVarUint(u, p)[0]}`
+  if (type === 1) return 'awareness'
+  return (HOCUSPOCUS && HOCUSPOCUS_TYPES[type]) || `type${type}`
+}
+
 // WebSocket polyfill with per-message-deflate on or off (browsers offer it; ws does by default).
-// It also notes when the first sync step 2 ([0, 1, ...]) is dispatched to the client, before the
-// client applies it (join storm: separates server/transfer time from client-side apply time).
+// It also notes when the first sync step 2 is dispatched to the client, before the client applies
+// it (join storm: separates server/transfer time from client-side apply time). Its own 'message'
+// listener is registered first, so it runs just before the provider's (onmessage for y-websocket,
+// addEventListener for Hocuspocus) on every message.
 class BenchWebSocket extends WebSocket {
   constructor (url, protocols) {
     super(url, protocols, { perMessageDeflate: spec.deflate !== false, maxPayload: 256 * 1024 * 1024 })
     this.benchStep2At = null
-  }
-
-  get onmessage () { return super.onmessage }
-  set onmessage (fn) {
-    super.onmessage = typeof fn !== 'function'
-      ? fn
-      : (ev) => {
-          if (!(ev.data instanceof ArrayBuffer)) return fn(ev)
-          const u = new Uint8Array(ev.data, 0, Math.min(2, ev.data.byteLength))
-          if (this.benchStep2At === null && u[0] === 0 && u[1] === 1) this.benchStep2At = now()
-          if (rxCounting) {
-            const k = u[0] === 0 ? `sync${u[1]}` : u[0] === 1 ? 'awareness' : `type${u[0]}`
-            rxCount[k] = (rxCount[k] || 0) + 1
-            rxBytes[k] = (rxBytes[k] || 0) + ev.data.byteLength
-          }
-          fn(ev)
-        }
+    this.on('message', (data, isBinary) => {
+      if (!isBinary || (!rxCounting && this.benchStep2At !== null)) return
+      const u = data instanceof ArrayBuffer ? new Uint8Array(data) : data // binaryType arraybuffer (both providers)
+      const kind = messageKind(u)
+      if (this.benchStep2At === null && kind === 'sync1') this.benchStep2At = now()
+      if (rxCounting) {
+        rxCount[kind] = (rxCount[kind] || 0) + 1
+        rxBytes[kind] = (rxBytes[kind] || 0) + u.byteLength
+      }
+    })
   }
 }
 
@@ -131,15 +158,61 @@ function spreadAwarenessTimers (aw) {
   if (own) own.lastUpdated -= Math.random() * (outdatedTimeout / 2)
 }
 
-let clientSeq = 0
-function makeClient (room, params, { connect = true, awarenessState = undefined } = {}) {
-  const doc = new Y.Doc()
-  const provider = new WebsocketProvider(spec.url, room, doc, {
+// One client = one provider = one socket, as one browser tab editing one document. Hocuspocus can
+// multiplex several documents over one HocuspocusProviderWebsocket, but only different documents
+// (its providers are keyed by document name) and only when the app shares the socket on purpose;
+// given a `url` the provider owns its socket, which is the deployment this models.
+function makeProvider (room, doc, params) {
+  if (HOCUSPOCUS) {
+    const provider = new HocuspocusProvider({
+      url: spec.url,
+      name: room,
+      document: doc,
+      token: (params && params.token) || null, // sent in its auth message; the bench server checks none
+      WebSocketPolyfill: BenchWebSocket,
+      autoConnect: false
+    })
+    unhookAwarenessEvents(provider)
+    return provider
+  }
+  return new WebsocketProvider(spec.url, room, doc, {
     WebSocketPolyfill: BenchWebSocket,
     params: params || {},
     disableBc: true, // never let in-process providers of one room talk past the server
     connect: false
   })
+}
+
+// HocuspocusProvider feeds its 'awarenessUpdate' and 'awarenessChange' events from two listeners on
+// its Awareness that copy every state into a new array on every awareness update, whether or not
+// anyone listens. A browser tab pays that for one client; a load generator hosting hundreds of
+// clients of one room pays it per client per update (200 clients at 1 Hz: 40,000 copies of 200
+// states a second), saturates, and the Hocuspocus column would time the load generator instead of
+// the server. Nothing here listens to those events, so remove exactly those two listeners; the one
+// that sends awareness to the server stays. Fails loudly if the provider's internals differ.
+function unhookAwarenessEvents (provider) {
+  const aw = provider.awareness
+  const send = provider.boundAwarenessUpdateHandler
+  const update = aw._observers && aw._observers.get('update')
+  const change = aw._observers && aw._observers.get('change')
+  if (!update || !change || update.size !== 2 || change.size !== 1 || !update.has(send)) {
+    throw new Error('unexpected HocuspocusProvider awareness listeners; check unhookAwarenessEvents against the pinned version')
+  }
+  for (const f of [...update]) if (f !== send) aw.off('update', f)
+  for (const f of [...change]) aw.off('change', f)
+}
+
+const socketOf = (client) => HOCUSPOCUS ? client.provider.configuration.websocketProvider.webSocket : client.provider.ws
+
+function connectClient (client) {
+  // HocuspocusProvider.connect() returns its retry promise: never leave a rejection unhandled
+  Promise.resolve(client.provider.connect()).catch((e) => log('connect failed', e && e.message ? e.message : e))
+}
+
+let clientSeq = 0
+function makeClient (room, params, { connect = true, awarenessState = undefined } = {}) {
+  const doc = new Y.Doc()
+  const provider = makeProvider(room, doc, params)
   const n = clientSeq++
   if (awarenessState !== undefined) {
     provider.awareness.setLocalState(awarenessState)
@@ -147,27 +220,38 @@ function makeClient (room, params, { connect = true, awarenessState = undefined 
     provider.awareness.setLocalState({ user: { name: `bench-${n}`, color: '#30bced' } })
   }
   if (spec.spreadAwareness !== false) spreadAwarenessTimers(provider.awareness)
-  const client = { doc, provider, text: doc.getText('code'), synced: false, everSynced: false, n }
-  provider.on('synced', (s) => {
+  const client = { doc, provider, text: doc.getText('code'), synced: false, everSynced: false, n, syncWaiters: new Set() }
+  const onSynced = (s) => {
     client.synced = s
-    if (s) {
-      client.everSynced = true
-      if (deflateNegotiated === null && provider.ws) {
-        deflateNegotiated = String(provider.ws.extensions || '').includes('permessage-deflate')
-      }
+    if (!s) return
+    client.everSynced = true
+    const ws = socketOf(client)
+    if (deflateNegotiated === null && ws) {
+      deflateNegotiated = String(ws.extensions || '').includes('permessage-deflate')
     }
-  })
-  provider.on('connection-close', () => { if (client.everSynced) reconnects++ })
+    for (const wake of [...client.syncWaiters]) wake(true)
+  }
+  const onClose = () => {
+    client.synced = false
+    if (client.everSynced) reconnects++
+  }
+  if (HOCUSPOCUS) {
+    provider.on('synced', ({ state }) => onSynced(state)) // emitted only when it becomes synced
+    provider.on('disconnect', onClose) // once per socket close (its 'close' also fires on a server CLOSE message)
+  } else {
+    provider.on('synced', onSynced)
+    provider.on('connection-close', onClose)
+  }
   allProviders.push(provider)
-  if (connect) provider.connect()
+  if (connect) connectClient(client)
   return client
 }
 
 const waitSynced = (client, timeoutMs) => new Promise(resolve => {
   if (client.synced) return resolve(true)
-  const t = setTimeout(() => { client.provider.off('synced', h); resolve(false) }, timeoutMs)
-  const h = (s) => { if (s) { clearTimeout(t); client.provider.off('synced', h); resolve(true) } }
-  client.provider.on('synced', h)
+  const done = (ok) => { clearTimeout(t); client.syncWaiters.delete(done); resolve(ok) }
+  const t = setTimeout(() => done(false), timeoutMs)
+  client.syncWaiters.add(done)
 })
 
 // Connect clients with bounded concurrency (a burst of thousands of SYNs overflows backlogs).
@@ -179,7 +263,7 @@ async function connectAll (clients, concurrency, deadlineS) {
   const worker = async () => {
     while (next < clients.length && now() < deadline) {
       const c = clients[next++]
-      c.provider.connect()
+      connectClient(c)
       await waitSynced(c, Math.max(1, deadline - now()))
     }
   }
@@ -414,7 +498,7 @@ async function modeJoinstorm () {
       filler.text.insert(len === 0 ? 0 : nextRnd() % (len + 1), codeChunk(i, size))
       if (i % 64 === 63) {
         // let the socket drain
-        while (filler.provider.ws && filler.provider.ws.bufferedAmount > 1 << 20) await sleep(5)
+        while (socketOf(filler) && socketOf(filler).bufferedAmount > 1 << 20) await sleep(5)
         await sleep(1)
       }
     }
@@ -453,7 +537,7 @@ async function modeJoinstorm () {
     createMs = Math.max(createMs, now() - t0)
     const times = await Promise.all(joiners.map(async (c) => {
       if (!await waitSynced(c, (spec.joinTimeoutS ?? 30) * 1000)) return null
-      const ws = c.provider.ws
+      const ws = socketOf(c)
       const step2 = ws && ws.benchStep2At !== null ? ws.benchStep2At - t0 : null
       return { synced: now() - t0, step2 }
     }))

@@ -162,7 +162,8 @@ class Phase:
 def run_phase(server: ServerSide, specs: list[dict], logdir: Path, tag: str,
               ready_timeout: float, result_timeout: float, settle: float = 1.0,
               extra_specs: list[dict] = ()) -> Phase:
-    """Spawn one worker per spec; wait until all are ready; start; collect results; stop.
+    """Spawn one worker per spec (speaking the server's client protocol); wait until all are ready;
+    start; collect results; stop.
 
     `extra_specs` are spawned only once the first workers are ready (e.g. after the document fill).
     """
@@ -172,10 +173,10 @@ def run_phase(server: ServerSide, specs: list[dict], logdir: Path, tag: str,
     workers: list[Worker] = []
     try:
         for i, spec in enumerate(specs):
-            workers.append(Worker(spec, logdir, tag, i))
+            workers.append(Worker(dict(spec, protocol=server.protocol), logdir, tag, i))
         readies = [w.expect("ready", ready_timeout) for w in workers]
         for i, spec in enumerate(extra_specs, start=len(workers)):
-            workers.append(Worker(spec, logdir, tag, i))
+            workers.append(Worker(dict(spec, protocol=server.protocol), logdir, tag, i))
         readies += [w.expect("ready", ready_timeout) for w in workers[len(readies):]]
         time.sleep(settle)  # let join-time traffic (awareness fan-out to every peer) settle
         rss_ready = server.rss_bytes()

@@ -1,4 +1,4 @@
-"""The two servers under test, behind one interface.
+"""The servers under test, behind one interface.
 
 A *side* knows how to start its server on an ephemeral loopback port, how to make a room and the
 y-websocket connect parameters for it, and which process tree to measure.
@@ -7,6 +7,9 @@ y-websocket connect parameters for it, and which process tree to measure.
   connect to ``ws://127.0.0.1:P/ws/sessions/<id>?token=<role token>``.
 * ``ReferenceServer``: ``@y/websocket-server`` 0.1.1 (Node). Any room name works, params are
   ignored; clients connect to ``ws://127.0.0.1:P/<room>``.
+* ``HocuspocusServer``: ``@hocuspocus/server`` (Node), started by ``hocuspocus_server.mjs``. Any
+  document name works; clients connect to ``ws://127.0.0.1:P`` and name the document in every
+  message (the load generator's ``hocuspocus`` protocol).
 """
 
 from __future__ import annotations
@@ -34,15 +37,26 @@ HOST = "127.0.0.1"
 DEFAULT_OURS_CMD = "uv run crdt-server --host {host} --port {port} --data-dir {tmpdir}"
 
 
+# Installed by `npm ci`; a node_modules that lacks one of them predates a package.json change.
+NODE_PACKAGES = ("@y/websocket-server", "y-websocket", "@hocuspocus/server", "@hocuspocus/provider")
+
+
+def node_package_version(name: str) -> str:
+    """The installed version of a bench/ Node package (for the table's title and the JSON)."""
+    try:
+        return str(json.loads((BENCH_DIR / "node_modules" / name / "package.json").read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return "?"
+
+
 def ensure_node_modules() -> None:
-    """`npm ci` from the committed lock file when bench/node_modules is missing."""
-    marker = BENCH_DIR / "node_modules" / "@y" / "websocket-server" / "package.json"
-    if marker.exists():
+    """`npm ci` from the committed lock file when bench/node_modules is missing or incomplete."""
+    if all((BENCH_DIR / "node_modules" / name / "package.json").exists() for name in NODE_PACKAGES):
         return
     npm = shutil.which("npm")
     if not npm:
         raise SystemExit("bench: npm not found; Node 20 + npm are needed for the load generator")
-    print("bench: bench/node_modules missing, running `npm ci` ...", file=sys.stderr)
+    print("bench: bench/node_modules missing or incomplete, running `npm ci` ...", file=sys.stderr)
     subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=BENCH_DIR, check=True)
 
 
@@ -65,6 +79,11 @@ class Room:
         return {"name": self.name, "writerParams": self.writer_params, "readerParams": self.reader_params}
 
 
+def named_rooms(n: int) -> list[Room]:
+    """Rooms of a server that takes any name and needs no parameters (the Node servers)."""
+    return [Room(f"bench-{uuid.uuid4().hex[:16]}") for _ in range(n)]
+
+
 class StartFailed(Exception):
     pass
 
@@ -72,6 +91,7 @@ class StartFailed(Exception):
 class ServerSide:
     label = "?"
     ws_path = ""
+    protocol = "y-websocket"  # the load generator's client: y-websocket or hocuspocus
 
     def __init__(self, logdir: Path):
         self.logdir = logdir
@@ -157,7 +177,7 @@ class ReferenceServer(ServerSide):
         return [shutil.which("node") or "node", str(reference_server_script())], env, BENCH_DIR
 
     def create_rooms(self, n: int) -> list[Room]:
-        return [Room(f"bench-{uuid.uuid4().hex[:16]}") for _ in range(n)]
+        return named_rooms(n)
 
 
 class OursServer(ServerSide):
@@ -217,7 +237,25 @@ class OursServer(ServerSide):
         return rooms
 
 
+class HocuspocusServer(ServerSide):
+    label = "hocuspocus"
+    protocol = "hocuspocus"
+
+    def command(self):
+        env = dict(os.environ, HOST=HOST, PORT=str(self.port))
+        return [shutil.which("node") or "node", str(BENCH_DIR / "hocuspocus_server.mjs")], env, BENCH_DIR
+
+    def create_rooms(self, n: int) -> list[Room]:
+        return named_rooms(n)
+
+
 class ReferenceAsOurs(ReferenceServer):
     """`--ours-cmd reference`: run the reference server in the 'ours' column (harness self-check)."""
+
+    label = "ours"
+
+
+class HocuspocusAsOurs(HocuspocusServer):
+    """`--ours-cmd hocuspocus`: run Hocuspocus in the 'ours' column (self-check of its client mode)."""
 
     label = "ours"
