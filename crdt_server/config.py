@@ -135,8 +135,8 @@ def address_list(value: Any) -> str | None:
 
 
 def _opt(default: Any, help: str, *, check: Check, choices: tuple[str, ...] | None = None,
-         secret: bool = False) -> Any:
-    return field(default=default, repr=not secret,
+         secret: bool = False, shown: bool = True) -> Any:
+    return field(default=default, repr=shown and not secret,
                  metadata={"help": help, "choices": choices, "check": check, "secret": secret})
 
 
@@ -149,7 +149,7 @@ class Settings:
     host: str = _opt("127.0.0.1", "Address to listen on.", check=not_empty)
     port: int = _opt(3000, "TCP port to listen on.", check=between(1, 65535))
     data_dir: Path = _opt(Path("./data"), "Directory for the SQLite database and the signing secret (with PostgreSQL: still this process's own, for the lock and the built page).", check=not_empty)
-    database_url: str = _opt("", "Overrides --data-dir for the database: sqlite:///relative.db, sqlite:////absolute/path.db, or postgresql://user:password@host:5432/dbname (one process per database for now; the password is never printed).", check=db_url)
+    database_url: str = _opt("", "Overrides --data-dir for the database: sqlite:///relative.db, sqlite:////absolute/path.db, or postgresql://user:password@host:5432/dbname (one process per database for now; the password is never printed, and refused on the command line: set it in the env var, or PGPASSWORD).", check=db_url, shown=False)
     database_schema: str = _opt("public", "PostgreSQL schema holding the server's tables (created and migrated at start); one deployment per schema.", check=schema_name)
     database_pool_size: int = _opt(8, "PostgreSQL connections this process reads with (besides one writer and one lock connection).", check=between(1, 100))
     database_timeout: float = _opt(10.0, "Seconds a PostgreSQL connection attempt or statement may take (a lock it waits for included); past it the write fails like an unreachable database (WebSocket 1011, HTTP 503).", check=positive)
@@ -365,6 +365,9 @@ def _version() -> str:
 
 def settings_from(given: Mapping[str, str], environ: Mapping[str, str]) -> Settings:
     """Parsed flags win over env vars, env vars over defaults; every value is checked."""
+    if url_password(given.get("database_url", "")):  # like --secret: argv is readable by every local process
+        raise ConfigError("crdt-server: a password in --database-url is refused: the command line is readable by other "
+                          f"processes (/proc/<pid>/cmdline); set {env_name('database_url')} or PGPASSWORD instead")
     values: dict[str, Any] = {}
     for f in dataclasses.fields(Settings):
         raw = given.get(f.name, environ.get(env_name(f.name)))

@@ -105,9 +105,9 @@ def test_a_second_process_on_one_database_is_refused(tmp_path: Path, schema: str
         first.stop()
 
 
-def run_cli(data: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
+def run_cli(data: Path, args: list[str], **extra_env: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRDT_SERVER_")}
-    env.update(CRDT_SERVER_EXECUTION="off", CRDT_SERVER_WEB_BUILD="off")
+    env.update(CRDT_SERVER_EXECUTION="off", CRDT_SERVER_WEB_BUILD="off", **extra_env)
     return subprocess.run([sys.executable, "-m", "crdt_server", "--data-dir", str(data), "--port", str(free_port()), *args],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
 
@@ -120,17 +120,26 @@ def run_cli(data: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
 ])
 def test_an_unusable_database_is_one_line_without_the_password(tmp_path: Path, url: str, why: str):
     require_postgres()
-    result = run_cli(tmp_path / "data", ["--database-url", url])
+    result = run_cli(tmp_path / "data", [], CRDT_SERVER_DATABASE_URL=url)
     assert result.returncode == 2, result.stderr
     [line] = result.stderr.strip().splitlines()
     assert "--database-url / CRDT_SERVER_DATABASE_URL" in line and why in line, line
     assert PASSWORD not in result.stderr + result.stdout
 
 
+def test_a_password_on_the_command_line_is_refused(tmp_path: Path):
+    """Like --secret: every local process can read argv (/proc/<pid>/cmdline)."""
+    result = run_cli(tmp_path / "data", ["--database-url", f"postgresql://postgres:{PASSWORD}@127.0.0.1/test"])
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "password in --database-url is refused" in line and "CRDT_SERVER_DATABASE_URL" in line, line
+    assert PASSWORD not in result.stderr + result.stdout
+
+
 def test_backup_refuses_postgresql_and_names_pg_dump(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRDT_SERVER_")}
-    result = subprocess.run([sys.executable, "-m", "crdt_server", "backup", str(tmp_path / "dest"),
-                             "--database-url", f"postgresql://postgres:{PASSWORD}@127.0.0.1/test"],
+    env["CRDT_SERVER_DATABASE_URL"] = f"postgresql://postgres:{PASSWORD}@127.0.0.1/test"
+    result = subprocess.run([sys.executable, "-m", "crdt_server", "backup", str(tmp_path / "dest")],
                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "pg_dump" in result.stderr, result.stderr
     assert PASSWORD not in result.stderr + result.stdout
