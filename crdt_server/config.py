@@ -111,6 +111,8 @@ def url_password(url: str) -> str:
 
 
 def schema_name(value: Any) -> str | None:
+    if value.startswith("pg_"):
+        return "names starting with pg_ are reserved by PostgreSQL"
     if re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
         return None
     return "must be a lower-case SQL identifier (letters, digits, _; at most 63; not starting with a digit)"

@@ -108,7 +108,8 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> int:
     """Create ``schema`` and bring it to the newest version; returns the version it was at."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", lock_key(schema, "migrate"))
-        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
+            await conn.execute(f'CREATE SCHEMA "{schema}"')  # only then: it needs CREATE on the database
         await conn.execute(f'CREATE TABLE IF NOT EXISTS "{schema}".schema_version (version INTEGER NOT NULL)')
         version = int(await conn.fetchval(f'SELECT coalesce(max(version), 0) FROM "{schema}".schema_version'))
         if version > len(MIGRATIONS):
