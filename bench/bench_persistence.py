@@ -52,11 +52,13 @@ async def create(srv: ServerProcess) -> dict:
         return r.json()
 
 
-async def throughput(mode: str, updates_per_writer: int, writers: int) -> dict[str, float]:
+async def throughput(mode: str, updates_per_writer: int, writers: int,
+                     database: tuple[str, str] | None = None) -> dict[str, float]:
     """Writers each send pre-built updates as fast as the socket takes them, in separate rooms
-    watched by one observer each; the figure is updates delivered to observers per second."""
+    watched by one observer each; the figure is updates delivered to observers per second.
+    ``database``: (postgresql:// URL, schema) instead of the data directory's SQLite file."""
     with tempfile.TemporaryDirectory() as tmp:
-        srv = ServerProcess(Path(tmp) / "data", ["--persistence", mode, "--log-level", "warning"])
+        srv = ServerProcess(Path(tmp) / "data", ["--persistence", mode, "--log-level", "warning"], database=database)
         srv.start()
         try:
             streams = [make_updates(updates_per_writer) for _ in range(writers)]

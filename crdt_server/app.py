@@ -22,11 +22,12 @@ from .lifetimes import Lifetimes
 from .limits import TokenBuckets
 from .metrics import Metrics
 from .service import SessionService
-from .storage import open_store
+from .storage import PostgresStore, SQLiteStore, open_store
 from .storage.files import DataDirInUse, hold_database
+from .storage.pg_instance import InstanceLock
 from .storage.schema import StorageCorrupted
 from .sync import RoomOptions, SessionServer
-from .tokens import TokenSigner, load_secret
+from .tokens import TokenSigner, resolve_secret
 from .web import EditorPage, web_routes
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ def watch_gauges(metrics: Metrics, service: SessionService) -> None:
     )
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, instance: InstanceLock | None = None) -> Starlette:
+    """``instance``: the PostgreSQL instance lock ``crdt-server`` took before starting (reported by /health)."""
     metrics = Metrics()  # this app's own registry (see crdt_server/metrics.py)
 
     @asynccontextmanager
@@ -69,14 +71,23 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def serving(app: Starlette) -> AsyncIterator[None]:
-        secret = load_secret(settings.secret, settings.data_dir)
         store = open_store(settings)
+        async with store:
+            if isinstance(store, PostgresStore):
+                store.instance = instance
+            secret = await resolve_secret(settings.secret, settings.data_dir, store)
+            async with running(app, store, secret):
+                yield
+        log.info("shut down cleanly")
+
+    @asynccontextmanager
+    async def running(app: Starlette, store: SQLiteStore | PostgresStore, secret: str) -> AsyncIterator[None]:
         rooms = SessionServer(store, RoomOptions.from_settings(settings), metrics)
         lifetimes = Lifetimes.from_settings(settings)
         if settings.token_ttl < settings.session_max_lifetime + settings.ended_retention:
             log.warning("--token-ttl is shorter than --session-max-lifetime + --ended-retention: tokens of long-lived "
                         "sessions expire before their session does (re-issue them: POST /api/sessions/{id}/tokens)")
-        store.observe_commit = metrics.commit_seconds.observe  # thread-safe: called by the writer thread
+        store.observe_commit = metrics.commit_seconds.observe  # thread-safe: called by the SQLite writer thread
         service = SessionService(store, rooms, lifetimes=lifetimes, metrics=metrics,
                                  max_participant_events=settings.max_participant_events)
         watch_gauges(metrics, service)
@@ -89,7 +100,7 @@ def create_app(settings: Settings) -> Starlette:
             run_limit=TokenBuckets(settings.run_rate, settings.run_burst),
         )
         app.state.editor = editor = EditorPage(settings)  # the interview page; built in the background
-        async with store, rooms, AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        async with rooms, AsyncExitStack() as stack, anyio.create_task_group() as tg:
             if settings.execution == "on":
                 # Probes the host once (namespaces, cgroups, toolchains); with --sandbox-require
                 # above what works here, this raises and the server refuses to start.
@@ -105,7 +116,6 @@ def create_app(settings: Settings) -> Starlette:
             finally:
                 tg.cancel_scope.cancel()
                 await rooms.close_all_rooms()  # flush every room before the store closes
-        log.info("shut down cleanly")
 
     middleware = [
         Middleware(AccessLogMiddleware),  # outermost: refused requests are logged too

@@ -71,6 +71,9 @@ def _copy_database(source: Path, target: Path) -> int:
 
 def backup(settings: Settings, destination: Path) -> tuple[Path, Path, int]:
     """Write DB_NAME and SECRET_NAME into ``destination``; returns both paths and the session count."""
+    if settings.postgres:
+        raise BackupError("backs up the SQLite database only; for PostgreSQL use pg_dump (the signing secret "
+                          "is in the database, table server_secret, unless CRDT_SERVER_SECRET is set)")
     source = settings.sqlite_path
     if not source.is_file():
         raise BackupError(f"no database at {str(source)!r} (check --data-dir / --database-url)")
@@ -95,7 +98,7 @@ def build_backup_parser() -> argparse.ArgumentParser:
         description="Write a consistent copy of the database and the signing secret into the directory DEST, "
                     "while the server keeps running. Restore by starting the server with --data-dir DEST. "
                     "Finds the data as the server does (these flags, or the server's CRDT_SERVER_* env vars).",
-        only={"data_dir", "database_url", "secret"},
+        only={"data_dir", "database_url", "database_schema", "secret"},
     )
     parser.epilog = None
     parser.add_argument("destination", metavar="DEST", type=Path, help="directory to write the backup into (created if missing)")

@@ -13,16 +13,18 @@ import sys
 from typing import TYPE_CHECKING
 
 from . import logs
-from .config import ConfigError, Settings, load_settings, requested_log_format
+from .config import ConfigError, Settings, load_settings, requested_log_format, url_password
 from .preflight import bind_listener, check_storage
 
 if TYPE_CHECKING:
     import uvicorn
 
+    from .storage.pg_instance import InstanceLock
+
 log = logging.getLogger(__name__)
 
 
-def uvicorn_config(settings: Settings) -> uvicorn.Config:
+def uvicorn_config(settings: Settings, instance: InstanceLock | None = None) -> uvicorn.Config:
     """The one uvicorn configuration (the tests start the app in-process with it too)."""
     import uvicorn  # here, not at the top: a bad setting is reported before the server's imports
 
@@ -30,7 +32,7 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
     from .app import create_app
 
     return uvicorn.Config(
-        create_app(settings),
+        create_app(settings, instance),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -86,8 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     logs.configure(settings.log_level, settings.log_format)
     logs.add_secret(settings.secret)
     logs.add_secret(settings.api_key)
+    logs.add_secret(url_password(settings.database_url))
     try:  # before the slow parts (sandbox probe, store): a wrong data dir or a busy port is one line
-        check_storage(settings)
+        instance = check_storage(settings)  # PostgreSQL: the instance lock, held from here on
         listener = bind_listener(settings)
     except ConfigError as exc:
         log.error("%s", exc)
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     raise_fd_limit()
     import uvicorn
 
-    config = uvicorn_config(settings)  # imports the server, builds the app: before gc.freeze below
+    config = uvicorn_config(settings, instance)  # imports the server, builds the app: before gc.freeze below
     # Commits run in a worker thread (the loop never blocks on SQLite); with CPython's default 5 ms
     # GIL switch interval that thread could wait up to 5 ms for the GIL while the loop is busy,
     # and every broadcast waits for its commit. 0.5 ms keeps the write-ahead hop short.

@@ -13,10 +13,12 @@ import dataclasses
 import ipaddress
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 ENV_PREFIX = "CRDT_SERVER_"
 MIN_SECRET_LENGTH = 32
@@ -70,10 +72,50 @@ def secret_length(value: Any) -> str | None:
     )
 
 
-def sqlite_url(value: Any) -> str | None:
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def db_url(value: Any) -> str | None:
     if value == "" or value.startswith("sqlite:///"):
         return None
-    return "only sqlite:/// database URLs are supported by this build"
+    if not value.startswith(POSTGRES_SCHEMES):
+        return "must be sqlite:///path.db, postgresql://… or postgres://…"
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if not (parts.path.strip("/") or parts.username):
+        return "must name the database (postgresql://user@host:5432/dbname)"
+    return None
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (for error messages and logs)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    except ValueError:
+        return "(unparsable URL)"
+
+
+def url_password(url: str) -> str:
+    """The password in a database URL, or ''."""
+    try:
+        return unquote(urlsplit(url).password or "")
+    except ValueError:
+        return ""
+
+
+def schema_name(value: Any) -> str | None:
+    if value.startswith("pg_"):
+        return "names starting with pg_ are reserved by PostgreSQL"
+    if re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
+        return None
+    return "must be a lower-case SQL identifier (letters, digits, _; at most 63; not starting with a digit)"
 
 
 def origin_list(value: Any) -> str | None:
@@ -95,8 +137,8 @@ def address_list(value: Any) -> str | None:
 
 
 def _opt(default: Any, help: str, *, check: Check, choices: tuple[str, ...] | None = None,
-         secret: bool = False) -> Any:
-    return field(default=default, repr=not secret,
+         secret: bool = False, shown: bool = True) -> Any:
+    return field(default=default, repr=shown and not secret,
                  metadata={"help": help, "choices": choices, "check": check, "secret": secret})
 
 
@@ -108,8 +150,11 @@ def _choice(default: str, help: str, choices: tuple[str, ...]) -> Any:
 class Settings:
     host: str = _opt("127.0.0.1", "Address to listen on.", check=not_empty)
     port: int = _opt(3000, "TCP port to listen on.", check=between(1, 65535))
-    data_dir: Path = _opt(Path("./data"), "Directory for the SQLite database and the signing secret.", check=not_empty)
-    database_url: str = _opt("", "Overrides --data-dir for the database: sqlite:///relative.db or sqlite:////absolute/path.db.", check=sqlite_url)
+    data_dir: Path = _opt(Path("./data"), "Directory for the SQLite database and the signing secret (with PostgreSQL: still this process's own, for the lock and the built page).", check=not_empty)
+    database_url: str = _opt("", "Overrides --data-dir for the database: sqlite:///relative.db, sqlite:////absolute/path.db, or postgresql://user:password@host:5432/dbname (one process per database for now; the password is never printed, and refused on the command line: set it in the env var, or PGPASSWORD).", check=db_url, shown=False)
+    database_schema: str = _opt("public", "PostgreSQL schema holding the server's tables (created and migrated at start); one deployment per schema.", check=schema_name)
+    database_pool_size: int = _opt(8, "PostgreSQL connections this process reads with (besides one writer and one lock connection).", check=between(1, 100))
+    database_timeout: float = _opt(10.0, "Seconds a PostgreSQL connection attempt or statement may take (a lock it waits for included); past it the write fails like an unreachable database (WebSocket 1011, HTTP 503).", check=positive)
     log_level: str = _choice("info", "Logging level.", ("debug", "info", "warning", "error"))
     log_format: str = _choice(
         "text", "'text': one human-readable line per record; 'json': every line the process writes is one JSON object.",
@@ -117,7 +162,7 @@ class Settings:
     )
     durability: str = _choice(
         "normal",
-        "SQLite synchronous mode: 'normal' survives a crash of the server process, 'full' also a power loss.",
+        "SQLite synchronous mode: 'normal' survives a crash of the server process, 'full' also a power loss (PostgreSQL always commits with synchronous_commit=on).",
         ("normal", "full"),
     )
     persistence: str = _choice(
@@ -204,15 +249,19 @@ class Settings:
         "'auto': build the interview page in the background at start when it is missing or stale (needs Node and npm); 'off': serve what --web-dir holds.",
         ("auto", "off"),
     )
-    secret: str = _opt("", f"Token signing secret, at least {MIN_SECRET_LENGTH} characters (default: generated once, kept in the data directory).", check=secret_length, secret=True)
+    secret: str = _opt("", f"Token signing secret, at least {MIN_SECRET_LENGTH} characters (default: generated once, kept in the data directory; with PostgreSQL, in the database, shared by every process on it).", check=secret_length, secret=True)
     api_key: str = _opt("", "When set, POST /api/sessions and POST /api/execute need 'Authorization: Bearer <key>'.", check=anything, secret=True)
     metrics_token: str = _opt("", "When set, GET /metrics needs 'Authorization: Bearer <token>'.", check=anything, secret=True)
 
     @property
+    def postgres(self) -> bool:
+        """The database is PostgreSQL (else SQLite)."""
+        return self.database_url.startswith(POSTGRES_SCHEMES)
+
+    @property
     def sqlite_path(self) -> Path:
-        if self.database_url:
-            if not self.database_url.startswith("sqlite:///"):
-                raise ValueError("only sqlite:/// database URLs are supported by this build")
+        """The SQLite database file; with PostgreSQL, the name the data directory's lock is taken on."""
+        if self.database_url and not self.postgres:
             return Path(self.database_url.removeprefix("sqlite:///"))
         return self.data_dir / DATABASE_FILE
 
@@ -241,6 +290,8 @@ def _cross_checks(s: Settings) -> tuple[str, str] | None:
                                            f"--send-queue-bytes ({s.send_queue_bytes // 2})")
     if s.presence_entries_rate < PRESENCE_WORK_UNIT:
         return "presence_entries_rate", f"must be at least {PRESENCE_WORK_UNIT}"
+    if s.database_schema != Settings.database_schema and not s.postgres:
+        return "database_schema", "only applies to a postgresql:// --database-url"
     return None
 
 
@@ -256,6 +307,8 @@ def flag_name(name: str) -> str:
 
 
 def _problem(name: str, why: str, raw: Any = None) -> ConfigError:
+    if name == "database_url" and raw is not None:
+        raw = redact_url(str(raw))
     got = "" if raw is None or name in SECRET_OPTIONS else f" (got {str(raw)!r})"
     return ConfigError(f"crdt-server: invalid {flag_name(name)} / {env_name(name)}: {why}{got}")
 
@@ -314,6 +367,9 @@ def _version() -> str:
 
 def settings_from(given: Mapping[str, str], environ: Mapping[str, str]) -> Settings:
     """Parsed flags win over env vars, env vars over defaults; every value is checked."""
+    if url_password(given.get("database_url", "")):  # like --secret: argv is readable by every local process
+        raise ConfigError("crdt-server: a password in --database-url is refused: the command line is readable by other "
+                          f"processes (/proc/<pid>/cmdline); set {env_name('database_url')} or PGPASSWORD instead")
     values: dict[str, Any] = {}
     for f in dataclasses.fields(Settings):
         raw = given.get(f.name, environ.get(env_name(f.name)))

@@ -12,7 +12,9 @@ while the session exists and their generation is current.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .config import Settings
 
@@ -38,6 +40,16 @@ class Lifetimes:
             since = updated_at if ended_at is None else ended_at
             return max(keep_until, since + self.ended_retention)
         return max(keep_until, updated_at + self.session_ttl)
+
+    def stale(self, rows: Iterable[Sequence[Any]]) -> list[tuple[float, str]]:
+        """(new expires_at, id) of the rows (id, status, keep_until, updated_at, ended_at, expires_at)
+        whose stored expires_at no longer follows the rule: what a store writes back."""
+        changed = []
+        for sid, status, keep_until, updated_at, ended_at, old in rows:
+            new = self.expires_at(status=status, keep_until=keep_until, updated_at=updated_at, ended_at=ended_at)
+            if new != old:
+                changed.append((new, sid))
+        return changed
 
     def requested(self, expires_at: float | None, now: float) -> float:
         """The ``keep_until`` of a new session: the requested time, checked, or ``now``."""

@@ -8,13 +8,18 @@ the port cannot be taken between the check and the start.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import socket
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import SECRET_FILE, ConfigError, Settings, env_name, flag_name
+
+if TYPE_CHECKING:
+    from .storage.pg_instance import InstanceLock
 
 
 def _problem(name: str, why: str) -> ConfigError:
@@ -31,13 +36,35 @@ def check_writable(directory: Path, option: str) -> None:
         raise _problem(option, f"cannot write to {str(directory)!r}: {exc.strerror or exc}") from None
 
 
-def check_storage(settings: Settings) -> None:
+def check_storage(settings: Settings) -> InstanceLock | None:
+    """The data directory is writable; with PostgreSQL, the database is ready and this process holds
+    its instance lock (returned: kept until the process ends)."""
     check_writable(settings.data_dir, "data_dir")  # the secret lives here even with --database-url
+    if settings.postgres:
+        return claim_database(settings)
     if settings.database_url:
         check_writable(settings.sqlite_path.parent, "database_url")
     secret_file = settings.data_dir / SECRET_FILE
     if not settings.secret and secret_file.exists() and not os.access(secret_file, os.R_OK):
         raise _problem("data_dir", f"cannot read the signing secret {str(secret_file)!r}")
+    return None
+
+
+def claim_database(settings: Settings) -> InstanceLock:
+    """PostgreSQL answers, its schema is migrated, and no other process serves it (one line each):
+    the instance lock, held from here on (docs/design/storage.md, "One process per database")."""
+    from .storage.pg_instance import DatabaseRefused, InstanceConflict, InstanceLock, prepare
+
+    url, schema, timeout = settings.database_url, settings.database_schema, settings.database_timeout
+    lock = InstanceLock(url, schema, timeout, shared=False)  # shared once a bus joins processes
+    try:
+        asyncio.run(prepare(url, schema, timeout))
+        lock.hold()
+    except DatabaseRefused as exc:
+        raise _problem("database_url", str(exc)) from None
+    except InstanceConflict as exc:
+        raise ConfigError(f"crdt-server: {exc}") from None
+    return lock
 
 
 def bind_listener(settings: Settings) -> socket.socket:

@@ -47,8 +47,11 @@ class ServerProcess:
     ``server-<port>.log`` beside the data directory (``log()`` reads it).
     """
 
-    def __init__(self, data_dir: Path, extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, extra_args: list[str] | None = None, env: dict[str, str] | None = None,
+                 database: tuple[str, str] | None = None) -> None:
+        """``database``: (postgresql:// URL, schema) to serve instead of the data directory's SQLite file."""
         self.data_dir = data_dir
+        self.database = database
         self.extra_args = extra_args or []
         self.env = env or {}
         self.port = free_port()
@@ -79,8 +82,9 @@ class ServerProcess:
             },
             **self.env,
         )
+        db = ["--database-url", self.database[0], "--database-schema", self.database[1]] if self.database else []
         args = [sys.executable, "-m", "crdt_server", "--port", str(self.port), "--data-dir", str(self.data_dir),
-                "--log-level", "info", *self.extra_args]
+                "--log-level", "info", *db, *self.extra_args]
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         deadline = time.monotonic() + timeout

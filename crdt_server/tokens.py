@@ -8,7 +8,9 @@ expiry but a fixed, long cap (``--token-ttl``, a year by default) that bounds ho
 token could ever be used, whatever happens to the server-side check.
 
 The secret comes from CRDT_SERVER_SECRET, or is generated once and kept in the data directory
-(mode 0600) so tokens survive restarts. Token values are never logged.
+(mode 0600) so tokens survive restarts; with PostgreSQL it is kept in the database instead, so every
+process serving it signs and accepts the same tokens (never one generated per process). Token
+values are never logged.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import jwt
 from .config import MIN_SECRET_LENGTH, SECRET_FILE
 from .domain import ROLES, Role
 from .logs import add_secret
+from .storage import PostgresStore, SQLiteStore
 from .storage.files import private_dir, private_file, write_atomic
 
 _ALGORITHM = "HS256"
@@ -70,6 +73,21 @@ def load_secret(configured: str, data_dir: Path) -> str:
     private_dir(data_dir)
     secret = secrets.token_urlsafe(48)
     write_atomic(data_dir / SECRET_FILE, secret.encode())
+    add_secret(secret)
+    return secret
+
+
+async def resolve_secret(configured: str, data_dir: Path, store: SQLiteStore | PostgresStore) -> str:
+    """The secret this process signs with: configured, else kept by the store (PostgreSQL: one row
+    every process on the database reads, written by the first), else kept in the data directory."""
+    if configured:
+        return configured
+    if not isinstance(store, PostgresStore):
+        return load_secret(configured, data_dir)
+    secret = await store.kept_secret(secrets.token_urlsafe(48))
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ValueError(f"the signing secret kept in the database is too short ({len(secret)} characters, need "
+                         f"{MIN_SECRET_LENGTH}); set CRDT_SERVER_SECRET or replace the row of server_secret")
     add_secret(secret)
     return secret
 

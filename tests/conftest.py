@@ -1,9 +1,14 @@
-"""Shared fixtures: the real server in a subprocess (``crdt_server.testing.ServerProcess``) and clients."""
+"""Shared fixtures: the real server in a subprocess (``crdt_server.testing.ServerProcess``), stores and clients.
+
+The server and store fixtures take a ``backend``: SQLite, unless the test module sets
+``BACKENDS`` (imported from ``tests/pg.py``), which runs each of its tests on SQLite and on
+PostgreSQL (a schema of its own per server or store); one test opts in with
+``@pytest.mark.backends(*BACKENDS)``."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +19,11 @@ from httpx_ws import WebSocketDisconnect, aconnect_ws
 from pycrdt import Doc, Provider, Text
 from pycrdt.websocket.websocket import HttpxWebsocket
 
+from crdt_server.lifetimes import Lifetimes
+from crdt_server.storage import PostgresStore, SQLiteStore
 from crdt_server.testing import ServerProcess, free_port
+
+from .pg import URL, database_for, new_schema, require_postgres
 
 __all__ = [
     "ROOT", "ServerProcess", "auth", "create_session", "expect_refusal", "free_port", "new_session", "py_client",
@@ -29,22 +38,55 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("backends")  # one test's own choice
+        names = marker.args if marker else getattr(metafunc.module, "BACKENDS", ("sqlite",))
+        if tuple(names) != ("sqlite",):  # SQLite alone needs no parameter (test ids stay as they were)
+            metafunc.parametrize("backend", names, indirect=True, scope="module")
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path_factory.mktemp("srv") / "data")
-    srv.start()
-    yield srv
-    srv.stop()
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which store the servers and stores of this test use: ``sqlite`` or ``postgresql``."""
+    name: str = getattr(request, "param", "sqlite")
+    if name == "postgresql":
+        require_postgres()
+    return name
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[ServerProcess]:
+    with database_for(backend) as database:
+        srv = ServerProcess(tmp_path_factory.mktemp("srv") / "data", database=database)
+        srv.start()
+        yield srv
+        srv.stop()
 
 
 @pytest.fixture
-def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
+def fresh_server(tmp_path: Path, backend: str) -> Iterator[ServerProcess]:
     """A server of its own, for tests that kill or restart it."""
-    srv = ServerProcess(tmp_path / "data")
-    srv.start()
-    yield srv
-    if srv.proc and srv.proc.poll() is None:
-        srv.stop()
+    with database_for(backend) as database:
+        srv = ServerProcess(tmp_path / "data", database=database)
+        srv.start()
+        yield srv
+        if srv.proc and srv.proc.poll() is None:
+            srv.stop()
+
+
+@pytest.fixture
+def make_store(tmp_path: Path, backend: str) -> Iterator[Any]:
+    """``make_store(**options)``: a new (unopened) store of the test's backend, every one on the same
+    database, so a store opened after another one closed finds its data."""
+    with new_schema() if backend == "postgresql" else nullcontext("") as schema:
+
+        def make(*, lifetimes: Lifetimes | None = None, **options: Any) -> SQLiteStore | PostgresStore:
+            if backend == "postgresql":
+                return PostgresStore(URL, schema=schema, lifetimes=lifetimes, **options)
+            return SQLiteStore(tmp_path / "db.sqlite", lifetimes=lifetimes, **options)
+
+        yield make
 
 
 def new_session(http: httpx.Client, **body: Any) -> dict[str, Any]:
@@ -90,19 +132,24 @@ async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02
 
 
 @pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[Any]:
-    """Start servers with extra flags and env vars; all of them are stopped at the end of the test."""
+def make_server(tmp_path: Path, backend: str) -> Iterator[Any]:
+    """Start servers with extra flags and env vars (each on its own database); all of them are stopped
+    at the end of the test."""
     started: list[ServerProcess] = []
+    with ExitStack() as databases:
 
-    def make(*args: str, **env: str) -> ServerProcess:
-        srv = ServerProcess(tmp_path / f"data{len(started)}", extra_args=list(args), env=env)
-        started.append(srv)
-        srv.start()
-        return srv
+        def make(*args: str, **env: str) -> ServerProcess:
+            database = databases.enter_context(database_for(backend))
+            srv = ServerProcess(tmp_path / f"data{len(started)}", extra_args=list(args), env=env, database=database)
+            started.append(srv)
+            srv.start()
+            return srv
 
-    yield make
-    for srv in started:
-        srv.stop()
+        try:
+            yield make
+        finally:
+            for srv in started:
+                srv.stop()
 
 
 async def expect_refusal(url: str) -> tuple[int, str, list[bytes]]:

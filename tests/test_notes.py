@@ -6,7 +6,6 @@ Real server subprocess, real yjs + y-websocket clients on ``/ws/sessions/{id}/no
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import anyio
@@ -16,6 +15,7 @@ from pycrdt import Text
 
 from .conftest import auth, create_session, expect_refusal, py_client, text_of
 from .jsclient import js_client, js_deps  # noqa: F401  (js_deps is a fixture)
+from .pg import BACKENDS, server_rows  # noqa: F401  (conftest runs this module's server tests on SQLite and PostgreSQL)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("js_deps")]
 
@@ -27,11 +27,6 @@ def notes_client(server: Any, s: dict[str, Any], role: str = "interviewer", **kw
 async def get_notes(server: Any, s: dict[str, Any], role: str = "interviewer") -> httpx.Response:
     async with httpx.AsyncClient(base_url=server.base_url) as http:
         return await http.get(f"/api/sessions/{s['id']}/notes", headers=auth(s["tokens"][role]))
-
-
-def db_rows(server: Any, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(server.data_dir / "crdt-server.db") as db:
-        return db.execute(sql, args).fetchall()
 
 
 async def test_interviewer_notes_are_live_and_readable_over_rest(server):
@@ -105,8 +100,8 @@ async def test_notes_never_reach_the_shared_document_or_its_history(server):
         assert text_of(doc) == "def f():\n"
         assert str(doc.get("notes", type=Text)) == ""  # not in the main document under its own name either
     # the main document's log holds none of it; the notes have their own
-    assert all(b"NOTE" not in row[0] for row in db_rows(server, "SELECT data FROM updates WHERE session_id = ?", s["id"]))
-    assert db_rows(server, "SELECT count(*) FROM notes_updates WHERE session_id = ?", s["id"])[0][0] >= 1
+    assert all(b"NOTE" not in row[0] for row in server_rows(server, "SELECT data FROM updates WHERE session_id = ?", s["id"]))
+    assert server_rows(server, "SELECT count(*) FROM notes_updates WHERE session_id = ?", s["id"])[0][0] >= 1
 
 
 async def test_notes_survive_kill_9_and_a_restart(fresh_server):
@@ -123,7 +118,7 @@ async def test_notes_survive_kill_9_and_a_restart(fresh_server):
         await a.append(", then more")
         await a.wait_text(equals="first impression, then more")
     srv.stop()  # a clean stop snapshots the notes room: the next start reads snapshot + tail
-    assert db_rows(srv, "SELECT count(*) FROM notes_snapshots WHERE session_id = ?", s["id"])[0][0] == 1
+    assert server_rows(srv, "SELECT count(*) FROM notes_snapshots WHERE session_id = ?", s["id"])[0][0] == 1
     srv.start()
     assert (await get_notes(srv, s)).json() == {"notes": "first impression, then more"}
     async with notes_client(srv, s) as a:
@@ -135,14 +130,14 @@ async def test_deleting_the_session_deletes_its_notes(server):
     async with notes_client(server, s) as a:
         await a.insert(0, "to be deleted")
         await a.wait_text(equals="to be deleted")
-        assert db_rows(server, "SELECT count(*) FROM notes_updates WHERE session_id = ?", s["id"])[0][0] >= 1
+        assert server_rows(server, "SELECT count(*) FROM notes_updates WHERE session_id = ?", s["id"])[0][0] >= 1
         async with httpx.AsyncClient(base_url=server.base_url) as http:
             r = await http.delete(f"/api/sessions/{s['id']}", headers=auth(s["tokens"]["interviewer"]))
             assert r.status_code == 204
         event = await a.wait_close(4404, timeout=5)
         assert event["permanent"]
     for table in ("notes_updates", "notes_snapshots"):
-        assert db_rows(server, f"SELECT count(*) FROM {table} WHERE session_id = ?", s["id"])[0][0] == 0
+        assert server_rows(server, f"SELECT count(*) FROM {table} WHERE session_id = ?", s["id"])[0][0] == 0
     assert (await get_notes(server, s)).status_code == 404
 
 

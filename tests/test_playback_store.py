@@ -1,8 +1,7 @@
-"""Playback's reads of the SQLite store: one checkpoint kept per block of rows, never one past the moment."""
+"""Playback's reads of the stores (SQLite and PostgreSQL): one checkpoint kept per block of rows, never one past the moment."""
 
 from __future__ import annotations
 
-import sqlite3
 import struct
 import time
 
@@ -11,15 +10,17 @@ from pycrdt import Doc, Text
 
 from crdt_server.document import initial_document, read_text
 from crdt_server.playback import STREAM_MAX_ROWS, moment, stream
-from crdt_server.storage import EventRecord, SessionRecord, SQLiteStore, UpdateRecord
+from crdt_server.storage import EventRecord, SessionRecord, UpdateRecord
+
+from .pg import BACKENDS, query  # noqa: F401  (BACKENDS: conftest runs these tests on both stores)
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_checkpoints_kept_per_block_load_unchanged_and_playback_uses_the_nearest(tmp_path):
+async def test_checkpoints_kept_per_block_load_unchanged_and_playback_uses_the_nearest(make_store):
     now = time.time()
     record = SessionRecord("s", "t", "python", "active", now, now, now + 3600)
-    async with SQLiteStore(tmp_path / "db.sqlite", checkpoint_every=10) as store:
+    async with make_store(checkpoint_every=10) as store:
         await store.create_session(record, initial_document("t", "python", "S"), EventRecord("s", "created", {}))
         doc: Doc = Doc()
         doc.apply_update((await store.read_updates("s", 0, 1))[0].data)
@@ -32,7 +33,7 @@ async def test_checkpoints_kept_per_block_load_unchanged_and_playback_uses_the_n
             texts[seq] = str(text)
             if seq in (4, 8, 12, 16, 24, 33):
                 await store.write_snapshot("s", seq, doc.get_update())
-        kept = sqlite3.connect(tmp_path / "db.sqlite").execute("SELECT seq FROM snapshots ORDER BY seq").fetchall()
+        kept = await query(store, "SELECT seq FROM snapshots ORDER BY seq")
         assert [k[0] for k in kept] == [8, 16, 24, 33]  # the last of each finished block, and the newest
         snapshot, tail, base = await store.load("s")
         assert base == 33 and [u.seq for u in tail] == [34, 35]  # the live load path reads the newest only
@@ -44,10 +45,10 @@ async def test_checkpoints_kept_per_block_load_unchanged_and_playback_uses_the_n
         assert read_text(doc) == texts[35]
 
 
-async def test_the_stream_is_bounded_per_response_and_continues_where_it_stopped(tmp_path):
+async def test_the_stream_is_bounded_per_response_and_continues_where_it_stopped(make_store):
     now = time.time()
     record = SessionRecord("s", "t", "python", "active", now, now, now + 3600)
-    async with SQLiteStore(tmp_path / "db.sqlite") as store:
+    async with make_store() as store:
         await store.create_session(record, initial_document("t", "python", ""), EventRecord("s", "created", {}))
         doc: Doc = Doc()
         doc.apply_update((await store.read_updates("s", 0, 1))[0].data)

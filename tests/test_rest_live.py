@@ -11,6 +11,7 @@ from pycrdt import Text
 
 from .conftest import auth, create_session, py_client, text_of
 from .jsclient import js_client, js_deps  # noqa: F401  (js_deps is a fixture)
+from .pg import BACKENDS  # noqa: F401  (conftest runs this module's server tests on SQLite and PostgreSQL)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("js_deps")]
 

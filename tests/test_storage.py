@@ -1,12 +1,16 @@
-"""The SQLite store on its own: schema versions, group commit, snapshot + tail, isolation."""
+"""The stores on their own: schema versions, group commit, snapshot + tail, isolation.
+
+Tests taking ``make_store`` run on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from typing import Any
 
 import anyio
 import pytest
+from anyio import wait_all_tasks_blocked
 from pycrdt import Doc, Text
 
 from crdt_server.document import initial_document, read_text
@@ -14,6 +18,8 @@ from crdt_server.lifetimes import Lifetimes
 from crdt_server.storage import EventRecord, SessionRecord, SQLiteStore, UpdateRecord
 from crdt_server.storage.sqlite import MIGRATIONS, SessionGone
 from crdt_server.sync import load_document
+
+from .pg import BACKENDS, query  # noqa: F401  (BACKENDS: conftest runs the make_store tests on both stores)
 
 pytestmark = pytest.mark.anyio
 
@@ -23,7 +29,7 @@ def session(sid: str = "s" * 22) -> SessionRecord:
     return SessionRecord(sid, "t", "python", "active", now, now, now + 3600)
 
 
-async def make(store: SQLiteStore, sid: str = "s" * 22, code: str = "") -> str:
+async def make(store: Any, sid: str = "s" * 22, code: str = "") -> str:
     await store.create_session(session(sid), initial_document("t", "python", code), EventRecord(sid, "created", {}))
     return sid
 
@@ -39,8 +45,8 @@ async def test_schema_is_versioned_and_migrations_run_once(tmp_path):
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-async def test_concurrent_appends_are_group_committed_in_sequence(tmp_path):
-    async with SQLiteStore(tmp_path / "db.sqlite") as store:
+async def test_concurrent_appends_are_group_committed_in_sequence(make_store):
+    async with make_store() as store:
         sid = await make(store)
         seqs: list[int] = []
 
@@ -55,8 +61,8 @@ async def test_concurrent_appends_are_group_committed_in_sequence(tmp_path):
         assert store.commits - before < 50  # many appends share one transaction
 
 
-async def test_one_failing_operation_does_not_roll_back_its_batch(tmp_path):
-    async with SQLiteStore(tmp_path / "db.sqlite") as store:
+async def test_one_failing_operation_does_not_roll_back_its_batch(make_store):
+    async with make_store() as store:
         sid = await make(store)
         results = {}
 
@@ -75,8 +81,8 @@ async def test_one_failing_operation_does_not_roll_back_its_batch(tmp_path):
         assert [u.seq for u in await store.read_updates(sid, 0, 10)] == [1, 2]
 
 
-async def test_load_is_latest_snapshot_plus_tail(tmp_path):
-    async with SQLiteStore(tmp_path / "db.sqlite") as store:
+async def test_load_is_latest_snapshot_plus_tail(make_store):
+    async with make_store() as store:
         sid = await make(store, code="a")
         doc: Doc = Doc()
         doc.apply_update((await store.read_updates(sid, 0, 1))[0].data)
@@ -100,8 +106,8 @@ async def test_load_is_latest_snapshot_plus_tail(tmp_path):
         assert len(await store.read_updates(sid, 0, 100)) == 6
 
 
-async def test_delete_removes_everything_and_later_appends_fail(tmp_path):
-    async with SQLiteStore(tmp_path / "db.sqlite") as store:
+async def test_delete_removes_everything_and_later_appends_fail(make_store):
+    async with make_store() as store:
         sid = await make(store)
         await store.append_events([EventRecord(sid, "x", {})])
         assert await store.delete_session(sid)
@@ -112,12 +118,22 @@ async def test_delete_removes_everything_and_later_appends_fail(tmp_path):
             await store.append_updates([UpdateRecord(sid, b"x", "candidate", "c")])
 
 
-async def test_close_commits_what_is_queued(tmp_path):
-    path = tmp_path / "db.sqlite"
-    async with SQLiteStore(path) as store:
+async def test_close_commits_what_is_queued(make_store):
+    async with make_store() as store:
+        appended: list[list[int]] = []
         sid = await make(store)
-    async with SQLiteStore(path) as store:
+
+        async def append() -> None:
+            appended.append(await store.append_updates([UpdateRecord(sid, b"x", "candidate", "c")]))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(append)
+            await wait_all_tasks_blocked()  # all queued: close must commit them
+            await store.close()
+    async with make_store() as store:
         assert (await store.get_session(sid)) is not None
+        assert len(appended) == 20 and len(await store.read_updates(sid, 0, 100)) == 21
 
 
 async def test_reads_reuse_a_bounded_pool_of_connections(tmp_path):
@@ -150,10 +166,10 @@ async def test_lifetimes_migration_keeps_old_sessions_under_the_current_rule(tmp
         assert await store.reissue_tokens("gone" * 6, EventRecord("gone" * 6, "tokens_reissued", {})) is None
 
 
-async def test_the_notes_document_has_a_log_of_its_own(tmp_path):
+async def test_the_notes_document_has_a_log_of_its_own(make_store):
     """Per-(session, document) sequences: notes rows never show in the main log, its ``last_seq``
     or its snapshots, and the main document's rows never in the notes'."""
-    async with SQLiteStore(tmp_path / "db.sqlite") as store:
+    async with make_store() as store:
         sid = await make(store, code="main")
         notes: Doc = Doc()
         text = notes.get("notes", type=Text)
@@ -170,6 +186,35 @@ async def test_the_notes_document_has_a_log_of_its_own(tmp_path):
         assert (str(loaded.get("notes", type=Text)), last, snap_seq) == ("ab", 2, 2)
         main, main_last, _ = await load_document(store, sid)
         assert (read_text(main), main_last, str(main.get("notes", type=Text))) == ("main", 1, "")
+        assert [u.seq for u in await store.read_updates(sid, 0, 10, doc="notes")] == [1, 2]
+        assert await store.last_seqs([sid, "gone"], doc="notes") == {sid: 2}
+        assert await store.last_seqs([sid, "gone"]) == {sid: 1}
         assert await store.delete_session(sid)
-    with sqlite3.connect(tmp_path / "db.sqlite") as db:
-        assert db.execute("SELECT (SELECT count(*) FROM notes_updates) + (SELECT count(*) FROM notes_snapshots)").fetchone() == (0,)
+        assert await query(store, "SELECT (SELECT count(*) FROM notes_updates) + (SELECT count(*) FROM notes_snapshots)") == [(0,)]
+
+
+async def test_one_batch_keeps_each_append_to_its_own_fate(make_store):
+    """Appends queued together (one transaction): the ones past the session's quota are refused one
+    by one (earlier ones that fit still commit), a deleted session's are refused, others commit;
+    a display name with a NUL byte is stored (PostgreSQL text cannot hold NUL: it becomes U+FFFD)."""
+    async with make_store(session_quota=2000) as store:
+        full, other = await make(store, "f" * 22), await make(store, "o" * 22)
+        results: dict[str, Any] = {}
+
+        async def append(key: str, sid: str, size: int, name: str = "") -> None:
+            try:
+                results[key] = await store.append_updates([UpdateRecord(sid, b"u" * size, "candidate", "c", name)])
+            except Exception as exc:  # noqa: BLE001 - the outcome is what the test compares
+                results[key] = type(exc).__name__
+
+        async with anyio.create_task_group() as tg:
+            for i in range(4):
+                tg.start_soon(append, f"full{i}", full, 600)  # the starter + 3 x 600 fit, the 4th does not
+            tg.start_soon(append, "gone", "g" * 22, 10)
+            tg.start_soon(append, "other", other, 10, "Eve\x00")
+        fates = [results[f"full{i}"] for i in range(4)]
+        assert sorted(fates, key=repr) == sorted([[2], [3], [4], "StorageQuotaExceeded"], key=repr)
+        assert results["gone"] == "SessionGone" and results["other"] == [2]
+        assert [u.seq for u in await store.read_updates(full, 0, 10)] == [1, 2, 3, 4]
+        [stored] = await store.read_updates(other, 1, 10)
+        assert stored.name in ("Eve\x00", "Eve\ufffd")

@@ -7,6 +7,7 @@ import os
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -20,6 +21,7 @@ from crdt_server.sync import RoomOptions, SessionServer, load_document
 from crdt_server.tokens import TokenSigner
 
 from .conftest import ServerProcess, auth, create_session, py_client, text_of, wait_for
+from .pg import BACKENDS as BOTH  # not named BACKENDS: only the tests marked below run on both
 
 pytestmark = pytest.mark.anyio
 
@@ -75,13 +77,13 @@ async def test_data_directory_and_files_are_private(fresh_server: ServerProcess)
         assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
 
 
-async def test_snapshots_never_skip_rows_another_writer_committed(tmp_path: Path):
+@pytest.mark.backends(*BOTH)
+async def test_snapshots_never_skip_rows_another_writer_committed(make_store: Any):
     """Two processes' rooms on one database (what the lock prevents): neither may write a
     snapshot that lacks the other's rows, so a reload has every committed edit."""
-    db = tmp_path / "crdt-server.db"
     options = RoomOptions(grace=60, snapshot_every=1, persist=True, presence_interval=0, max_pending=100)
     now = time.time()
-    async with SQLiteStore(db) as one, SQLiteStore(db) as two, SessionServer(one, options) as rooms_one, \
+    async with make_store() as one, make_store() as two, SessionServer(one, options) as rooms_one, \
             SessionServer(two, options) as rooms_two:
         await one.create_session(SessionRecord("s", "", "python", "active", now, now, now + 3600),
                                  initial_document("", "python", ""), EventRecord("s", "created", {}))
@@ -94,7 +96,7 @@ async def test_snapshots_never_skip_rows_another_writer_committed(tmp_path: Path
                 await room.submit(client.get_update(before))
         await rooms_one.unload("s")
         await rooms_two.unload("s")
-    async with SQLiteStore(db) as fresh:
+    async with make_store() as fresh:
         doc, _, _ = await load_document(fresh, "s")
     assert sorted(str(doc.get("code", type=Text))) == ["A", "B", "C"]
 
@@ -158,9 +160,10 @@ async def test_reading_a_big_unloaded_session_does_not_stall_other_sessions(tmp_
         srv.stop()
 
 
-async def test_the_store_refuses_snapshots_past_the_log_or_older_than_the_newest(tmp_path: Path):
+@pytest.mark.backends(*BOTH)
+async def test_the_store_refuses_snapshots_past_the_log_or_older_than_the_newest(make_store: Any):
     now = time.time()
-    async with SQLiteStore(tmp_path / "crdt-server.db") as store:
+    async with make_store() as store:
         await store.create_session(SessionRecord("s", "", "python", "active", now, now, now + 3600),
                                    initial_document("", "python", ""), EventRecord("s", "created", {}))
         doc: Doc = Doc()

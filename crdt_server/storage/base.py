@@ -119,10 +119,17 @@ class Store(Protocol):
         no longer exists."""
         ...
     async def load(self, session_id: str, doc: str = MAIN_DOC) -> tuple[bytes | None, list[UpdateRecord], int]:
-        """(snapshot state or None, updates after it in sequence order, snapshot's seq)."""
+        """(snapshot state or None, updates after it in sequence order, snapshot's seq), read in one
+        consistent transaction: it reflects exactly the rows up to ``tail[-1].seq`` (else the
+        snapshot's seq), none committed later."""
         ...
     async def write_snapshot(self, session_id: str, seq: int, state: bytes, doc: str = MAIN_DOC) -> None: ...
-    async def read_updates(self, session_id: str, after: int, limit: int) -> list[UpdateRecord]: ...
+    async def read_updates(self, session_id: str, after: int, limit: int, doc: str = MAIN_DOC) -> list[UpdateRecord]:
+        """Rows with ``seq > after`` in sequence order, at most ``limit``: what a reader at ``after`` missed."""
+        ...
+    async def last_seqs(self, session_ids: Sequence[str], doc: str = MAIN_DOC) -> dict[str, int]:
+        """Each session's newest sequence number in one query (a session that is gone is absent)."""
+        ...
 
     # playback (read-only; docs/playback.md)
     async def playback_rows(self, session_id: str, seq: int) -> tuple[bytes | None, int, list[UpdateRecord]]:

@@ -406,8 +406,14 @@ class SQLiteStore:
 
         await self._write(op)
 
-    async def read_updates(self, session_id: str, after: int, limit: int) -> list[UpdateRecord]:
-        return await self._read(lambda c: _updates(c, session_id, after, limit))
+    async def read_updates(self, session_id: str, after: int, limit: int, doc: str = MAIN_DOC) -> list[UpdateRecord]:
+        return await self._read(lambda c: _updates(c, session_id, after, limit, doc))
+
+    async def last_seqs(self, session_ids: Sequence[str], doc: str = MAIN_DOC) -> dict[str, int]:
+        ids = list(session_ids)
+        rows = await self._read(lambda c: c.execute(
+            f"SELECT id, {DOCS[doc][2]} FROM sessions WHERE id IN ({', '.join('?' * len(ids))})", ids).fetchall())
+        return {sid: int(seq) for sid, seq in rows}
 
     async def playback_rows(self, session_id: str, seq: int) -> tuple[bytes | None, int, list[UpdateRecord]]:
         return await self._read(lambda c: _rows.playback_rows(c, session_id, seq))

@@ -17,12 +17,7 @@ def refresh_expiry(c: sqlite3.Connection, lifetimes: Lifetimes, session_id: str 
     where, args = ("WHERE id = ?", (session_id,)) if session_id else ("", ())
     rows = c.execute(f"SELECT id, status, keep_until, updated_at, ended_at, expires_at FROM sessions {where}",
                      args).fetchall()
-    changed = []
-    for sid, status, keep_until, updated_at, ended_at, old in rows:
-        new = lifetimes.expires_at(status=status, keep_until=keep_until, updated_at=updated_at, ended_at=ended_at)
-        if new != old:
-            changed.append((new, sid))
-    c.executemany("UPDATE sessions SET expires_at = ? WHERE id = ?", changed)
+    c.executemany("UPDATE sessions SET expires_at = ? WHERE id = ?", lifetimes.stale(rows))
 
 
 def next_generation(c: sqlite3.Connection, session_id: str) -> int | None:
