@@ -18,7 +18,7 @@ from crdt_server.testing import ServerProcess, free_port
 
 __all__ = [
     "ROOT", "ServerProcess", "auth", "create_session", "expect_refusal", "free_port", "new_session", "py_client",
-    "text_of", "wait_for",
+    "running", "text_of", "wait_for",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,12 +29,16 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path_factory.mktemp("srv") / "data")
+def running(srv: Any) -> Iterator[Any]:
+    """For fixtures: start ``srv`` (anything with ``start``/``stop``), yield it, stop it."""
     srv.start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from running(ServerProcess(tmp_path_factory.mktemp("srv") / "data"))
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ from bench.servers import reference_server_script
 from crdt_server.sync import protocol as p
 from crdt_server.testing import ServerProcess, free_port
 
-from ..conftest import auth, create_session
+from ..conftest import auth, create_session, running
 from ..jsclient import JSClient
 from ..nodepkg import NodePackage, node_executable
 
@@ -145,27 +145,17 @@ class ReferenceServer:
 @pytest.fixture(scope="session")
 def ours_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One crdt-server for the whole peer suite (tests that restart a server start their own)."""
-    srv = ServerProcess(tmp_path_factory.mktemp("peers-ours") / "data")
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-def _reference(package: NodePackage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReferenceServer]:
-    srv = ReferenceServer(package, tmp_path_factory.mktemp("peers-reference") / "server.log")
-    srv.start()
-    yield srv
-    srv.stop()
+    yield from running(ServerProcess(tmp_path_factory.mktemp("peers-ours") / "data"))
 
 
 @pytest.fixture(scope="session")
 def reference13(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReferenceServer]:
-    yield from _reference(YJS13, tmp_path_factory)
+    yield from running(ReferenceServer(YJS13, tmp_path_factory.mktemp("peers-reference") / "server.log"))
 
 
 @pytest.fixture(scope="session")
 def reference14(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReferenceServer]:
-    yield from _reference(YJS14, tmp_path_factory)
+    yield from running(ReferenceServer(YJS14, tmp_path_factory.mktemp("peers-reference") / "server.log"))
 
 
 # --------------------------------------------------------------------------------------------- rooms
