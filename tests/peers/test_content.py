@@ -16,7 +16,7 @@ import pytest
 from crdt_server.sync.protocol import CloseCode
 
 from ..jsclient import JSClient
-from .conftest import Generation, Room, matrix, peer, peers
+from .conftest import GENERATIONS, Generation, Room, matrix, new_room, peer, peers
 
 pytestmark = pytest.mark.anyio
 
@@ -100,8 +100,6 @@ async def test_an_xml_hook_reaches_a_newcomer_or_is_refused_for_good(room: Room,
 @pytest.mark.xfail(strict=True, reason=ITEM10 + "a subdocument's meta is lost when the room is reloaded")
 async def test_subdocument_meta_survives_a_restart(fresh_server: Any) -> None:
     """Ours only: the reference keeps its documents in memory."""
-    from .conftest import GENERATIONS, new_room
-
     gen = GENERATIONS["y-websocket@3"]
     room = await new_room(fresh_server)
     async with peer(room, gen, "Ada") as ada:
