@@ -75,7 +75,10 @@ GENERATIONS = {
         Generation("next", YJS14, "y-websocket-4.mjs", yjs14=True),
     )
 }
-MAIN = ("y-websocket@2", "y-websocket@3", "next")  # the generations every scenario runs with
+MAIN = ("y-websocket@2", "y-websocket@3", "next")  # what depends on the provider runs with each of these
+# what depends only on the Yjs library (text, content, pending structs) with one client of each: 2.x and 3.x
+# both run yjs 13.6
+YJS_LINES = ("y-websocket@3", "next")
 SIDES = ("ours", "reference")
 
 

@@ -16,7 +16,7 @@ import pytest
 from crdt_server.sync.protocol import CloseCode
 
 from ..jsclient import JSClient
-from .conftest import GENERATIONS, Generation, Room, matrix, new_room, peer, peers
+from .conftest import GENERATIONS, YJS_LINES, Generation, Room, matrix, new_room, peer, peers
 
 pytestmark = pytest.mark.anyio
 
@@ -64,20 +64,20 @@ def exact_or_refused(mine: dict[str, Any], theirs: Any) -> None:
     assert theirs == "refused" or theirs == mine
 
 
-@pytest.mark.parametrize(("side", "gen"), matrix(ours=ITEM10 + "Yrs keeps a JSON object's keys in a hash map"))
+@pytest.mark.parametrize(("side", "gen"), matrix(YJS_LINES, ours=ITEM10 + "Yrs keeps a JSON object's keys in a hash map"))
 async def test_json_object_key_order_reaches_a_newcomer(room: Room, gen: Generation) -> None:
     mine, theirs = await written_then_read(room, gen, "json", OBJECT)
     exact_or_refused(mine, theirs)
 
 
-@pytest.mark.parametrize(("side", "gen"), matrix(ours=ITEM10 + "Yrs reads -0 as the integer 0"))
+@pytest.mark.parametrize(("side", "gen"), matrix(YJS_LINES, ours=ITEM10 + "Yrs reads -0 as the integer 0"))
 async def test_negative_zero_reaches_a_newcomer(room: Room, gen: Generation) -> None:
     mine, theirs = await written_then_read(room, gen, "json", -0.0)  # JSON.parse("-0.0") is -0
     assert mine == {"kind": "json", "json": '{"$negativeZero":true}'}
     exact_or_refused(mine, theirs)
 
 
-@pytest.mark.parametrize(("side", "gen"), matrix(ours=ITEM10 + "a subdocument's meta is left out of what a "
+@pytest.mark.parametrize(("side", "gen"), matrix(YJS_LINES, ours=ITEM10 + "a subdocument's meta is left out of what a "
                                                               "newcomer is sent (not only after a restart)"))
 async def test_subdocument_meta_reaches_a_newcomer(room: Room, gen: Generation) -> None:
     mine, theirs = await written_then_read(room, gen, "doc", {"title": "notes", "n": 1})

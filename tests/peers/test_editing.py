@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from .conftest import Generation, Room, matrix, peer, peers
+from .conftest import YJS_LINES, Generation, Room, matrix, peer, peers
 
 pytestmark = pytest.mark.anyio
 
@@ -66,7 +66,7 @@ async def _has(client, part: str) -> bool:  # type: ignore[no-untyped-def]
     return part in await client.get_text()
 
 
-@pytest.mark.parametrize(("side", "gen"), matrix(ours="issue 10 item 6: Yrs keeps a split surrogate pair whole, "
+@pytest.mark.parametrize(("side", "gen"), matrix(YJS_LINES, ours="issue 10 item 6: Yrs keeps a split surrogate pair whole, "
                                                       "so the author, the REST text and a newcomer disagree"))
 async def test_an_insert_inside_a_surrogate_pair_reads_the_same_everywhere(room: Room, gen: Generation) -> None:
     """Yjs replaces both halves of a pair it splits with U+FFFD, the same on every peer; whatever the
@@ -84,7 +84,7 @@ async def test_an_insert_inside_a_surrogate_pair_reads_the_same_everywhere(room:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("side", "gen"), matrix())
+@pytest.mark.parametrize(("side", "gen"), matrix(YJS_LINES))
 async def test_a_large_document_reaches_a_newcomer(room: Room, gen: Generation) -> None:
     """2 MB of text in one edit, just under our default --max-document-size (2 MiB): what a server
     accepted, a newcomer receives, in one sync step 2 (issue 10 item 7's rule, at the defaults)."""

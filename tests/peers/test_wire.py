@@ -16,7 +16,7 @@ from crdt_server.sync import protocol as p
 from crdt_server.sync.updates import decode
 
 from ..conftest import auth, create_session
-from .conftest import GENERATIONS, Generation, Room, answered, matrix, new_room, peer, peers, raw_socket
+from .conftest import GENERATIONS, YJS_LINES, Generation, Room, answered, matrix, new_room, peer, peers, raw_socket
 from .proxy import proxy_to
 
 pytestmark = pytest.mark.anyio
@@ -33,7 +33,7 @@ def dependent_updates() -> tuple[bytes, bytes]:
     return first, doc.get_update(state)
 
 
-@pytest.mark.parametrize(("side", "gen"), matrix(ours="issue 10 item 2: a pending update is left out of what "
+@pytest.mark.parametrize(("side", "gen"), matrix(YJS_LINES, ours="issue 10 item 2: a pending update is left out of what "
                                                       "a newcomer is sent, which then never sees it"))
 async def test_an_update_before_the_one_it_depends_on(room: Room, gen: Generation) -> None:
     """As after offline edits or a reconnect race: the second update arrives first, then a newcomer
