@@ -60,8 +60,8 @@ def ensure_node_modules() -> None:
     subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=BENCH_DIR, check=True)
 
 
-def reference_server_script() -> Path:
-    pkg_dir = BENCH_DIR / "node_modules" / "@y" / "websocket-server"
+def reference_server_script(pkg_dir: Path = BENCH_DIR / "node_modules" / "@y" / "websocket-server") -> Path:
+    """The reference server's executable in an installed ``@y/websocket-server`` (tests/peers runs others)."""
     pkg = json.loads((pkg_dir / "package.json").read_text())
     b = pkg.get("bin")
     rel = b if isinstance(b, str) else (b.get("y-websocket-server") or next(iter(b.values())))

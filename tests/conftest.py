@@ -27,7 +27,7 @@ from .pg import URL, database_for, new_schema, require_postgres
 
 __all__ = [
     "ROOT", "ServerProcess", "auth", "create_session", "expect_refusal", "free_port", "new_session", "py_client",
-    "text_of", "wait_for",
+    "running", "text_of", "wait_for",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +36,13 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def running(srv: Any) -> Iterator[Any]:
+    """For fixtures: start ``srv`` (anything with ``start``/``stop``), yield it, stop it."""
+    srv.start()
+    yield srv
+    srv.stop()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -58,10 +65,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[ServerProcess]:
     with database_for(backend) as database:
-        srv = ServerProcess(tmp_path_factory.mktemp("srv") / "data", database=database)
-        srv.start()
-        yield srv
-        srv.stop()
+        yield from running(ServerProcess(tmp_path_factory.mktemp("srv") / "data", database=database))
 
 
 @pytest.fixture

@@ -1,10 +1,10 @@
-"""Drive a real JavaScript Yjs client (yjs 13.6 + y-websocket 3.x under Node) from pytest.
+"""Drive a real JavaScript Yjs client (by default yjs 13.6 + y-websocket 3.x under Node) from pytest.
 
 `tests/js/client.mjs` runs one `WebsocketProvider` per Node process and is driven over
 stdin/stdout, one JSON object per line. This module installs its npm dependencies on demand and
 wraps the process in an anyio-based async API:
 
-    from jsclient import js_client          # or: from tests.jsclient import js_client
+    from .jsclient import js_client
 
     @pytest.mark.anyio
     async def test_two_editors_converge(server_url, session):  # your own fixtures
@@ -18,6 +18,9 @@ wraps the process in an anyio-based async API:
 Rules:
 * Node missing, npm missing or `npm ci` failing raises `JSClientSetupError`: tests error, they are
   never skipped.
+* Another client generation (tests/peers: y-websocket 2, the next major with Yjs 14) is the same
+  client.mjs given that package and its *flavour* module (which Yjs and provider to import):
+  `JSClient(package=..., flavour=...)`, `js_client(..., package=..., flavour=...)`.
 * `start()`/`aclose()` (and so `async with`) must run in the same task: the client owns an anyio
   task group that reads the process's stdout/stderr.
 * Events (`status`, `synced`, `connection-close`, `closed`, `connection-error`, `awareness`,
@@ -29,14 +32,11 @@ from __future__ import annotations
 
 import base64
 import collections
-import fcntl
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -46,6 +46,8 @@ from typing import Any
 import anyio
 import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
+
+from .nodepkg import NodePackage, NodeSetupError, node_executable
 
 try:  # a session fixture for test modules that want the install to happen up front
     import pytest
@@ -69,13 +71,8 @@ log = logging.getLogger("jsclient")
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 CLIENT_JS = JS_DIR / "client.mjs"
-PACKAGE_LOCK = JS_DIR / "package-lock.json"
 NODE_MODULES = JS_DIR / "node_modules"
-# npm (>= 7) writes this "hidden lockfile" on every install; its mtime tells when node_modules
-# was last installed
-INSTALL_MARKER = NODE_MODULES / ".package-lock.json"
 REQUIRED_PACKAGES = ("yjs", "y-websocket", "y-protocols", "ws", "lib0")
-MIN_NODE_MAJOR = 18
 MAX_LINE = 256 * 1024 * 1024
 
 
@@ -99,89 +96,13 @@ class JSClientDied(RuntimeError):
 
 # --------------------------------------------------------------------------------------- install
 
-_install_lock = threading.Lock()
-_installed = False
-
-
-def node_executable() -> str:
-    """Path of `node` (>= 18); raises JSClientSetupError if it is missing or too old."""
-    node = shutil.which("node")
-    if node is None:
-        raise JSClientSetupError(
-            "`node` is not on PATH: the JavaScript interop tests need Node.js >= "
-            f"{MIN_NODE_MAJOR} and npm (install them, e.g. `apt-get install nodejs npm`)"
-        )
-    try:
-        version = subprocess.run(
-            [node, "--version"], capture_output=True, text=True, check=True, timeout=30
-        ).stdout.strip()
-        major = int(version.lstrip("v").split(".")[0])
-    except (subprocess.SubprocessError, ValueError, OSError) as exc:
-        raise JSClientSetupError(f"cannot run `{node} --version`: {exc}") from exc
-    if major < MIN_NODE_MAJOR:
-        raise JSClientSetupError(f"Node.js {version} is too old; need >= {MIN_NODE_MAJOR}")
-    return node
-
-
-def _install_is_current() -> bool:
-    if not INSTALL_MARKER.exists():
-        return False
-    if INSTALL_MARKER.stat().st_mtime < PACKAGE_LOCK.stat().st_mtime:
-        return False
-    return all((NODE_MODULES / name / "package.json").exists() for name in REQUIRED_PACKAGES)
+JS_PACKAGE = NodePackage(JS_DIR, REQUIRED_PACKAGES)
+JSClientSetupError = NodeSetupError
 
 
 def ensure_node_modules() -> None:
-    """Run `npm ci` in tests/js when node_modules is missing or older than package-lock.json.
-
-    Safe to call from many threads/processes (pytest-xdist): an flock on package-lock.json
-    serialises the install. Raises JSClientSetupError loudly on any problem.
-    """
-    global _installed
-    with _install_lock:
-        if _installed:
-            return
-        node_executable()
-        if not PACKAGE_LOCK.exists():
-            raise JSClientSetupError(f"{PACKAGE_LOCK} is missing")
-        with open(PACKAGE_LOCK, "rb") as lock_fd:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            try:
-                if not _install_is_current():
-                    _npm_ci()
-                    if not _install_is_current():
-                        if INSTALL_MARKER.exists():  # e.g. lock file mtime in the future
-                            os.utime(INSTALL_MARKER)
-                        if not _install_is_current():
-                            raise JSClientSetupError(
-                                f"`npm ci` succeeded but {NODE_MODULES} still lacks one of "
-                                f"{', '.join(REQUIRED_PACKAGES)}"
-                            )
-            finally:
-                fcntl.flock(lock_fd, fcntl.LOCK_UN)
-        _installed = True
-
-
-def _npm_ci() -> None:
-    npm = shutil.which("npm")
-    if npm is None:
-        raise JSClientSetupError(
-            "`npm` is not on PATH but tests/js/node_modules needs installing "
-            "(`npm ci` in tests/js)"
-        )
-    cmd = [npm, "ci", "--no-audit", "--no-fund"]
-    log.info("installing JS test client dependencies: %s (cwd %s)", " ".join(cmd), JS_DIR)
-    try:
-        proc = subprocess.run(
-            cmd, cwd=JS_DIR, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise JSClientSetupError(f"`npm ci` in {JS_DIR} timed out after 600 s") from exc
-    if proc.returncode != 0:
-        output = (proc.stdout + proc.stderr)[-4000:]
-        raise JSClientSetupError(
-            f"`npm ci` in {JS_DIR} failed with exit code {proc.returncode}:\n{output}"
-        )
+    """`npm ci` in tests/js when node_modules is missing or older than package-lock.json (nodepkg.py)."""
+    JS_PACKAGE.ensure()
 
 
 if pytest is not None:
@@ -227,10 +148,17 @@ class AwarenessSnapshot:
 
 
 class JSClient:
-    """One Node process running tests/js/client.mjs (one WebsocketProvider, one Y.Doc)."""
+    """One Node process running tests/js/client.mjs (one WebsocketProvider, one Y.Doc).
+
+    ``package`` is where its Yjs, provider and protocol modules are installed, ``flavour`` the module there
+    that exports them (client.mjs imports it); by default tests/js and its yjs13.mjs.
+    """
 
     def __init__(self, *, default_timeout: float = 15.0, label: str | None = None,
-                 echo_stderr: bool | None = None) -> None:
+                 echo_stderr: bool | None = None, package: NodePackage | None = None,
+                 flavour: Path | None = None) -> None:
+        self.package = package or JS_PACKAGE
+        self.flavour = flavour
         self.default_timeout = default_timeout
         self.label = label or "js"
         if echo_stderr is None:
@@ -251,16 +179,18 @@ class JSClient:
         self._closed = False
 
     # -------------------------------------------------------------------- lifecycle
-    async def start(self) -> JSClient:
+    async def start(self, *, wait_ready: bool = True) -> JSClient:
+        """Start the Node process; with ``wait_ready=False`` return at once (several clients then load
+        their modules in parallel: ``await client.wait_event("ready")`` before the first command)."""
         if self._proc is not None:
             raise RuntimeError("JSClient already started")
-        await anyio.to_thread.run_sync(ensure_node_modules)
+        await anyio.to_thread.run_sync(self.package.ensure)
         node = node_executable()
         stack = AsyncExitStack()
         try:
             self._proc = await anyio.open_process(
-                [node, str(CLIENT_JS)],
-                cwd=str(JS_DIR),
+                [node, str(CLIENT_JS), *([str(self.flavour)] if self.flavour else [])],
+                cwd=str(self.package.directory),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -274,11 +204,12 @@ class JSClient:
                 self._proc.kill()
             await stack.aclose()
             raise
-        try:
-            await self.wait_event("ready", timeout=30)
-        except BaseException:
-            await self.aclose()
-            raise
+        if wait_ready:
+            try:
+                await self.wait_event("ready", timeout=30)
+            except BaseException:
+                await self.aclose()
+                raise
         return self
 
     async def aclose(self) -> None:
@@ -691,6 +622,7 @@ class JSClient:
 async def js_client(url: str, room: str, token: str | None = None, *, name: str | None = None,
                     color: str | None = None, wait_synced: bool = True,
                     timeout: float = 15.0, label: str | None = None,
+                    package: NodePackage | None = None, flavour: Path | None = None,
                     **connect_opts: Any) -> AsyncIterator[JSClient]:
     """Start a JS client, connect it to `url` + '/' + `room` + '?token=…', optionally wait for
     the first sync, yield it, and kill the process on exit.
@@ -698,7 +630,8 @@ async def js_client(url: str, room: str, token: str | None = None, *, name: str 
     `url` is the provider's serverUrl, e.g. "ws://127.0.0.1:PORT/ws/sessions".
     With wait_synced=False (e.g. for refused connections) it returns right after `connect`.
     """
-    client = JSClient(default_timeout=timeout, label=label or (f"js:{name}" if name else None))
+    client = JSClient(default_timeout=timeout, label=label or (f"js:{name}" if name else None),
+                      package=package, flavour=flavour)
     async with client:
         await client.connect(url, room, token, name=name, color=color, **connect_opts)
         if wait_synced:

@@ -1,5 +1,9 @@
-// Interop test client: one real y-websocket WebsocketProvider (yjs 13.6 + y-websocket 3.x) in a
-// long-lived Node process, driven by tests/jsclient.py over stdin/stdout.
+// Interop test client: one real y-websocket WebsocketProvider in a long-lived Node process, driven by
+// tests/jsclient.py over stdin/stdout. Which Yjs and provider it runs is its *flavour*: the module named
+// by the first argument (default ./yjs13.mjs: yjs 13.6 + y-websocket 3.x), which exports Y,
+// WebsocketProvider, auth (y-protocols/auth), WebSocket (ws) and packages (names for `ping`), resolved in
+// the package it lives in (tests/peers: y-websocket 2, the next major with Yjs 14). Yjs 14 has one
+// shared type (`doc.get(name)`, map entries as attributes): `shared` below hides the difference.
 //
 // Protocol (one JSON object per line):
 //   stdin  request : {"id": <n>, "cmd": "<name>", ...args}
@@ -8,12 +12,14 @@
 // stdout carries nothing else: every console.* call is redirected to stderr.
 // The full command list is in the COMMANDS table at the bottom and in tests/jsclient.py.
 
-import * as Y from 'yjs'
-import { WebsocketProvider } from 'y-websocket'
-import * as authProtocol from 'y-protocols/auth'
-import WebSocket from 'ws'
 import { createInterface } from 'node:readline'
 import { readFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+
+const flavourUrl = process.argv[2] ? pathToFileURL(resolve(process.argv[2])).href : new URL('./yjs13.mjs', import.meta.url).href
+const { Y, WebsocketProvider, auth: authProtocol, WebSocket, packages } = await import(flavourUrl)
+const yjs14 = typeof Y.Doc.prototype.getText !== 'function'
 
 // ---------------------------------------------------------------- stdout hygiene
 for (const level of ['log', 'info', 'debug', 'warn', 'trace']) {
@@ -44,6 +50,11 @@ let errors = [] // every 'connection-error': {message, t}
 let terminalClose = null // {code, reason, t} from the provider's 'closed' event (4400-4499)
 let permissionDenied = [] // reasons from auth messages [2, 0, reason]
 let syncedCount = 0 // how many times 'sync' went to true
+let syncLog = [] // every sync message received: {sub, size, update (base64, small ones only), t}
+// Yjs 14 only: content IDs of local updates that no sync step 2 or update from the server has covered yet
+// (what the next y-websocket's sync status waits for); null until the first local update
+let unconfirmed = null
+const contentIds = typeof Y.createContentIdsFromUpdate === 'function'
 
 const resetRecords = () => {
   closes = []
@@ -51,6 +62,8 @@ const resetRecords = () => {
   terminalClose = null
   permissionDenied = []
   syncedCount = 0
+  syncLog = []
+  unconfirmed = null
   lastStatus = 'none'
 }
 
@@ -62,6 +75,57 @@ const requireProvider = () => {
 const b64 = (u8) => Buffer.from(u8).toString('base64')
 const unb64 = (s) => new Uint8Array(Buffer.from(s, 'base64'))
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** lib0 varUint at `pos` of `arr`: [value, next position]; throws past the end. */
+const readVarUint = (arr, pos) => {
+  let num = 0
+  let mult = 1
+  while (true) {
+    if (pos >= arr.length) throw new Error('truncated varUint')
+    const b = arr[pos++]
+    num += (b & 127) * mult
+    mult *= 128
+    if (b < 128) return [num, pos]
+  }
+}
+
+/** Record a received sync message (the decoder stands after its type 0) before the provider handles it. */
+const tapSync = (decoder) => {
+  try {
+    const [sub, pos] = readVarUint(decoder.arr, decoder.pos)
+    const [len, start] = readVarUint(decoder.arr, pos)
+    const payload = decoder.arr.subarray(start, start + len)
+    syncLog.push({ sub, size: len, update: len <= 64 ? b64(payload) : null, t: Date.now() - t0 })
+    if ((sub === 1 || sub === 2) && contentIds && unconfirmed !== null) {
+      unconfirmed = Y.excludeContentIds(unconfirmed, Y.createContentIdsFromUpdate(payload))
+    }
+  } catch (e) {
+    syncLog.push({ sub: null, error: String(e), t: Date.now() - t0 })
+  }
+}
+
+// ---------------------------------------------------------------- shared types (Yjs 13 and 14)
+const shared = {
+  text: (name) => yjs14 ? doc.get(name) : doc.getText(name),
+  map: (name) => {
+    if (!yjs14) return doc.getMap(name)
+    const t = doc.get(name)
+    return { get: (k) => t.getAttr(k), set: (k, v) => t.setAttr(k, v), delete: (k) => t.deleteAttr(k), toJSON: () => t.getAttrs() }
+  },
+  array: (name) => {
+    if (yjs14) throw new Error(`${name}: arrays of maps are only driven with Yjs 13`)
+    return doc.getArray(name)
+  }
+}
+
+/** A map value as the test sees it: JSON keeps key order, and -0 is marked (JSON.stringify writes 0). */
+const describeValue = (v) => {
+  if (v === undefined) return { kind: 'absent' }
+  if (v instanceof Y.Doc) return { kind: 'doc', guid: v.guid, meta: v.meta === undefined ? null : v.meta }
+  if (Y.XmlHook !== undefined && v instanceof Y.XmlHook) return { kind: 'xmlhook', hookName: v.hookName }
+  if (v !== null && typeof v === 'object' && v.doc !== undefined && v._item !== undefined) return { kind: 'type', type: v.constructor.name }
+  return { kind: 'json', json: JSON.stringify(v, (_k, x) => Object.is(x, -0) ? { $negativeZero: true } : x) }
+}
 
 /** Resolve when check() is truthy, re-checking whenever `subscribe` fires; reject after timeout ms. */
 const waitFor = (check, subscribe, timeout, what) => new Promise((resolve, reject) => {
@@ -84,8 +148,7 @@ const waitFor = (check, subscribe, timeout, what) => new Promise((resolve, rejec
 
 const pkgVersion = (name) => {
   try {
-    const url = new URL('./node_modules/' + name + '/package.json', import.meta.url)
-    return JSON.parse(readFileSync(url, 'utf8')).version
+    return JSON.parse(readFileSync(join(process.cwd(), 'node_modules', name, 'package.json'), 'utf8')).version
   } catch (e) {
     return null
   }
@@ -146,8 +209,20 @@ const connect = (a) => {
     disableBc: a.disableBc !== undefined ? !!a.disableBc : true
   }
   if (a.maxBackoffTime !== undefined) opts.maxBackoffTime = a.maxBackoffTime
+  if (a.protocols !== undefined) opts.protocols = a.protocols
   const p = new WebsocketProvider(a.url, String(a.room), doc, opts)
   provider = p
+
+  const handleSync = p.messageHandlers[0]
+  p.messageHandlers[0] = (encoder, decoder, ...rest) => {
+    if (provider === p) tapSync(decoder)
+    return handleSync(encoder, decoder, ...rest)
+  }
+  doc.on('update', (update, origin) => {
+    if (provider !== p || origin === p || !contentIds) return
+    const ids = Y.createContentIdsFromUpdate(update)
+    unconfirmed = unconfirmed === null ? ids : Y.mergeContentIds([unconfirmed, ids])
+  })
 
   // auth messages ([2, 0, reason] = permission denied): record + event instead of console.warn only
   p.messageHandlers[2] = (_encoder, decoder, prov) => {
@@ -179,8 +254,9 @@ const connect = (a) => {
         wasClean: ev.wasClean === undefined ? null : ev.wasClean,
         local: false,
         // the same predicate the provider applies right after this event (y-websocket >= 3.1:
-        // 4400-4499 = permanent, it stops reconnecting and emits 'closed')
-        permanent: !p.shouldReconnect(ev, p)
+        // 4400-4499 = permanent, it stops reconnecting and emits 'closed'; 2.x and the next major
+        // (4.0 prereleases) have none and retry every close)
+        permanent: typeof p.shouldReconnect === 'function' ? !p.shouldReconnect(ev, p) : false
       }
     }
     rec.t = Date.now() - t0
@@ -234,13 +310,13 @@ const destroy = async (waitMs = 1000) => {
 
 // ---------------------------------------------------------------- commands
 let textName = 'code' // the Y.Text the text commands act on; connect's `textName` changes it
-const text = () => doc.getText(textName)
+const text = () => shared.text(textName)
 
 const COMMANDS = {
   ping: () => ({
     pong: true,
     node: process.version,
-    versions: { yjs: pkgVersion('yjs'), 'y-websocket': pkgVersion('y-websocket'), 'y-protocols': pkgVersion('y-protocols'), ws: pkgVersion('ws'), lib0: pkgVersion('lib0') }
+    versions: Object.fromEntries(packages.map((name) => [name, pkgVersion(name)]))
   }),
   connect: (a) => connect(a),
   // provider.connect(): resume after disconnect or after a permanent (4400-4499) close
@@ -314,25 +390,43 @@ const COMMANDS = {
     }, timeout, equals !== undefined ? `text == ${JSON.stringify(equals).slice(0, 200)}` : `text containing ${JSON.stringify(contains).slice(0, 200)}`)
       .catch((e) => { throw new Error(`${e.message}; text is ${JSON.stringify(text().toString()).slice(0, 500)}`) })
   },
-  getMeta: () => ({ meta: doc.getMap('meta').toJSON() }),
-  setMeta: ({ key, value }) => { doc.getMap('meta').set(String(key), value); return {} },
-  getRuns: () => ({ runs: doc.getArray('runs').toJSON() }),
+  getMeta: () => ({ meta: shared.map('meta').toJSON() }),
+  setMeta: ({ key, value }) => { shared.map('meta').set(String(key), value); return {} },
+  getRuns: () => ({ runs: shared.array('runs').toJSON() }),
+  // a value in any root map: kind 'json' (value as given), 'doc' (a subdocument with `value` as its meta),
+  // 'xmlhook' (a Y.XmlHook named `value`, Yjs 13 only)
+  mapSet: ({ root, key, value, kind = 'json' }) => {
+    let v = value
+    if (kind === 'doc') v = new Y.Doc({ meta: value })
+    else if (kind === 'xmlhook') v = new Y.XmlHook(String(value))
+    else if (kind !== 'json') throw new Error('unknown kind ' + kind)
+    shared.map(String(root)).set(String(key), v)
+    return {}
+  },
+  mapGet: ({ root, key }) => describeValue(shared.map(String(root)).get(String(key))),
+  // sync messages received since index `since`: {sub: 0 step 1 | 1 step 2 | 2 update, size, update}
+  syncLog: ({ since = 0 }) => ({ messages: syncLog.slice(since), count: syncLog.length }),
+  // Yjs 14: have the server's step 2s and updates covered every local update's content IDs?
+  confirmation: () => ({
+    supported: contentIds,
+    confirmed: unconfirmed === null || (unconfirmed.inserts.isEmpty() && unconfirmed.deletes.isEmpty())
+  }),
   // Several changes in one transaction (so one update), as a hostile or buggy editor could make them:
   // ["setMeta", key, value] | ["deleteMeta", key] | ["pushRun", {..}] | ["setRun", i, key, value]
   // | ["deleteRun", i] | ["insert", index, text]
   transact: ({ ops }) => {
     doc.transact(() => {
       for (const [op, a, b, c] of ops) {
-        if (op === 'setMeta') doc.getMap('meta').set(String(a), b)
-        else if (op === 'deleteMeta') doc.getMap('meta').delete(String(a))
-        else if (op === 'pushRun') doc.getArray('runs').push([new Y.Map(Object.entries(a))])
-        else if (op === 'setRun') doc.getArray('runs').get(a).set(String(b), c)
-        else if (op === 'deleteRun') doc.getArray('runs').delete(a, 1)
+        if (op === 'setMeta') shared.map('meta').set(String(a), b)
+        else if (op === 'deleteMeta') shared.map('meta').delete(String(a))
+        else if (op === 'pushRun') shared.array('runs').push([new Y.Map(Object.entries(a))])
+        else if (op === 'setRun') shared.array('runs').get(a).set(String(b), c)
+        else if (op === 'deleteRun') shared.array('runs').delete(a, 1)
         else if (op === 'insert') text().insert(a, String(b))
         else throw new Error('unknown op ' + op)
       }
     })
-    return { meta: doc.getMap('meta').toJSON(), runs: doc.getArray('runs').length, text: text().toString() }
+    return { meta: shared.map('meta').toJSON(), runs: shared.array('runs').length, text: text().toString() }
   },
   stateVector: () => ({ stateVector: b64(Y.encodeStateVector(doc)) }),
   encodeState: () => ({ update: b64(Y.encodeStateAsUpdate(doc)) }),
