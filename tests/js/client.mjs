@@ -100,6 +100,7 @@ const statusSnapshot = () => {
     status: lastStatus,
     shouldConnect: p !== null && p.shouldConnect,
     url: p !== null ? p.url : null,
+    protocol: p !== null && p.ws ? p.ws.protocol : null, // the subprotocol the server answered ('' = none)
     unsuccessfulReconnects: p !== null ? p.wsUnsuccessfulReconnects : 0,
     syncedCount,
     closes,
@@ -146,6 +147,7 @@ const connect = (a) => {
     disableBc: a.disableBc !== undefined ? !!a.disableBc : true
   }
   if (a.maxBackoffTime !== undefined) opts.maxBackoffTime = a.maxBackoffTime
+  if (a.protocols !== undefined) opts.protocols = a.protocols // WebSocket subprotocols to offer
   const p = new WebsocketProvider(a.url, String(a.room), doc, opts)
   provider = p
 
