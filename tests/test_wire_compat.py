@@ -7,11 +7,17 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import time
+from typing import Any
 
 import anyio
 import pytest
+from pycrdt import Doc, Text
+from websockets.asyncio.client import connect
 
-from .conftest import create_session
+from crdt_server.sync import protocol as p
+
+from .conftest import create_session, py_client, text_of, wait_for
 from .jsclient import js_client, js_deps  # noqa: F401  (js_deps is a fixture)
 
 pytestmark = pytest.mark.anyio
@@ -67,3 +73,68 @@ async def test_js_client_asking_for_a_subprotocol_syncs_and_is_refused_for_good(
         closed = await c.wait_event("closed", timeout=10)
         assert closed["code"] == 4401
         assert (await c.status())["errors"] == []
+
+
+# -- frames the reference server ignores ----------------------------------------------------------
+
+IGNORED_FRAMES: list[bytes | str] = [
+    "a text frame", "12",  # text frames (the reference's ws hands them over as strings, then fails on them)
+    b"", bytes([2, 0, 1, 65]),  # an empty frame; auth (authentication is the URL token)
+    bytes([9, 1, 2]), bytes([0x80, 0x01, 5]),  # unknown message types (9, and 128 as a two-byte varint)
+    bytes([0, 7, 1, 0]),  # a sync message of an unknown sub-type
+]
+
+
+async def _recv_sync(ws: Any, kind: int, timeout: float = 5) -> bytes:
+    """The payload of the next sync message of ``kind`` the server sends (other messages are skipped)."""
+    with anyio.fail_after(timeout):
+        while True:
+            frame = await ws.recv()
+            if frame[:1] == bytes([p.MSG_SYNC]):
+                msg = p.parse_sync(frame)
+                if msg.kind == kind:
+                    return msg.payload
+
+
+async def test_ignored_frames_keep_the_socket_and_a_zero_length_state_vector_is_answered(server):
+    s = await create_session(server, code="kept")
+    url = f"{server.ws_url}/{s['id']}?token={s['tokens']['candidate']}"
+    async with connect(url) as ws, py_client(server, s, "interviewer") as other:
+        await _recv_sync(ws, p.SYNC_STEP1)
+        for frame in IGNORED_FRAMES:
+            await ws.send(frame)
+        # [0, 0, 0]: sync step 1 whose state vector has no bytes at all: answered with everything
+        await ws.send(bytes([p.MSG_SYNC, p.SYNC_STEP1, 0]))
+        state = await _recv_sync(ws, p.SYNC_STEP2)
+        doc: Doc = Doc()
+        doc.apply_update(state)
+        assert text_of(doc) == "kept"
+        # still a working connection: an edit from it reaches the others
+        edit: list[bytes] = []
+        doc.observe(lambda event: edit.append(event.update))
+        doc.get("code", type=Text).insert(4, "!")
+        await ws.send(p.sync_frame(p.SYNC_UPDATE, edit[0]))
+        await wait_for(lambda: text_of(other) == "kept!")
+
+
+async def test_ignored_frames_beyond_their_budget_slow_only_that_socket(make_server):
+    srv = make_server("--ignored-bytes-rate", "1024")  # a budget of 10 KiB; each frame counts 1 KiB or more
+    s = await create_session(srv, code="x")
+    url = f"{srv.ws_url}/{s['id']}?token={s['tokens']['candidate']}"
+    async with connect(url) as ws, py_client(srv, s, "interviewer") as other:
+        await _recv_sync(ws, p.SYNC_STEP1)
+        start = time.monotonic()
+        for _ in range(8):
+            await ws.send("t" * 1000)  # a burst of 8 KiB: within the budget
+        await ws.send(bytes([p.MSG_SYNC, p.SYNC_STEP1, 1, 0]))
+        await _recv_sync(ws, p.SYNC_STEP2)
+        assert time.monotonic() - start < 2
+        for _ in range(7):
+            await ws.send(b"")  # 7 KiB more: 5 KiB of debt at 1 KiB/s
+        await ws.send(bytes([p.MSG_SYNC, p.SYNC_STEP1, 1, 0]))
+        waited = time.monotonic()
+        other.get("code", type=Text).insert(1, "y")  # the others are not held up meanwhile
+        async with py_client(srv, s) as late:
+            await wait_for(lambda: text_of(late) == "xy", timeout=2)
+        await _recv_sync(ws, p.SYNC_STEP2, timeout=15)
+        assert time.monotonic() - waited > 3  # read again only once the debt was paid

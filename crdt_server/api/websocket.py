@@ -29,7 +29,6 @@ from .context import client_ip, ctx
 from .errors import error_response
 from .origins import origin_allowed
 
-
 # RFC 6455 4.1: a subprotocol is an RFC 7230 token
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -112,7 +111,8 @@ async def _socket(websocket: WebSocket, roles: tuple[Role, ...], room_name: str,
             return await refuse(websocket, *_close_for(exc))
         await accept(websocket)
         conn = Connection(websocket, session_id=sid, role=claims.role,
-                          max_messages=c.settings.send_queue_messages, max_bytes=c.settings.send_queue_bytes)
+                          max_messages=c.settings.send_queue_messages, max_bytes=c.settings.send_queue_bytes,
+                          ignored_rate=c.settings.ignored_bytes_rate)
         with c.service.tracking(conn, claims.generation):
             try:  # once more, now that a re-issue finds this socket: one may have run since the check
                 await check_current(c.service, claims)

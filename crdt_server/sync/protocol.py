@@ -30,7 +30,6 @@ class CloseCode(IntEnum):
     """
 
     NORMAL = 1000
-    UNSUPPORTED_DATA = 1003  # a text frame
     MALFORMED = 1007  # a frame or update that does not decode
     POLICY_VIOLATION = 1008  # a presence flood: refused awareness entries over --presence-max-refused
     TOO_BIG = 1009  # over --max-message-size (sent by uvicorn)
@@ -100,12 +99,33 @@ class SyncMessage:
     payload: bytes  # state vector (step 1) or update (step 2 / update)
 
 
+EMPTY_STATE_VECTOR = b"\x00"  # lib0: zero clients
+
+
+def ignored(frame: bytes) -> bool:
+    """A binary frame the server reads and drops, as the reference server does (it neither answers nor
+    closes): an empty frame, auth (``2``: authentication is the URL token), a message type it does not
+    know (a newer protocol's, another provider's), a sync message of a sub-type it does not know."""
+    if not frame:
+        return True
+    kind = frame[0]
+    if kind == MSG_SYNC:
+        return len(frame) > 1 and frame[1] > SYNC_UPDATE
+    return kind == MSG_AUTH or kind > MSG_QUERY_AWARENESS
+
+
 def parse_sync(frame: bytes) -> SyncMessage:
+    """A sync message; a step 1 with a zero-length state vector asks for everything, like an empty one
+    (Yjs and Yrs both encode "no clients" as one zero byte, but a client that sends nothing should not be
+    closed for it)."""
     r = Reader(frame, 1)
     kind = r.var_uint()
     if kind not in (SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE):
         raise ProtocolError(f"unknown sync message type {kind}")
-    return SyncMessage(kind, r.var_bytes())
+    payload = r.var_bytes()
+    if kind == SYNC_STEP1 and not payload:
+        payload = EMPTY_STATE_VECTOR
+    return SyncMessage(kind, payload)
 
 
 def sync_frame(kind: int, payload: bytes) -> bytes:
