@@ -138,3 +138,64 @@ async def test_ignored_frames_beyond_their_budget_slow_only_that_socket(make_ser
             await wait_for(lambda: text_of(late) == "xy", timeout=2)
         await _recv_sync(ws, p.SYNC_STEP2, timeout=15)
         assert time.monotonic() - waited > 3  # read again only once the debt was paid
+
+
+# -- content the server would not keep exactly: refused for good, before the log --------------------
+
+REFUSED = {
+    "key order": ("mapSet", "o", {"b": 1, "a": 2}),
+    "-0": ("mapSet", "z", {"$negzero": 1}),
+    "BigInt": ("mapSet", "b", [{"$bigint": "5"}]),
+    "subdocument meta": ("subdoc", "s", {"title": "kept?"}),
+    "Y.XmlHook": ("xmlHook", "h"),
+    "lone surrogate in a format": ("format", {"title": "\ud800"}),
+    "float serde rounds": ("embed", {"x": 3.4028234663852886e38}),
+}
+EMPTY = "m= | a=[] | t=[] | x="
+
+
+@pytest.mark.usefixtures("js_deps")
+@pytest.mark.parametrize("case", sorted(REFUSED))
+async def test_content_not_kept_exactly_is_refused_for_good_and_nobody_sees_it(server, case):
+    s = await create_session(server, code="base")
+    token = s["tokens"]["candidate"]
+    async with js_client(server.ws_url, s["id"], token) as author, \
+            js_client(server.ws_url, s["id"], s["tokens"]["interviewer"]) as other:
+        await author.put_content(*REFUSED[case])
+        closed = await author.wait_event("closed", timeout=10)
+        assert closed["code"] == 4415 and closed["reason"].startswith("unsupported content")
+        await anyio.sleep(1)  # final: y-websocket 3.1 does not reconnect
+        status = await author.status()
+        assert not status["connected"] and not status["shouldConnect"] and len(status["closes"]) == 1
+        # nothing of it was stored or sent; the session goes on for everyone else
+        await other.append("+")
+        async with js_client(server.ws_url, s["id"], token) as newcomer:
+            await newcomer.wait_text(equals="base+")
+            assert await newcomer.read_content() == EMPTY
+        assert await other.read_content() == EMPTY
+    assert "unsupported content" in server.log()
+
+
+@pytest.mark.usefixtures("js_deps")
+async def test_content_the_server_accepts_reaches_newcomers_exactly_also_after_a_restart(fresh_server):
+    """A newcomer, served from the CRDT library's encoding, reads what a peer read from the author's own
+    bytes (relayed as sent); so does one after a restart (snapshot, reload)."""
+    s = await create_session(fresh_server, code="base")
+    url, room, token = fresh_server.ws_url, s["id"], s["tokens"]["candidate"]
+    async with js_client(url, room, token) as author, js_client(url, room, token) as peer:
+        for op in [("mapSet", "o", {"only": {"key": [1.5, 0.1, 2**40, {"$bytes": [1, 2]}, None, "\ud800"]}}),
+                   ("mapSet", "n", [0, -1, 2**53, 1e21, 123.456]), ("mapSet", "u", {"$undefined": 1}),
+                   ("arrayPush", [None, {}, [], "s"]), ("subdoc", "s", None), ("xmlElement", "p", {"class": "c"}),
+                   ("embed", {"image": "x.png"}), ("format", {"bold": True}), ("format", {"color": {"rgb": 0.5}})]:
+            await author.put_content(*op)
+        await author.append("!")
+        await peer.wait_text(equals="base!")
+        relayed = await peer.read_content()
+        assert "doc(" in relayed and "x.png" in relayed and "rgb" in relayed  # it all arrived
+        async with js_client(url, room, token) as newcomer:
+            await newcomer.wait_text(equals="base!")
+            assert await newcomer.read_content() == relayed
+    fresh_server.restart()  # a snapshot at unload, and a reload from storage
+    async with js_client(url, room, token) as after:
+        assert await after.get_text() == "base!"
+        assert await after.read_content() == relayed

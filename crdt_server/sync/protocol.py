@@ -24,9 +24,10 @@ SYNC_UPDATE = 2
 class CloseCode(IntEnum):
     """Every WebSocket close code the server sends; docs/websocket-protocol.md lists what clients do with each.
 
-    y-websocket 3 treats 4400-4499 as final (its default ``shouldReconnect`` is
+    y-websocket 3.1 and later treat 4400-4499 as final (the default ``shouldReconnect`` is
     ``!(code >= 4400 && code < 4500)``); every other code, and a failed handshake (seen as 1006),
-    makes it retry with back-off. So 44xx is only for what reconnecting cannot fix.
+    makes them retry with back-off. 1.x, 2.x and 3.0 retry after every code. So 44xx is only for what
+    reconnecting cannot fix.
     """
 
     NORMAL = 1000
@@ -41,10 +42,26 @@ class CloseCode(IntEnum):
     SESSION_NOT_FOUND = 4404  # no such session, or it was deleted
     SESSION_EXPIRED = 4410  # expired and deleted by the sweeper
     DOCUMENT_TOO_LARGE = 4413  # an update past --max-document-size or --session-storage-quota
+    UNSUPPORTED_CONTENT = 4415  # content the CRDT library would not keep exactly (sync/exact.py)
 
 
 class ProtocolError(ValueError):
-    """A frame that does not follow the y-websocket protocol."""
+    """A frame that does not follow the y-websocket protocol: its connection is closed with ``close_code``."""
+
+    close_code = CloseCode.MALFORMED
+    what = "malformed message"
+
+    @property
+    def close_reason(self) -> str:
+        return f"{self.what}: {self}"[:120]  # a close reason is at most 123 bytes
+
+
+class UnsupportedContent(ProtocolError):
+    """A well-formed update holding content the server would not keep exactly (``sync/exact.py``):
+    refused before it is stored, with a close code y-websocket (3.1 and later) does not retry."""
+
+    close_code = CloseCode.UNSUPPORTED_CONTENT
+    what = "unsupported content"
 
 
 def write_var_uint(n: int) -> bytes:

@@ -14,6 +14,7 @@ import * as authProtocol from 'y-protocols/auth'
 import WebSocket from 'ws'
 import { createInterface } from 'node:readline'
 import { readFileSync } from 'node:fs'
+import { readContent, revive } from './content.mjs'
 
 // ---------------------------------------------------------------- stdout hygiene
 for (const level of ['log', 'info', 'debug', 'warn', 'trace']) {
@@ -336,6 +337,26 @@ const COMMANDS = {
     })
     return { meta: doc.getMap('meta').toJSON(), runs: doc.getArray('runs').length, text: text().toString() }
   },
+  // Content beyond code/meta/runs, in the roots content.mjs reads (m, a, t, x); values may carry the tagged
+  // stand-ins of content.mjs `revive` (-0, BigInt, Uint8Array, undefined). One transaction each.
+  putContent: ({ op, args = [] }) => {
+    const [a, b] = args.map(revive)
+    doc.transact(() => {
+      if (op === 'mapSet') doc.getMap('m').set(String(a), b)
+      else if (op === 'arrayPush') doc.getArray('a').push(a)
+      else if (op === 'subdoc') doc.getMap('m').set(String(a), new Y.Doc(b === null ? {} : { meta: b }))
+      else if (op === 'xmlHook') doc.getXmlFragment('x').insert(0, [new Y.XmlHook(String(a))])
+      else if (op === 'xmlElement') {
+        const e = new Y.XmlElement(String(a))
+        doc.getXmlFragment('x').insert(0, [e])
+        for (const [k, v] of Object.entries(b || {})) e.setAttribute(k, v)
+      } else if (op === 'embed') doc.getText('t').insertEmbed(doc.getText('t').length, a)
+      else if (op === 'format') doc.getText('t').insert(doc.getText('t').length, 'f', a)
+      else throw new Error('unknown content op ' + op)
+    })
+    return { content: readContent(doc) }
+  },
+  readContent: () => ({ content: readContent(doc) }),
   stateVector: () => ({ stateVector: b64(Y.encodeStateVector(doc)) }),
   encodeState: () => ({ update: b64(Y.encodeStateAsUpdate(doc)) }),
   applyUpdate: ({ update }) => { Y.applyUpdate(doc, unb64(update), 'test'); return {} },
