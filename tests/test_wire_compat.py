@@ -19,6 +19,7 @@ from crdt_server.sync import protocol as p
 
 from .conftest import create_session, py_client, text_of, wait_for
 from .jsclient import js_client, js_deps  # noqa: F401  (js_deps is a fixture)
+from .webpage import chromium_path, drive, driver  # noqa: F401  (driver is a fixture)
 
 pytestmark = pytest.mark.anyio
 
@@ -73,6 +74,18 @@ async def test_js_client_asking_for_a_subprotocol_syncs_and_is_refused_for_good(
         closed = await c.wait_event("closed", timeout=10)
         assert closed["code"] == 4401
         assert (await c.status())["errors"] == []
+
+
+async def test_chromium_offering_subprotocols_connects_and_sees_refusals(server, driver):  # noqa: F811
+    chromium = chromium_path()
+    s = await create_session(server)
+    urls = [f"{server.ws_url}/{s['id']}?token={token}" for token in (s["tokens"]["observer"], "forged")]
+    report = await anyio.to_thread.run_sync(lambda: drive(
+        driver, "subprotocol", chromium=chromium, page=f"{server.base_url}/health", urls=urls,
+        protocols=["y-websocket", "json"]))
+    admitted, refused = report["sockets"]
+    assert admitted == {"opened": True, "error": False, "protocol": "y-websocket", "code": 1005}
+    assert refused == {"opened": True, "error": False, "protocol": "y-websocket", "code": 4401}
 
 
 # -- frames the reference server ignores ----------------------------------------------------------
