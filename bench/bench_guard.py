@@ -5,6 +5,8 @@ the CRDT library's own validation and apply of the same update (the reference in
 
 Prints µs per update for: pycrdt get_state + apply (what ingest did before), the guard's check
 alone, and the ratio; on a small document and one with 10,000 typed characters in 1,000 places.
+Then what the content check (``decode(exact=True)``: what the server would not keep exactly, refused)
+adds to the guard's decode of a keystroke and of a ``meta.language`` write, interleaved rounds.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import random
 import time
 from typing import Any
 
-from pycrdt import Doc, Text, get_state
+from pycrdt import Doc, Map, Text, get_state
 
 from crdt_server.document import initial_document
 from crdt_server.sync.guard import DocumentGuard
+from crdt_server.sync.updates import decode
 
 
 def keystrokes(base: Doc[Any], n: int, seed: int = 7) -> list[bytes]:
@@ -73,6 +76,31 @@ def measure(label: str, doc: Doc[Any], n: int) -> None:
     print(f"| {label} | {baseline:.1f} | {checked:.1f} | +{checked - baseline:.1f} | {checked / baseline:.2f}x |")
 
 
+def language_writes(base: Doc[Any], n: int) -> list[bytes]:
+    """``n`` writes of ``meta.language`` by one editor (a lib0 ``any`` string each)."""
+    editor: Doc[Any] = Doc(client_id=4_242_424_242)
+    editor.apply_update(base.get_update())
+    meta = editor.get("meta", type=Map)
+    out = []
+    for i in range(n):
+        before = editor.get_state()
+        meta["language"] = ("python", "go")[i % 2]
+        out.append(editor.get_update(before))
+    return out
+
+
+def measure_exact(label: str, updates: list[bytes], rounds: int = 7) -> None:
+    best = {False: float("inf"), True: float("inf")}
+    for _ in range(rounds):
+        for exact in (False, True):
+            t = time.perf_counter()
+            for u in updates:
+                decode(u, exact=exact)
+            best[exact] = min(best[exact], (time.perf_counter() - t) / len(updates) * 1e6)
+    added = best[True] - best[False]
+    print(f"| {label} | {best[False]:.2f} | {best[True]:.2f} | {added:+.2f} | {best[True] / best[False]:.3f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--updates", type=int, default=5000)
@@ -83,6 +111,11 @@ def main() -> None:
     print("|---|---|---|---|---|")
     measure("small (200 chars)", small, n)
     measure("big (10,000 chars in 1,000 places)", big_document(), n)
+    print()
+    print("| update | decode, µs | decode(exact=True), µs | added, µs | ratio |")
+    print("|---|---|---|---|---|")
+    measure_exact("keystroke", keystrokes(small, n))
+    measure_exact("meta.language write", language_writes(small, n))
 
 
 if __name__ == "__main__":

@@ -191,6 +191,7 @@ class Settings:
     presence_max_room_bytes: int = _opt(512 * 1024, "Awareness bytes a room holds (what a newcomer receives); new or growing states beyond it are dropped. At most half of --send-queue-bytes.", check=positive)
     presence_max_refused: int = _opt(256, "Awareness entries one connection may have dropped (over a bound, invalid JSON) within 10 s; more closes it as a flood (1008).", check=positive)
     presence_entries_rate: int = _opt(5000, "Awareness entries per second one connection's messages are processed at, on average over 10 s; beyond, its socket is read more slowly.", check=positive)
+    ignored_bytes_rate: int = _opt(64 * 1024, "Bytes per second of frames the server ignores (text frames, unknown message types) one connection's socket is read at, on average over 10 s, each frame counting at least 1 KiB; beyond, its socket is read more slowly.", check=positive)
     editor_events_per_connection: int = _opt(100, "History events one connection's edits may cause (reverted changes, language switches); more are applied but not recorded.", check=positive)
     snapshot_every: int = _opt(2000, "Write a document snapshot after this many updates since the last one.", check=positive)
     playback_checkpoint_every: int = _opt(2000, "Keep one snapshot per this many log rows as a playback checkpoint (0 = keep only the newest snapshot; playback then replays from the start).", check=non_negative)

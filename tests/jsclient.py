@@ -560,6 +560,15 @@ class JSClient:
         """Several document changes in one transaction (one update); see ``transact`` in client.mjs."""
         return await self.call("transact", ops=[list(op) for op in ops])
 
+    async def put_content(self, op: str, *args: Any) -> str:
+        """Content beyond code/meta/runs, in one transaction (ops and tagged values: client.mjs
+        ``putContent``, content.mjs ``revive``); returns what this client now reads (``read_content``)."""
+        return str((await self.call("putContent", op=op, args=list(args)))["content"])
+
+    async def read_content(self) -> str:
+        """The roots m, a, t, x as content.mjs ``readContent`` shows them (key order, -0, BigInt… told apart)."""
+        return str((await self.call("readContent"))["content"])
+
     async def state_vector(self) -> bytes:
         return base64.b64decode((await self.call("stateVector"))["stateVector"])
 

@@ -9,6 +9,7 @@ are the REST ones (``api/auth.py``); only the channel of the answer differs.
 
 from __future__ import annotations
 
+import re
 import time
 from contextlib import AsyncExitStack
 
@@ -28,9 +29,28 @@ from .context import client_ip, ctx
 from .errors import error_response
 from .origins import origin_allowed
 
+# RFC 6455 4.1: a subprotocol is an RFC 7230 token
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def offered_subprotocol(websocket: WebSocket) -> str | None:
+    """The subprotocol to answer: the first one the client offers, as the reference server does (Node
+    ``ws`` without ``handleProtocols``). Browsers and ``ws`` fail a handshake that offered subprotocols
+    (y-websocket's ``protocols`` option) and got none back. The server speaks one protocol whatever
+    the name; a name that is not a token is not echoed (no conforming client sends one)."""
+    offered = websocket.scope.get("subprotocols") or []
+    first = offered[0] if offered else ""
+    return first if _TOKEN.fullmatch(first) else None
+
+
+async def accept(websocket: WebSocket) -> None:
+    await websocket.accept(subprotocol=offered_subprotocol(websocket))
+
 
 async def refuse(websocket: WebSocket, code: int, reason: str) -> None:
-    await websocket.accept()
+    """Accepted (with the subprotocol the client asked for: else its handshake fails and it retries as
+    after a network error), then closed with ``code``."""
+    await accept(websocket)
     await websocket.close(code=code, reason=reason)
 
 
@@ -89,9 +109,10 @@ async def _socket(websocket: WebSocket, roles: tuple[Role, ...], room_name: str,
             room = await stack.enter_async_context(c.service.rooms.room(room_name))
         except SessionNotFound as exc:
             return await refuse(websocket, *_close_for(exc))
-        await websocket.accept()
+        await accept(websocket)
         conn = Connection(websocket, session_id=sid, role=claims.role,
-                          max_messages=c.settings.send_queue_messages, max_bytes=c.settings.send_queue_bytes)
+                          max_messages=c.settings.send_queue_messages, max_bytes=c.settings.send_queue_bytes,
+                          ignored_rate=c.settings.ignored_bytes_rate)
         with c.service.tracking(conn, claims.generation):
             try:  # once more, now that a re-issue finds this socket: one may have run since the check
                 await check_current(c.service, claims)

@@ -25,10 +25,15 @@ from starlette.websockets import WebSocket
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
+from ..config import Settings
 from ..domain import Role
+from . import protocol as p
 from .protocol import CloseCode
 
 log = logging.getLogger(__name__)
+
+IGNORED_WINDOW = 10.0  # seconds of --ignored-bytes-rate a connection may send at once
+IGNORED_FRAME_MIN = 1024  # bytes an ignored frame counts at least (a flood of empty frames costs too)
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,7 @@ class Connection:
         role: Role,
         max_messages: int,
         max_bytes: int,
+        ignored_rate: int = Settings.ignored_bytes_rate,
     ) -> None:
         self.websocket = websocket
         self.session_id = session_id
@@ -112,6 +118,10 @@ class Connection:
         self._direct = _direct_protocol(websocket)
         self.closed = anyio.Event()
         self.on_slow_consumer: Callable[[], object] = _nothing  # the room counts these closes
+        self._ignored_rate = ignored_rate  # bytes/s of ignored frames read on average (see ``frames``)
+        self._ignored_tokens = ignored_rate * IGNORED_WINDOW
+        self._ignored_at = time.monotonic()
+        self._ignored_logged = False
 
     @property
     def path(self) -> str:
@@ -127,7 +137,12 @@ class Connection:
         return Origin(self.role, self.id, self.name or "")
 
     async def frames(self) -> AsyncIterator[bytes]:
-        """The binary frames the client sends, until it disconnects; a text frame closes it (1003)."""
+        """The binary frames the room handles, until the client disconnects.
+
+        Frames the protocol ignores (text frames, ``protocol.ignored``) are dropped here, as the
+        reference server drops them, but not for free: they are read at most at ``ignored_rate``
+        bytes per second (bursts of 10 s, each frame counting at least 1 KiB); beyond, this socket is
+        read more slowly, so ignoring cannot be used to make the server read without bound."""
         while True:
             message = await self.websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -135,11 +150,26 @@ class Connection:
                     self.close_code = message.get("code")
                 return
             frame = message.get("bytes")
-            if frame is None:
-                log.warning("connection %s sent a text frame; closing", self.id)
-                self.close(CloseCode.UNSUPPORTED_DATA, "binary y-websocket frames only")
-                return
-            yield frame
+            if frame is None:  # a text frame (uvicorn closed it with 1007 if it was not UTF-8)
+                text = message.get("text") or ""
+                await self._ignore("a text frame", len(text) if text.isascii() else len(text.encode()))
+            elif p.ignored(frame):
+                await self._ignore(f"a frame of type {frame[:2].hex() or 'none (empty)'}", len(frame))
+            else:
+                yield frame
+
+    async def _ignore(self, what: str, size: int) -> None:
+        """Drop an ignored frame, charged against this connection's budget for them."""
+        if not self._ignored_logged:  # once per connection: the client is not a y-websocket one
+            self._ignored_logged = True
+            log.info("connection %s sent %s (%d bytes); ignored", self.id, what, size)
+        now = time.monotonic()
+        rate = self._ignored_rate
+        tokens = min(rate * IGNORED_WINDOW, self._ignored_tokens + (now - self._ignored_at) * rate)
+        tokens -= max(size, IGNORED_FRAME_MIN)
+        self._ignored_tokens, self._ignored_at = tokens, now
+        if tokens < 0:  # in debt: the socket waits until the budget is back at zero
+            await anyio.sleep(-tokens / rate)
 
     def enqueue(self, message: bytes, wire: bytes | None = None) -> None:
         """Send one message to this client: written at once when nothing is pending (``wire`` is

@@ -51,8 +51,9 @@ class DocumentGuard:
 
     def check(self, update: bytes, own_clients: Iterable[int] = (), *, code_frozen: bool = False) -> Verdict:
         """Classify a client's update (``ProtocolError`` if it does not decode); with ``code_frozen``
-        its changes to ``code`` are what may not change too."""
-        decoded = decode(update)
+        its changes to ``code`` are what may not change too. Content the server would not keep exactly
+        is refused here (``UnsupportedContent``), before anything is stored."""
+        decoded = decode(update, exact=True)
         index = self.index
         starts: dict[int, int] = {}  # per client: where its structs in this update start, and end
         ends: dict[int, int] = {}

@@ -24,13 +24,13 @@ SYNC_UPDATE = 2
 class CloseCode(IntEnum):
     """Every WebSocket close code the server sends; docs/websocket-protocol.md lists what clients do with each.
 
-    y-websocket 3 treats 4400-4499 as final (its default ``shouldReconnect`` is
+    y-websocket 3.1 and later treat 4400-4499 as final (the default ``shouldReconnect`` is
     ``!(code >= 4400 && code < 4500)``); every other code, and a failed handshake (seen as 1006),
-    makes it retry with back-off. So 44xx is only for what reconnecting cannot fix.
+    makes them retry with back-off. 1.x, 2.x and 3.0 retry after every code. So 44xx is only for what
+    reconnecting cannot fix.
     """
 
     NORMAL = 1000
-    UNSUPPORTED_DATA = 1003  # a text frame
     MALFORMED = 1007  # a frame or update that does not decode
     POLICY_VIOLATION = 1008  # a presence flood: refused awareness entries over --presence-max-refused
     TOO_BIG = 1009  # over --max-message-size (sent by uvicorn)
@@ -42,10 +42,26 @@ class CloseCode(IntEnum):
     SESSION_NOT_FOUND = 4404  # no such session, or it was deleted
     SESSION_EXPIRED = 4410  # expired and deleted by the sweeper
     DOCUMENT_TOO_LARGE = 4413  # an update past --max-document-size or --session-storage-quota
+    UNSUPPORTED_CONTENT = 4415  # content the CRDT library would not keep exactly (sync/exact.py)
 
 
 class ProtocolError(ValueError):
-    """A frame that does not follow the y-websocket protocol."""
+    """A frame that does not follow the y-websocket protocol: its connection is closed with ``close_code``."""
+
+    close_code = CloseCode.MALFORMED
+    what = "malformed message"
+
+    @property
+    def close_reason(self) -> str:
+        return f"{self.what}: {self}"[:120]  # a close reason is at most 123 bytes
+
+
+class UnsupportedContent(ProtocolError):
+    """A well-formed update holding content the server would not keep exactly (``sync/exact.py``):
+    refused before it is stored, with a close code y-websocket (3.1 and later) does not retry."""
+
+    close_code = CloseCode.UNSUPPORTED_CONTENT
+    what = "unsupported content"
 
 
 def write_var_uint(n: int) -> bytes:
@@ -100,12 +116,33 @@ class SyncMessage:
     payload: bytes  # state vector (step 1) or update (step 2 / update)
 
 
+EMPTY_STATE_VECTOR = b"\x00"  # lib0: zero clients
+
+
+def ignored(frame: bytes) -> bool:
+    """A binary frame the server reads and drops, as the reference server does (it neither answers nor
+    closes): an empty frame, auth (``2``: authentication is the URL token), a message type it does not
+    know (a newer protocol's, another provider's), a sync message of a sub-type it does not know."""
+    if not frame:
+        return True
+    kind = frame[0]
+    if kind == MSG_SYNC:
+        return len(frame) > 1 and frame[1] > SYNC_UPDATE
+    return kind == MSG_AUTH or kind > MSG_QUERY_AWARENESS
+
+
 def parse_sync(frame: bytes) -> SyncMessage:
+    """A sync message; a step 1 with a zero-length state vector asks for everything, like an empty one
+    (Yjs and Yrs both encode "no clients" as one zero byte, but a client that sends nothing should not be
+    closed for it)."""
     r = Reader(frame, 1)
     kind = r.var_uint()
     if kind not in (SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE):
         raise ProtocolError(f"unknown sync message type {kind}")
-    return SyncMessage(kind, r.var_bytes())
+    payload = r.var_bytes()
+    if kind == SYNC_STEP1 and not payload:
+        payload = EMPTY_STATE_VECTOR
+    return SyncMessage(kind, payload)
 
 
 def sync_frame(kind: int, payload: bytes) -> bytes:

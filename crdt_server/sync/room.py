@@ -280,7 +280,7 @@ class SessionRoom(GuardedIngest, YRoom):
                 decoded = decode(update)
             get_state(update)  # the CRDT library decodes it too: garbage never reaches the log
         except BaseException as exc:
-            if not p.is_crdt_failure(exc) or isinstance(exc, (AttributeError, TypeError, NameError)):
+            if (not p.is_crdt_failure(exc) or isinstance(exc, (AttributeError, TypeError, NameError, p.UnsupportedContent))):
                 raise
             raise p.ProtocolError("malformed Yjs update") from None
         if conn is not None and verdict is not None:
@@ -358,8 +358,8 @@ class SessionRoom(GuardedIngest, YRoom):
                 try:
                     await self.handle_frame(conn, frame)
                 except p.ProtocolError as exc:
-                    log.warning("connection %s sent a malformed frame (%s); closing", conn.id, exc)
-                    conn.close(CloseCode.MALFORMED, f"malformed message: {exc}"[:120])
+                    log.warning("connection %s sent a frame the server refuses (%s); closing", conn.id, exc.close_reason)
+                    conn.close(exc.close_code, exc.close_reason)
                     return
                 except PresenceFlood as exc:
                     log.warning("connection %s: %s; closing", conn.id, exc)

@@ -13,11 +13,16 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from .protocol import ProtocolError, Reader
+from . import exact as exact_rules
+from .protocol import ProtocolError, Reader, UnsupportedContent
 
 # content refs (yjs src/structs/*: contentRefs)
 GC, DELETED, JSON, BINARY, STRING, EMBED, FORMAT, TYPE, ANY, DOC, SKIP = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 _XML_ELEMENT, _XML_HOOK = 3, 5  # type refs that carry a name
+_YJS_TYPES = frozenset((0, 1, 2, 3, 4, 6))  # Array, Map, Text, XmlElement, XmlFragment, XmlText
+_SAFE_INTEGER = 2**53 - 1  # Number.MAX_SAFE_INTEGER: lib0 reads no larger integer
+_UNSAFE_INTEGER = _SAFE_INTEGER + 1
+_NEGATIVE_ZERO = b"\x80" + bytes(7)  # an IEEE 754 -0.0, big-endian (a float32 is its first 4 bytes)
 MAX_DEPTH = 64  # nesting of lib0 "any" values
 
 
@@ -72,23 +77,30 @@ def _skip(r: Reader, n: int) -> None:
     r.pos += n
 
 
-def _var_int(r: Reader) -> None:
-    """A lib0 signed varint (skipped: only its length matters here)."""
+def _var_int(r: Reader) -> int:
+    """Skip a lib0 signed varint; returns -1 for -0 (the sign bit and no magnitude), else its magnitude,
+    capped just above ``Number.MAX_SAFE_INTEGER`` (lib0 refuses to read more)."""
     if r.pos >= len(r.buf):
         raise ProtocolError("truncated varint")
-    b = r.buf[r.pos]
+    first = b = r.buf[r.pos]
     r.pos += 1
+    magnitude = b & 0x3F
     shift = 6
     while b & 0x80:
         if r.pos >= len(r.buf) or shift > 70:
             raise ProtocolError("bad varint")
         b = r.buf[r.pos]
         r.pos += 1
+        magnitude |= (b & 0x7F) << shift
         shift += 7
+    if not magnitude and first & 0x40:
+        return -1
+    return min(magnitude, _UNSAFE_INTEGER)
 
 
-def _any(r: Reader, depth: int = 0) -> None:
-    """Skip one lib0 ``any`` value."""
+def _any(r: Reader, depth: int = 0, exact: bool = False) -> None:
+    """Skip one lib0 ``any`` value; with ``exact``, refuse what Yrs would not write back the same
+    (``sync/exact.py``)."""
     if depth > MAX_DEPTH:
         raise ProtocolError("value nested too deeply")
     if r.pos >= len(r.buf):
@@ -98,33 +110,61 @@ def _any(r: Reader, depth: int = 0) -> None:
     if kind in (127, 126, 121, 120):  # undefined, null, false, true
         return
     if kind == 125:
-        _var_int(r)
-    elif kind == 124:
-        _skip(r, 4)
-    elif kind in (123, 122):
+        magnitude = _var_int(r)
+        if exact and (magnitude < 0 or magnitude > _SAFE_INTEGER):
+            if magnitude < 0:
+                raise UnsupportedContent(exact_rules.NEGATIVE_ZERO)
+            raise ProtocolError("integer out of range")  # Yjs cannot read it: no client sends it
+    elif kind in (124, 123):  # float32, float64 (big-endian): -0.0 is the sign bit alone
+        size = 4 if kind == 124 else 8
+        if exact and r.buf[r.pos:r.pos + size] == _NEGATIVE_ZERO[:size]:
+            raise UnsupportedContent(exact_rules.NEGATIVE_ZERO)
+        _skip(r, size)
+    elif kind == 122:
+        if exact:
+            raise UnsupportedContent("a BigInt (read back as a number)")
         _skip(r, 8)
     elif kind in (119, 116):  # string, Uint8Array
         r.var_bytes()
     elif kind == 118:  # object
-        for _ in range(r.var_uint()):
+        n = r.var_uint()
+        if exact and n > 1:
+            raise UnsupportedContent(exact_rules.SEVERAL_KEYS)
+        for _ in range(n):
             r.var_bytes()
-            _any(r, depth + 1)
+            _any(r, depth + 1, exact)
     elif kind == 117:  # array
         for _ in range(r.var_uint()):
-            _any(r, depth + 1)
+            _any(r, depth + 1, exact)
     else:
         raise ProtocolError(f"unknown value type {kind}")
+
+
+def _doc_options(r: Reader) -> None:
+    """A subdocument's options, exactly: an object whose ``meta`` Yrs would drop is refused."""
+    if r.buf[r.pos:r.pos + 1] != b"\x76":  # 118, an object: what Yjs writes
+        raise UnsupportedContent("subdocument options that are not an object")
+    r.pos += 1
+    for _ in range(r.var_uint()):
+        if r.var_bytes() == b"meta":
+            raise UnsupportedContent("a subdocument's meta (dropped by the CRDT library)")
+        _any(r, 1, True)
 
 
 def _utf16_length(s: str) -> int:
     return len(s) + sum(1 for ch in s if ord(ch) > 0xFFFF)
 
 
-def _content(r: Reader, ref: int) -> tuple[int, str | None]:
+def _content(r: Reader, ref: int, exact: bool) -> tuple[int, str | None]:
     """Skip an item's content; returns (length in clocks, the string for string content)."""
+    if ref == STRING:
+        s = _var_string(r)
+        return _utf16_length(s), s
     if ref == DELETED:
         return r.var_uint(), None
     if ref == JSON:
+        if exact:  # legacy (Yjs < 13 wrote it); Yrs reads one string more than it holds
+            raise UnsupportedContent("legacy JSON content")
         n = r.var_uint()
         for _ in range(n):
             r.var_bytes()
@@ -132,35 +172,44 @@ def _content(r: Reader, ref: int) -> tuple[int, str | None]:
     if ref == BINARY:
         r.var_bytes()
         return 1, None
-    if ref == STRING:
-        s = _var_string(r)
-        return _utf16_length(s), s
     if ref == EMBED:
-        r.var_bytes()
+        value = r.var_bytes()
+        if exact:
+            exact_rules.check_json(value)
         return 1, None
     if ref == FORMAT:
         r.var_bytes()
-        r.var_bytes()
+        value = r.var_bytes()
+        if exact:
+            exact_rules.check_json(value)
         return 1, None
     if ref == TYPE:
         type_ref = r.var_uint()
+        if exact and type_ref not in _YJS_TYPES:  # Yrs reads a hook without its name; 7+ Yjs cannot read
+            raise UnsupportedContent("Y.XmlHook" if type_ref == _XML_HOOK else f"type {type_ref}")
         if type_ref in (_XML_ELEMENT, _XML_HOOK):
             r.var_bytes()
         return 1, None
     if ref == ANY:
         n = r.var_uint()
         for _ in range(n):
-            _any(r)
+            _any(r, 0, exact)
         return n, None
     if ref == DOC:
         r.var_bytes()
-        _any(r)
+        if exact:
+            _doc_options(r)
+        else:
+            _any(r)
         return 1, None
     raise ProtocolError(f"unknown content type {ref}")
 
 
-def decode(update: bytes) -> Update:
-    """The structs and the delete set of a v1 update (``ProtocolError`` if it does not decode)."""
+def decode(update: bytes, *, exact: bool = False) -> Update:
+    """The structs and the delete set of a v1 update (``ProtocolError`` if it does not decode).
+
+    ``exact``: a client's update, checked for content the server would not keep exactly
+    (``UnsupportedContent``, ``sync/exact.py``); updates the server made or Yrs encoded are not."""
     r = Reader(update)
     structs: list[Struct] = []
     for _ in range(r.var_uint()):
@@ -187,7 +236,7 @@ def decode(update: bytes) -> Update:
                         parent_id = _id(r)
                     if info & 0x20:
                         parent_sub = _var_string(r)
-                length, text = _content(r, ref)
+                length, text = _content(r, ref, exact)
                 structs.append(Struct(client, clock, length, ref, origin, right, parent_root, parent_id, parent_sub, text))
             if length <= 0:
                 raise ProtocolError("empty struct")

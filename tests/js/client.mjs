@@ -16,6 +16,7 @@ import { createInterface } from 'node:readline'
 import { readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
+import { readContent, revive } from './content.mjs'
 
 const flavourUrl = process.argv[2] ? pathToFileURL(resolve(process.argv[2])).href : new URL('./yjs13.mjs', import.meta.url).href
 const { Y, WebsocketProvider, auth: authProtocol, WebSocket, packages } = await import(flavourUrl)
@@ -163,6 +164,7 @@ const statusSnapshot = () => {
     status: lastStatus,
     shouldConnect: p !== null && p.shouldConnect,
     url: p !== null ? p.url : null,
+    protocol: p !== null && p.ws ? p.ws.protocol : null, // the subprotocol the server answered ('' = none)
     unsuccessfulReconnects: p !== null ? p.wsUnsuccessfulReconnects : 0,
     syncedCount,
     closes,
@@ -209,7 +211,7 @@ const connect = (a) => {
     disableBc: a.disableBc !== undefined ? !!a.disableBc : true
   }
   if (a.maxBackoffTime !== undefined) opts.maxBackoffTime = a.maxBackoffTime
-  if (a.protocols !== undefined) opts.protocols = a.protocols
+  if (a.protocols !== undefined) opts.protocols = a.protocols // WebSocket subprotocols to offer
   const p = new WebsocketProvider(a.url, String(a.room), doc, opts)
   provider = p
 
@@ -428,6 +430,26 @@ const COMMANDS = {
     })
     return { meta: shared.map('meta').toJSON(), runs: shared.array('runs').length, text: text().toString() }
   },
+  // Content beyond code/meta/runs, in the roots content.mjs reads (m, a, t, x); values may carry the tagged
+  // stand-ins of content.mjs `revive` (-0, BigInt, Uint8Array, undefined). One transaction each.
+  putContent: ({ op, args = [] }) => {
+    const [a, b] = args.map(revive)
+    doc.transact(() => {
+      if (op === 'mapSet') doc.getMap('m').set(String(a), b)
+      else if (op === 'arrayPush') doc.getArray('a').push(a)
+      else if (op === 'subdoc') doc.getMap('m').set(String(a), new Y.Doc(b === null ? {} : { meta: b }))
+      else if (op === 'xmlHook') doc.getXmlFragment('x').insert(0, [new Y.XmlHook(String(a))])
+      else if (op === 'xmlElement') {
+        const e = new Y.XmlElement(String(a))
+        doc.getXmlFragment('x').insert(0, [e])
+        for (const [k, v] of Object.entries(b || {})) e.setAttribute(k, v)
+      } else if (op === 'embed') doc.getText('t').insertEmbed(doc.getText('t').length, a)
+      else if (op === 'format') doc.getText('t').insert(doc.getText('t').length, 'f', a)
+      else throw new Error('unknown content op ' + op)
+    })
+    return { content: readContent(doc) }
+  },
+  readContent: () => ({ content: readContent(doc) }),
   stateVector: () => ({ stateVector: b64(Y.encodeStateVector(doc)) }),
   encodeState: () => ({ update: b64(Y.encodeStateAsUpdate(doc)) }),
   applyUpdate: ({ update }) => { Y.applyUpdate(doc, unb64(update), 'test'); return {} },

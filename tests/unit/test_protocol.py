@@ -97,7 +97,22 @@ def test_sync_round_trip(kind: int, payload: bytes) -> None:
     frame = p.sync_frame(kind, payload)
     assert frame[:2] == bytes((p.MSG_SYNC, kind))
     msg = p.parse_sync(frame)
-    assert (msg.kind, msg.payload) == (kind, payload)
+    # a zero-length state vector asks for everything, like the one-byte empty one
+    expected = p.EMPTY_STATE_VECTOR if kind == p.SYNC_STEP1 and not payload else payload
+    assert (msg.kind, msg.payload) == (kind, expected)
+
+
+@pytest.mark.parametrize("frame,ignored", [
+    (b"", True),  # no type at all
+    (bytes([p.MSG_AUTH, 0, 1, 65]), True),
+    (bytes([4]), True), (bytes([9, 1, 2]), True), (bytes([0x80, 0x01]), True),  # unknown types, 128 too
+    (bytes([p.MSG_SYNC, 3, 0]), True), (bytes([p.MSG_SYNC, 0x80, 0x01, 0]), True),  # unknown sync sub-types
+    (bytes([p.MSG_SYNC]), False),  # a truncated sync message is malformed, not unknown
+    (p.sync_frame(p.SYNC_STEP1, b""), False), (p.sync_frame(p.SYNC_UPDATE, b"\x00\x00"), False),
+    (bytes([p.MSG_AWARENESS, 1, 0]), False), (bytes([p.MSG_QUERY_AWARENESS]), False),
+])
+def test_frames_the_reference_server_ignores(frame: bytes, ignored: bool) -> None:
+    assert p.ignored(frame) is ignored
 
 
 def test_sync_update_frame_matches_pycrdt() -> None:

@@ -300,6 +300,19 @@ async function measure (browser) {
   for (let r = 0; r < (input.rounds ?? 3); r++) out.latencyRounds.push(await latency(i, c, 20))
 }
 
+// Bare WebSockets from a page of the server (its origin), offering subprotocols: what Chromium makes of
+// the handshake (tests/test_wire_compat.py). A socket that stays open is closed after 1.5 s.
+async function subprotocol (browser) {
+  const p = await open(browser, input.page, 'sockets')
+  out.sockets = await p.page.evaluate(({ urls, protocols }) => Promise.all(urls.map((url) => new Promise((resolve) => {
+    const seen = { opened: false, error: false }
+    const ws = new WebSocket(url, protocols)
+    ws.onopen = () => { seen.opened = true; seen.protocol = ws.protocol; setTimeout(() => ws.close(), 1500) }
+    ws.onerror = () => { seen.error = true }
+    ws.onclose = (e) => { seen.code = e.code; resolve(seen) }
+  }))), { urls: input.urls, protocols: input.protocols })
+}
+
 const browser = await chromium.launch({ executablePath: input.chromium, args: ARGS, timeout: 30000 })
 const launched = Date.now()
 try {
@@ -307,6 +320,7 @@ try {
   else if (scenario === 'home') await home(browser)
   else if (scenario === 'controls') await controls(browser)
   else if (scenario === 'measure') await measure(browser)
+  else if (scenario === 'subprotocol') await subprotocol(browser)
   else throw new Error(`unknown scenario ${scenario}`)
 } catch (err) {
   out.error = String(err && err.stack ? err.stack : err)
