@@ -69,11 +69,7 @@ log = logging.getLogger("jsclient")
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 CLIENT_JS = JS_DIR / "client.mjs"
-PACKAGE_LOCK = JS_DIR / "package-lock.json"
 NODE_MODULES = JS_DIR / "node_modules"
-# npm (>= 7) writes this "hidden lockfile" on every install; its mtime tells when node_modules
-# was last installed
-INSTALL_MARKER = NODE_MODULES / ".package-lock.json"
 REQUIRED_PACKAGES = ("yjs", "y-websocket", "y-protocols", "ws", "lib0")
 MIN_NODE_MAJOR = 18
 MAX_LINE = 256 * 1024 * 1024
@@ -100,7 +96,7 @@ class JSClientDied(RuntimeError):
 # --------------------------------------------------------------------------------------- install
 
 _install_lock = threading.Lock()
-_installed = False
+_installed: set[Path] = set()  # directories installed by this process
 
 
 def node_executable() -> str:
@@ -123,64 +119,80 @@ def node_executable() -> str:
     return node
 
 
-def _install_is_current() -> bool:
-    if not INSTALL_MARKER.exists():
-        return False
-    if INSTALL_MARKER.stat().st_mtime < PACKAGE_LOCK.stat().st_mtime:
-        return False
-    return all((NODE_MODULES / name / "package.json").exists() for name in REQUIRED_PACKAGES)
+def _required_packages(directory: Path) -> tuple[str, ...]:
+    """The dependencies a directory's package.json names (tests/js: REQUIRED_PACKAGES)."""
+    if directory == JS_DIR:
+        return REQUIRED_PACKAGES
+    try:
+        return tuple(json.loads((directory / "package.json").read_text()).get("dependencies", {}))
+    except (OSError, ValueError) as exc:
+        raise JSClientSetupError(f"cannot read {directory / 'package.json'}: {exc}") from exc
 
 
-def ensure_node_modules() -> None:
-    """Run `npm ci` in tests/js when node_modules is missing or older than package-lock.json.
+def _install_is_current(directory: Path = JS_DIR) -> bool:
+    # npm (>= 7) writes this "hidden lockfile" on every install; its mtime tells when node_modules
+    # was last installed
+    marker = directory / "node_modules" / ".package-lock.json"
+    if not marker.exists():
+        return False
+    if marker.stat().st_mtime < (directory / "package-lock.json").stat().st_mtime:
+        return False
+    return all((directory / "node_modules" / name / "package.json").exists()
+               for name in _required_packages(directory))
+
+
+def ensure_node_modules(directory: Path = JS_DIR) -> None:
+    """Run `npm ci` in `directory` (tests/js by default, or another Node client's directory under
+    tests/) when its node_modules is missing or older than its package-lock.json.
 
     Safe to call from many threads/processes (pytest-xdist): an flock on package-lock.json
     serialises the install. Raises JSClientSetupError loudly on any problem.
     """
-    global _installed
     with _install_lock:
-        if _installed:
+        if directory in _installed:
             return
         node_executable()
-        if not PACKAGE_LOCK.exists():
-            raise JSClientSetupError(f"{PACKAGE_LOCK} is missing")
-        with open(PACKAGE_LOCK, "rb") as lock_fd:
+        lock_file = directory / "package-lock.json"
+        if not lock_file.exists():
+            raise JSClientSetupError(f"{lock_file} is missing")
+        with open(lock_file, "rb") as lock_fd:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             try:
-                if not _install_is_current():
-                    _npm_ci()
-                    if not _install_is_current():
-                        if INSTALL_MARKER.exists():  # e.g. lock file mtime in the future
-                            os.utime(INSTALL_MARKER)
-                        if not _install_is_current():
+                if not _install_is_current(directory):
+                    _npm_ci(directory)
+                    if not _install_is_current(directory):
+                        marker = directory / "node_modules" / ".package-lock.json"
+                        if marker.exists():  # e.g. lock file mtime in the future
+                            os.utime(marker)
+                        if not _install_is_current(directory):
                             raise JSClientSetupError(
-                                f"`npm ci` succeeded but {NODE_MODULES} still lacks one of "
-                                f"{', '.join(REQUIRED_PACKAGES)}"
+                                f"`npm ci` succeeded but {directory / 'node_modules'} still lacks one of "
+                                f"{', '.join(_required_packages(directory))}"
                             )
             finally:
                 fcntl.flock(lock_fd, fcntl.LOCK_UN)
-        _installed = True
+        _installed.add(directory)
 
 
-def _npm_ci() -> None:
+def _npm_ci(directory: Path = JS_DIR) -> None:
     npm = shutil.which("npm")
     if npm is None:
         raise JSClientSetupError(
-            "`npm` is not on PATH but tests/js/node_modules needs installing "
-            "(`npm ci` in tests/js)"
+            f"`npm` is not on PATH but {directory}/node_modules needs installing "
+            f"(`npm ci` in {directory})"
         )
     cmd = [npm, "ci", "--no-audit", "--no-fund"]
-    log.info("installing JS test client dependencies: %s (cwd %s)", " ".join(cmd), JS_DIR)
+    log.info("installing JS test client dependencies: %s (cwd %s)", " ".join(cmd), directory)
     try:
         proc = subprocess.run(
-            cmd, cwd=JS_DIR, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL
+            cmd, cwd=directory, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL
         )
     except subprocess.TimeoutExpired as exc:
-        raise JSClientSetupError(f"`npm ci` in {JS_DIR} timed out after 600 s") from exc
+        raise JSClientSetupError(f"`npm ci` in {directory} timed out after 600 s") from exc
     if proc.returncode != 0:
         output = (proc.stdout + proc.stderr)[-4000:]
         raise JSClientSetupError(
-            f"`npm ci` in {JS_DIR} failed with exit code {proc.returncode}:\n{output}"
+            f"`npm ci` in {directory} failed with exit code {proc.returncode}:\n{output}"
         )
 
 
@@ -230,7 +242,8 @@ class JSClient:
     """One Node process running tests/js/client.mjs (one WebsocketProvider, one Y.Doc)."""
 
     def __init__(self, *, default_timeout: float = 15.0, label: str | None = None,
-                 echo_stderr: bool | None = None) -> None:
+                 echo_stderr: bool | None = None, script: Path = CLIENT_JS) -> None:
+        self.script = script  # another line-driven client, e.g. tests/js14/client.mjs (same protocol)
         self.default_timeout = default_timeout
         self.label = label or "js"
         if echo_stderr is None:
@@ -254,13 +267,13 @@ class JSClient:
     async def start(self) -> JSClient:
         if self._proc is not None:
             raise RuntimeError("JSClient already started")
-        await anyio.to_thread.run_sync(ensure_node_modules)
+        await anyio.to_thread.run_sync(ensure_node_modules, self.script.parent)
         node = node_executable()
         stack = AsyncExitStack()
         try:
             self._proc = await anyio.open_process(
-                [node, str(CLIENT_JS)],
-                cwd=str(JS_DIR),
+                [node, str(self.script)],
+                cwd=str(self.script.parent),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
