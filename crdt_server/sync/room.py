@@ -20,8 +20,7 @@ described in docs/design/pycrdt-websocket.md:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from pycrdt import Doc, Map, get_state, merge_updates
@@ -32,42 +31,16 @@ from ..metrics import Metrics
 from ..storage import DocumentTooLarge, SessionChange, SessionGone, StorageQuotaExceeded, Store, UpdateRecord
 from ..storage.base import MAIN_DOC, NOTES_DOC
 from . import protocol as p
-from .awareness import PresenceFlood, PresenceLimits, RoomPresence
+from .awareness import PresenceFlood, RoomPresence
 from .connection import SERVER, Connection, Origin, wire_frame
 from .guard import DocumentGuard
 from .ingest import Batch, GuardedIngest, Pending
 from .loader import load_document
+from .options import RoomOptions
 from .protocol import CloseCode
 from .updates import decode
 
-if TYPE_CHECKING:
-    from ..config import Settings
-
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RoomOptions:
-    """How every room behaves; built once from the settings (``from_settings``)."""
-
-    grace: float  # seconds an empty room stays loaded
-    snapshot_every: int  # updates between snapshots
-    persist: bool  # False: --persistence off
-    presence_interval: float  # presence coalescing window (0 = relay at once)
-    max_pending: int  # updates ahead of their commit before a socket stops being read
-    editor_events: int = 100  # history events one connection's edits may cause (reverts, language switches)
-    presence: PresenceLimits = PresenceLimits()  # bounds of a room's presence
-    max_document_size: int = 0  # encoded state bytes a write may not take the document past (0 = no limit)
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> RoomOptions:
-        return cls(
-            grace=s.room_grace, snapshot_every=s.snapshot_every, persist=s.persistence == "write-ahead",
-            presence_interval=s.presence_interval, max_pending=s.room_pending_updates,
-            editor_events=s.editor_events_per_connection,
-            presence=PresenceLimits.from_settings(s),
-            max_document_size=s.max_document_size,
-        )
 
 
 class SessionRoom(GuardedIngest, YRoom):

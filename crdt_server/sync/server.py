@@ -31,8 +31,9 @@ from ..metrics import Metrics
 from ..storage import SessionChange, SessionNotFound, SessionRecord, Store
 from ..storage.base import MAIN_DOC, NOTES_DOC
 from .loader import load_document
+from .options import RoomOptions
 from .protocol import CloseCode
-from .room import NotesRoom, RoomOptions, SessionRoom, log_exception
+from .room import NotesRoom, SessionRoom, log_exception
 
 log = logging.getLogger(__name__)
 
