@@ -95,7 +95,7 @@ async def test_snapshots_never_skip_rows_another_writer_committed(tmp_path: Path
         await rooms_one.unload("s")
         await rooms_two.unload("s")
     async with SQLiteStore(db) as fresh:
-        doc, _, _ = await load_document(fresh, "s")
+        doc, _, _, _ = await load_document(fresh, "s")
     assert sorted(str(doc.get("code", type=Text))) == ["A", "B", "C"]
 
 

@@ -14,6 +14,7 @@ updates it cannot clear take the room's guarded path, which watches what they re
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,8 @@ from typing import Any
 from pycrdt import Array, Doc, Map, Text, UndoManager, merge_updates
 
 from ..document import META, RUNS, TEXT
-from .updates import IdIndex, Update, decode, encode_delete_set
+from .pending import HeldBack
+from .updates import SKIP, IdIndex, Update, decode, encode_delete_set
 
 CODE = TEXT  # the editors' text
 EDITOR_META_KEYS = frozenset({"language"})
@@ -35,19 +37,51 @@ class Verdict:
     pending: bool = False  # some structs wait for IDs nobody has sent yet
     dropped_deletes: int = 0  # clocks of others' unseen IDs removed from the delete set
     code_frozen: bool = False  # its author may not change ``code`` now (locked candidate, ended session)
+    noop: bool = False  # adds nothing: every struct already known, every delete of IDs already deleted
 
 
 def owned_by_server(root: str, key: str | None) -> bool:
     return root == RUNS or (root == META and key not in EDITOR_META_KEYS)
 
 
+class DeletedIds:
+    """The IDs a document holds as deleted: sorted, disjoint ranges per client."""
+
+    def __init__(self) -> None:
+        self._starts: dict[int, list[int]] = {}
+        self._ends: dict[int, list[int]] = {}
+
+    def add(self, client: int, start: int, end: int) -> None:
+        starts = self._starts.setdefault(client, [])
+        ends = self._ends.setdefault(client, [])
+        i = bisect.bisect_left(ends, start)  # the ranges [i, j) overlap or touch [start, end)
+        j = bisect.bisect_right(starts, end)
+        if i < j:
+            start, end = min(start, starts[i]), max(end, ends[j - 1])
+        starts[i:j] = [start]
+        ends[i:j] = [end]
+
+    def covers(self, client: int, start: int, end: int) -> bool:
+        starts = self._starts.get(client)
+        if not starts:
+            return False
+        i = bisect.bisect_right(starts, start) - 1
+        return i >= 0 and self._ends[client][i] >= end
+
+
 class DocumentGuard:
     """The ID index of one live document, and the checks made against it."""
 
-    def __init__(self, doc: Doc[Any]) -> None:
+    def __init__(self, doc: Doc[Any], held: HeldBack | None = None) -> None:
+        self.doc = doc
         self.index = IdIndex()
-        self.index.record(decode(doc.get_update()))
+        state = decode(doc.get_update())
+        self.index.record(state)
+        self.deleted = DeletedIds()
+        for client, clock, length in state.deletes:
+            self.deleted.add(client, clock, clock + length)
         self._held: list[Update] = []  # applied updates with structs still pending in the CRDT
+        self.held_back = held or HeldBack()  # what the CRDT holds back, as bytes (newcomers, snapshots)
 
     def check(self, update: bytes, own_clients: Iterable[int] = (), *, code_frozen: bool = False) -> Verdict:
         """Classify a client's update (``ProtocolError`` if it does not decode); with ``code_frozen``
@@ -59,7 +93,8 @@ class DocumentGuard:
         for s in decoded.structs:
             starts[s.client] = min(starts.get(s.client, s.clock), s.clock)
             ends[s.client] = max(ends.get(s.client, 0), s.end)
-        verdict = Verdict(update, decoded, guarded=bool(self._held), code_frozen=code_frozen)
+        # While structs wait in the CRDT, any update may integrate them: watch every one.
+        verdict = Verdict(update, decoded, guarded=bool(self._held) or self.held_back.structs, code_frozen=code_frozen)
         if any(start > index.state(client) for client, start in starts.items()):
             verdict.pending = verdict.guarded = True  # a gap before them: they wait in the CRDT
         for _, place in index.places(decoded):
@@ -87,11 +122,35 @@ class DocumentGuard:
         if verdict.dropped_deletes:
             verdict.update = update[: decoded.delete_set_offset] + encode_delete_set(kept)
             verdict.decoded = decode(verdict.update)
-        if not verdict.pending:
-            # Known from now on, not from when it is applied: a delete of these IDs queued behind it
-            # (another client's, in the same batch) must not count as aimed at unseen IDs.
-            index.record(verdict.decoded)
+        verdict.noop = not verdict.pending and self._adds_nothing(verdict.decoded)
         return verdict
+
+    def _adds_nothing(self, update: Update) -> bool:
+        """Every struct is known (to the index) and every delete is of IDs already deleted: a
+        reconnecting client's sync step 2, a resent update. A delete of live IDs is not nothing."""
+        index = self.index
+        for s in update.structs:
+            if s.ref == SKIP:
+                continue
+            clock = s.clock
+            while clock < s.end:
+                place, clock = index.span(s.client, clock)
+                if place is None:
+                    return False
+        return all(self.deleted.covers(client, clock, clock + length) for client, clock, length in update.deletes)
+
+    def admit(self, verdict: Verdict) -> None:
+        """The update is queued for commit: its IDs are known from now on, not from when it is
+        applied, so a delete of them queued behind it (another client's, in the same batch) does
+        not count as aimed at unseen IDs, and the same update sent again adds nothing."""
+        if not verdict.pending:
+            self.index.record(verdict.decoded)
+        self._record_content(verdict.decoded)
+
+    def _record_content(self, update: Update) -> None:
+        """What the index does not hold: deleted IDs."""
+        for client, clock, length in update.deletes:
+            self.deleted.add(client, clock, clock + length)
 
     def _deleted_places(self, client: int, start: int, end: int) -> Iterable[tuple[str, str | None]]:
         clock = start
@@ -101,9 +160,11 @@ class DocumentGuard:
                 yield place
             clock = max(next_clock, clock + 1)
 
-    def applied(self, decoded: Update, pending: bool) -> None:
-        """Record an applied update's IDs; one that was pending is retried after every later update."""
+    def applied(self, decoded: Update, pending: bool, update: bytes | None = None) -> bool:
+        """Record an applied update's IDs; one that was pending is retried after every later update.
+        With its bytes, keep what the CRDT holds back of it (``held_back``); True if it holds any."""
         self.index.record(decoded)
+        self._record_content(decoded)
         if pending:
             self._held.append(decoded)
         if self._held and not pending:
@@ -114,7 +175,7 @@ class DocumentGuard:
                 else:
                     self.index.record(held)
             self._held = still
-
+        return self.held_back.settle(self.doc, update, may_wait=pending)
 
 
 @dataclass(frozen=True)

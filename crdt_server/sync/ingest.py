@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -21,28 +20,13 @@ from ..domain import EventType
 from ..languages import canonical
 from ..storage import EventRecord, SessionChange, Store, UpdateRecord
 from . import protocol as p
+from .batch import Batch, Pending
+from .confirm import send_confirmations
 from .connection import SERVER, Connection, Origin
-from .guard import DocumentGuard, Guarded, Verdict, apply_guarded
-from .updates import Update, decode
+from .guard import DocumentGuard, Guarded, apply_guarded
+from .updates import decode
 
 log = logging.getLogger("crdt_server.sync.room")
-
-
-@dataclass
-class Pending:
-    update: bytes
-    conn: Connection | None  # the sender, which does not get its own update back
-    origin: Origin
-    change: SessionChange | None  # row fields and events that commit with this update
-    decoded: Update
-    verdict: Verdict | None = None  # a client's update, as the guard classified it
-
-
-class Batch:
-    def __init__(self) -> None:
-        self.items: list[Pending] = []
-        self.done = anyio.Event()
-        self.error: BaseException | None = None
 
 
 class GuardedIngest:
@@ -79,19 +63,19 @@ class GuardedIngest:
             records: list[UpdateRecord] = []
             changes = [i.change for i in batch.items if i.change is not None]
             sends: list[tuple[Pending, bytes | None, bytes | None]] = []  # (item, compensation, both merged)
-            failed: list[int] = []  # positions (= rows) of updates the CRDT library refused
-            for position, item in enumerate(batch.items):
+            failed: list[int] = []  # rows (positions in records) of updates the CRDT library refused
+            for item in batch.items:
                 if item.verdict is None or not item.verdict.guarded:
                     records.append(self._record(item))
                     if self._apply(item):
                         sends.append((item, None, None))
                     else:
-                        failed.append(position)
+                        failed.append(len(records) - 1)
                     continue
                 result = self._apply_watched(item)
                 if result is None:  # stored, like the fast path's, but sent to nobody
                     records.append(self._record(item))
-                    failed.append(position)
+                    failed.append(len(records) - 1)
                     continue
                 compensation, merged, reverted = result.compensation, result.settled, result.reverted
                 if compensation is None or merged is None:
@@ -101,7 +85,7 @@ class GuardedIngest:
                     # (playback, the timeline) never holds what was undone.
                     records.append(UpdateRecord(self.session_id, merged, item.origin.role, item.origin.conn_id,
                                                 item.origin.name))
-                    self.guard.applied(decode(compensation), pending=False)
+                    self.guard.applied(decode(compensation), False, compensation)
                 if reverted:
                     log.warning("session %s: reverted a %s's change to %s", self.session_id, item.origin.role,
                                 ", ".join(sorted(reverted)))
@@ -123,6 +107,7 @@ class GuardedIngest:
                 self._broadcast(merged, item.conn)
                 if item.conn is not None:
                     item.conn.enqueue(p.sync_frame(p.SYNC_UPDATE, compensation))
+            send_confirmations(batch)  # after the compensations: its author then holds the settled state
             await self._after_commit(batch)
         finally:
             self._settled.set()
@@ -140,7 +125,8 @@ class GuardedIngest:
             return None
         if f"{META}.language" not in result.reverted:
             self._note_language(item.origin, before)
-        self.guard.applied(item.decoded, pending=item.verdict.pending)
+        item.applied = True
+        item.held = self.guard.applied(item.decoded, item.verdict.pending, item.update)
         return result
 
     def _editor_event(self, item: Pending, kind: EventType, data: dict[str, Any]) -> EventRecord | None:

@@ -32,11 +32,14 @@ from ..storage import DocumentTooLarge, SessionChange, SessionGone, StorageQuota
 from ..storage.base import MAIN_DOC, NOTES_DOC
 from . import protocol as p
 from .awareness import PresenceFlood, RoomPresence
+from .batch import Batch, Pending
+from .confirm import complete_step2, send_confirmations
 from .connection import SERVER, Connection, Origin, wire_frame
 from .guard import DocumentGuard
-from .ingest import Batch, GuardedIngest, Pending
+from .ingest import GuardedIngest
 from .loader import load_document
 from .options import RoomOptions
+from .pending import HeldBack
 from .protocol import CloseCode
 from .updates import decode
 
@@ -60,6 +63,7 @@ class SessionRoom(GuardedIngest, YRoom):
         locked: bool = False,
         metrics: Metrics | None = None,
         doc_size: int | None = None,
+        held: HeldBack | None = None,
     ) -> None:
         super().__init__(ready=True, ydoc=doc, log=log, exception_handler=log_exception)
         # No server-side presence entry: JS clients would show it as a ghost user.
@@ -83,7 +87,7 @@ class SessionRoom(GuardedIngest, YRoom):
         # Editors may switch meta.language; the session row follows (see _language_changes).
         self._meta = doc.get(META, type=Map)  # kept: pycrdt drops observers of collected type objects
         self._languages: list[tuple[Origin, str, str]] = []  # (who, from, to)
-        self.guard = DocumentGuard(doc)
+        self.guard = DocumentGuard(doc, held)  # held: what the stored document holds back (sync/pending.py)
         self.broken = False  # the document holds updates that failed to commit: reload it from storage
         self._settled = anyio.Event()  # no guarded batch is between apply and commit
         self._settled.set()
@@ -120,11 +124,14 @@ class SessionRoom(GuardedIngest, YRoom):
                 await self._wakeup.wait()
                 self._wakeup = anyio.Event()
                 batch, self._batch = self._batch, Batch()
-                if batch.items:
+                if batch.items or batch.noops:
                     self._inflight = batch
                     with anyio.CancelScope(shield=True):
                         try:
-                            await self._commit_and_apply(batch)
+                            if batch.items:
+                                await self._commit_and_apply(batch)
+                            else:  # only updates that add nothing: confirm them, now that the batch
+                                send_confirmations(batch)  # before (holding what they repeat) committed
                         finally:
                             batch.done.set()  # whatever happened, nobody waits forever
                             self._inflight = None
@@ -147,6 +154,7 @@ class SessionRoom(GuardedIngest, YRoom):
                 self._broadcast(item.update, exclude=item.conn)
             else:
                 failed.append(position)
+        send_confirmations(batch)
         if failed:
             await self._recover([self.last_seq - len(records) + 1 + i for i in failed])
         await self._after_commit(batch)
@@ -161,10 +169,10 @@ class SessionRoom(GuardedIngest, YRoom):
             return
         settled, self._settled = self._settled, anyio.Event()
         try:
-            doc, _, _ = await load_document(self.store, self.session_id, self.doc_key, self.bad_seqs)
+            doc, _, _, held = await load_document(self.store, self.session_id, self.doc_key, self.bad_seqs)
             self.ydoc = doc
             self._meta = doc.get(META, type=Map)
-            self.guard = DocumentGuard(doc)
+            self.guard = DocumentGuard(doc, held)
             self.doc_size = len(doc.get_update())
         finally:
             self._settled.set()
@@ -187,11 +195,13 @@ class SessionRoom(GuardedIngest, YRoom):
         except StorageQuotaExceeded as exc:  # final: nothing more fits in this session's storage
             log.warning("session %s: storage quota reached (%s)", self.session_id, exc)
             batch.error = exc
+            self.broken = True  # the guard already counts these IDs as known: reload from storage
             self.close_all(CloseCode.DOCUMENT_TOO_LARGE, "session storage quota exceeded")
             return False
         except BaseException as exc:  # noqa: BLE001 - whatever failed, nobody may see uncommitted updates
             log.error("session %s: %d updates not stored (%r); closing its connections", self.session_id, len(records), exc)
             batch.error = exc
+            self.broken = True
             self.close_all(CloseCode.INTERNAL_ERROR, "storage failure")
             return False
         if seqs and seqs[0] != self.last_seq + 1 and not self.diverged:
@@ -213,7 +223,8 @@ class SessionRoom(GuardedIngest, YRoom):
             log.warning("session %s: stored update could not be applied: %r", self.session_id, exc)
             return False
         self._note_language(item.origin, before)
-        self.guard.applied(item.decoded, pending=item.verdict is not None and item.verdict.pending)
+        item.applied = True
+        item.held = self.guard.applied(item.decoded, item.verdict is not None and item.verdict.pending, item.update)
         return True
 
     def _broadcast(self, update: bytes, exclude: Connection | None) -> None:
@@ -263,8 +274,14 @@ class SessionRoom(GuardedIngest, YRoom):
                             self.session_id, verdict.dropped_deletes, conn.id)
         if self.gone:
             raise SessionGone(self.session_id)
-        self._check_size(update)
         batch = self._batch
+        if verdict is not None and conn is not None and verdict.noop:  # neither stored nor relayed
+            batch.noops.append((conn, decoded))
+            self._wakeup.set()
+            return batch
+        self._check_size(update)
+        if verdict is not None:
+            self.guard.admit(verdict)
         batch.items.append(Pending(update, conn, conn.origin if conn else origin, change, decoded, verdict))
         self._wakeup.set()
         return batch
@@ -279,9 +296,10 @@ class SessionRoom(GuardedIngest, YRoom):
             self.doc_size += len(update)
             return
         queued = [i.update for b in (self._inflight, self._batch) if b is not None for i in b.items]
-        exact = len(self.ydoc.get_update()) + sum(map(len, queued))
+        state = self.guard.held_back.full_state(self.ydoc)
+        exact = len(state) + sum(map(len, queued))
         if exact + len(update) > limit:
-            exact = len(merge_updates(self.ydoc.get_update(), *queued, update))  # overlaps counted once
+            exact = len(merge_updates(state, *queued, update))  # overlaps counted once
             if exact > limit:
                 raise DocumentTooLarge(f"the document would exceed {limit} bytes")
             self.doc_size = exact
@@ -300,7 +318,7 @@ class SessionRoom(GuardedIngest, YRoom):
         seq = self.last_seq
         if seq <= self.snapshot_seq or not self.options.persist or self.gone or self.diverged:
             return
-        state = self.ydoc.get_update()
+        state = self.guard.held_back.full_state(self.ydoc)  # with what waits for a dependency
         try:
             await self.store.write_snapshot(self.session_id, seq, state, doc=self.doc_key)
             self.snapshot_seq = seq
@@ -364,6 +382,7 @@ class SessionRoom(GuardedIngest, YRoom):
                         raise
                     raise p.ProtocolError("malformed state vector") from None
                 conn.enqueue(p.sync_frame(p.SYNC_STEP2, reply))
+                complete_step2(conn, msg.payload, self.ydoc, self.guard.held_back)
             elif not conn.read_only:  # observers: [0,1]/[0,2] are dropped
                 batch = self.queue_update(msg.payload, conn)
                 if len(batch.items) >= self.options.max_pending:  # backpressure: stop reading this socket
