@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pycrdt import Array, Doc, Map, Text, UndoManager, merge_updates
 
 from ..document import META, RUNS, TEXT
 from .pending import HeldBack
+from .surrogates import AstralChars, Split
 from .updates import SKIP, IdIndex, Update, decode, encode_delete_set
 
 CODE = TEXT  # the editors' text
@@ -38,6 +39,7 @@ class Verdict:
     dropped_deletes: int = 0  # clocks of others' unseen IDs removed from the delete set
     code_frozen: bool = False  # its author may not change ``code`` now (locked candidate, ended session)
     noop: bool = False  # adds nothing: every struct already known, every delete of IDs already deleted
+    splits: list[Split] = field(default_factory=list)  # astral characters it splits: repaired before it
 
 
 def owned_by_server(root: str, key: str | None) -> bool:
@@ -82,6 +84,8 @@ class DocumentGuard:
             self.deleted.add(client, clock, clock + length)
         self._held: list[Update] = []  # applied updates with structs still pending in the CRDT
         self.held_back = held or HeldBack()  # what the CRDT holds back, as bytes (newcomers, snapshots)
+        self.astral = AstralChars()  # emoji and other surrogate pairs of the texts (sync/surrogates.py)
+        self.astral.record(self.index.places(state))
 
     def check(self, update: bytes, own_clients: Iterable[int] = (), *, code_frozen: bool = False) -> Verdict:
         """Classify a client's update (``ProtocolError`` if it does not decode); with ``code_frozen``
@@ -123,6 +127,9 @@ class DocumentGuard:
             verdict.update = update[: decoded.delete_set_offset] + encode_delete_set(kept)
             verdict.decoded = decode(verdict.update)
         verdict.noop = not verdict.pending and self._adds_nothing(verdict.decoded)
+        if self.astral and not verdict.noop:
+            verdict.splits = self.astral.splits(verdict.decoded, self.deleted)
+            verdict.guarded = verdict.guarded or bool(verdict.splits)
         return verdict
 
     def _adds_nothing(self, update: Update) -> bool:
@@ -148,9 +155,11 @@ class DocumentGuard:
         self._record_content(verdict.decoded)
 
     def _record_content(self, update: Update) -> None:
-        """What the index does not hold: deleted IDs."""
+        """What the index does not hold: deleted IDs, astral characters."""
         for client, clock, length in update.deletes:
             self.deleted.add(client, clock, clock + length)
+        if update.placed is not None:
+            self.astral.record(update.placed)
 
     def _deleted_places(self, client: int, start: int, end: int) -> Iterable[tuple[str, str | None]]:
         clock = start

@@ -24,6 +24,7 @@ from .batch import Batch, Pending
 from .confirm import send_confirmations
 from .connection import SERVER, Connection, Origin
 from .guard import DocumentGuard, Guarded, apply_guarded
+from .surrogates import repair
 from .updates import decode
 
 log = logging.getLogger("crdt_server.sync.room")
@@ -62,7 +63,8 @@ class GuardedIngest:
         try:
             records: list[UpdateRecord] = []
             changes = [i.change for i in batch.items if i.change is not None]
-            sends: list[tuple[Pending, bytes | None, bytes | None]] = []  # (item, compensation, both merged)
+            # (item, compensation, both merged); (None, repair, None) for the server's surrogate repairs
+            sends: list[tuple[Pending | None, bytes | None, bytes | None]] = []
             failed: list[int] = []  # rows (positions in records) of updates the CRDT library refused
             for item in batch.items:
                 if item.verdict is None or not item.verdict.guarded:
@@ -72,6 +74,9 @@ class GuardedIngest:
                     else:
                         failed.append(len(records) - 1)
                     continue
+                if item.verdict.splits and (repaired := self._repair(item)) is not None:
+                    records.append(UpdateRecord(self.session_id, repaired, SERVER.role, SERVER.conn_id))
+                    sends.append((None, repaired, None))
                 result = self._apply_watched(item)
                 if result is None:  # stored, like the fast path's, but sent to nobody
                     records.append(self._record(item))
@@ -98,7 +103,12 @@ class GuardedIngest:
                 return
             if failed:
                 await self._recover([self.last_seq - len(records) + 1 + i for i in failed])
-            for item, compensation, merged in sends:
+            for sent, compensation, merged in sends:
+                if sent is None:  # a repair: everyone gets it first, the author included
+                    assert compensation is not None
+                    self._broadcast(compensation, None)
+                    continue
+                item = sent
                 if compensation is None or merged is None:
                     self._broadcast(item.update, item.conn)
                     continue
@@ -111,6 +121,23 @@ class GuardedIngest:
             await self._after_commit(batch)
         finally:
             self._settled.set()
+
+    def _repair(self, item: Pending) -> bytes | None:
+        """Delete and re-insert the astral characters the update splits (``sync/surrogates.py``),
+        before it is applied; the server's update doing so, applied already."""
+        assert item.verdict is not None
+        try:
+            update = repair(self.ydoc, item.verdict.splits)
+        except BaseException as exc:
+            if not p.is_crdt_failure(exc):
+                raise
+            log.warning("session %s: surrogate repair failed: %r", self.session_id, exc)
+            return None
+        if update is not None:
+            log.info("session %s: a %s's update splits %d astral character(s): deleted and re-inserted first",
+                     self.session_id, item.origin.role, len(item.verdict.splits))
+            self.guard.applied(decode(update), False, update)
+        return update
 
     def _apply_watched(self, item: Pending) -> Guarded | None:
         """What applying the update came to; None if the CRDT library refused it."""
