@@ -31,6 +31,6 @@ class Pending:
 class Batch:
     def __init__(self) -> None:
         self.items: list[Pending] = []
-        self.noops: list[tuple[Connection, Update]] = []  # updates that add nothing: confirmed, never stored
+        self.noops: list[tuple[Connection, Update, bytes]] = []  # updates that add nothing: confirmed, never stored
         self.done = anyio.Event()
         self.error: BaseException | None = None

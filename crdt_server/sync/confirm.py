@@ -27,52 +27,95 @@ from .batch import Batch
 from .connection import Connection, wire_frame
 from .pending import HeldBack, decode_state_vector
 from .protocol import SYNC_UPDATE, ProtocolError, sync_frame, write_var_uint
-from .updates import GC, SKIP, Update, encode_delete_set
+from .updates import GC, SKIP, Struct, Update, encode_delete_set
 
 
-def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    ranges.sort()
-    out = [ranges[0]]
-    for start, end in ranges[1:]:
-        last_start, last_end = out[-1]
-        if start <= last_end:
-            out[-1] = (last_start, max(last_end, end))
+def _runs(structs: Iterable[Struct]) -> dict[int, list[list[int]]]:
+    """Per client, [clock, length] runs of struct IDs (Skips left out), merged where they touch."""
+    by_client: dict[int, list[list[int]]] = {}
+    for s in structs:
+        if s.ref == SKIP:
+            continue
+        runs = by_client.get(s.client)
+        if runs is None:
+            by_client[s.client] = [[s.clock, s.length]]
+        elif runs[-1][0] + runs[-1][1] == s.clock:  # the next struct of a group: the common case
+            runs[-1][1] += s.length
         else:
-            out.append((start, end))
+            runs.append([s.clock, s.length])
+    return by_client
+
+
+def _merged(runs: list[list[int]]) -> list[list[int]]:
+    runs.sort()
+    out = [runs[0]]
+    for clock, length in runs[1:]:
+        last = out[-1]
+        if clock <= last[0] + last[1]:
+            last[1] = max(last[1], clock + length - last[0])
+        else:
+            out.append([clock, length])
     return out
 
 
-def confirmation(updates: Iterable[Update]) -> bytes | None:
-    """One v1 update with the content IDs of ``updates``: a GC struct per run of struct IDs (Skip
-    over the gaps between runs of one client) and their delete sets; None if they have none."""
-    inserts: dict[int, list[tuple[int, int]]] = {}
-    deletes: dict[int, list[tuple[int, int]]] = {}
-    for u in updates:
-        for s in u.structs:
-            if s.ref != SKIP:
-                inserts.setdefault(s.client, []).append((s.clock, s.end))
-        for client, clock, length in u.deletes:
-            deletes.setdefault(client, []).append((clock, clock + length))
-    if not inserts and not deletes:
+def _one_struct(update: Update, raw: bytes) -> bytes | None:
+    """The confirmation of an update of exactly one struct (a keystroke, a paste) from its own bytes:
+    its header (one client, one struct, client, clock), a GC struct of its length, its delete set."""
+    s = update.structs[0]
+    if s.ref == SKIP or raw[:2] != b"\x01\x01":
         return None
-    out = bytearray(write_var_uint(len(inserts)))
-    for client, ranges in inserts.items():
-        runs = _merged(ranges)
-        structs = bytearray()
+    pos = 2
+    for _ in range(2):  # skip the client and clock varints
+        while raw[pos] & 0x80:
+            pos += 1
+        pos += 1
+    return raw[:pos] + bytes((GC,)) + write_var_uint(s.length) + raw[update.delete_set_offset:]
+
+
+def confirmation(updates: list[tuple[Update, bytes]]) -> bytes | None:
+    """One v1 update with the content IDs of ``updates`` (decoded, and their bytes): a GC struct per
+    run of struct IDs (Skip over the gaps between runs of one client) and their delete sets; None if
+    they have none."""
+    if len(updates) == 1 and len(updates[0][0].structs) == 1:
+        if (fast := _one_struct(*updates[0])) is not None:
+            return fast
+    structs = [s for u, _ in updates for s in u.structs]
+    deletes = [d for u, _ in updates for d in u.deletes]
+    by_client = _runs(structs)
+    if not by_client and not deletes:
+        return None
+    out = bytearray(write_var_uint(len(by_client)))
+    for client, runs in by_client.items():
+        if len(runs) > 1:
+            runs = _merged(runs)
+        body = bytearray()
         count, pos = 0, runs[0][0]
-        for start, end in runs:
-            if start > pos:
-                structs += bytes((SKIP,)) + write_var_uint(start - pos)
+        for clock, length in runs:
+            if clock > pos:
+                body.append(SKIP)
+                body += write_var_uint(clock - pos)
                 count += 1
-            structs += bytes((GC,)) + write_var_uint(end - start)
+            body.append(GC)
+            body += write_var_uint(length)
             count += 1
-            pos = end
-        out += write_var_uint(count) + write_var_uint(client) + write_var_uint(runs[0][0]) + structs
-    out += encode_delete_set([(c, s, e - s) for c, ranges in deletes.items() for s, e in _merged(ranges)])
+            pos = clock + length
+        out += write_var_uint(count)
+        out += write_var_uint(client)
+        out += write_var_uint(runs[0][0])
+        out += body
+    if not deletes:
+        out.append(0)
+    elif len(updates) == 1:
+        out += encode_delete_set(deletes)
+    else:
+        ranges: dict[int, list[list[int]]] = {}
+        for client, clock, length in deletes:
+            ranges.setdefault(client, []).append([clock, length])
+        out += encode_delete_set([(c, clock, n) for c, rs in ranges.items() for clock, n in _merged(rs)])
     return bytes(out)
 
 
-def confirmation_frame(updates: Iterable[Update]) -> bytes | None:
+def confirmation_frame(updates: list[tuple[Update, bytes]]) -> bytes | None:
     """``confirmation`` as a sync update message."""
     update = confirmation(updates)
     return None if update is None else sync_frame(SYNC_UPDATE, update)
@@ -96,15 +139,15 @@ def known_ids_frame(client_sv: dict[int, int], server_sv: dict[int, int]) -> byt
 def send_confirmations(batch: Batch) -> None:
     """Send each author the content IDs of its committed (or no-op) updates of ``batch``: one GC
     confirmation per connection; an update the CRDT holds back is echoed as it is."""
-    authors: dict[Connection, list[Update]] = {}
+    authors: dict[Connection, list[tuple[Update, bytes]]] = {}
     for item in batch.items:
         if item.conn is not None and item.applied:
             if item.held:
                 item.conn.enqueue(sync_frame(SYNC_UPDATE, item.update))
             else:
-                authors.setdefault(item.conn, []).append(item.decoded)
-    for conn, decoded in batch.noops:
-        authors.setdefault(conn, []).append(decoded)
+                authors.setdefault(item.conn, []).append((item.decoded, item.update))
+    for conn, decoded, update in batch.noops:
+        authors.setdefault(conn, []).append((decoded, update))
     for conn, updates in authors.items():
         frame = confirmation_frame(updates)
         if frame is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pycrdt import Array, Doc, Map, Text, UndoManager, merge_updates
@@ -39,7 +39,7 @@ class Verdict:
     dropped_deletes: int = 0  # clocks of others' unseen IDs removed from the delete set
     code_frozen: bool = False  # its author may not change ``code`` now (locked candidate, ended session)
     noop: bool = False  # adds nothing: every struct already known, every delete of IDs already deleted
-    splits: list[Split] = field(default_factory=list)  # astral characters it splits: repaired before it
+    splits: list[Split] | None = None  # astral characters it splits: repaired before it is applied
 
 
 def owned_by_server(root: str, key: str | None) -> bool:
@@ -139,12 +139,18 @@ class DocumentGuard:
         for s in update.structs:
             if s.ref == SKIP:
                 continue
+            if s.end > index.state(s.client):  # beyond what is known: the common case, decided at once
+                return False
             clock = s.clock
             while clock < s.end:
                 place, clock = index.span(s.client, clock)
                 if place is None:
                     return False
-        return all(self.deleted.covers(client, clock, clock + length) for client, clock, length in update.deletes)
+        covers = self.deleted.covers
+        for client, clock, length in update.deletes:
+            if not covers(client, clock, clock + length):
+                return False
+        return True
 
     def admit(self, verdict: Verdict) -> None:
         """The update is queued for commit: its IDs are known from now on, not from when it is
@@ -169,11 +175,13 @@ class DocumentGuard:
                 yield place
             clock = max(next_clock, clock + 1)
 
-    def applied(self, decoded: Update, pending: bool, update: bytes | None = None) -> bool:
-        """Record an applied update's IDs; one that was pending is retried after every later update.
-        With its bytes, keep what the CRDT holds back of it (``held_back``); True if it holds any."""
+    def applied(self, decoded: Update, pending: bool, update: bytes | None = None, *, admitted: bool = False) -> bool:
+        """Record an applied update's IDs (its content too, unless ``admit`` did); one that was pending
+        is retried after every later update. With its bytes, keep what the CRDT holds back of it
+        (``held_back``); True if it holds any."""
         self.index.record(decoded)
-        self._record_content(decoded)
+        if not admitted:
+            self._record_content(decoded)
         if pending:
             self._held.append(decoded)
         if self._held and not pending:
@@ -184,7 +192,10 @@ class DocumentGuard:
                 else:
                     self.index.record(held)
             self._held = still
-        return self.held_back.settle(self.doc, update, may_wait=pending)
+        held_back = self.held_back
+        if held_back.update is None and not pending:  # nothing waits, nor may this: the common case
+            return False
+        return held_back.settle(self.doc, update, may_wait=pending)
 
 
 @dataclass(frozen=True)

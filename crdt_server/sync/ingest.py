@@ -125,7 +125,7 @@ class GuardedIngest:
     def _repair(self, item: Pending) -> bytes | None:
         """Delete and re-insert the astral characters the update splits (``sync/surrogates.py``),
         before it is applied; the server's update doing so, applied already."""
-        assert item.verdict is not None
+        assert item.verdict is not None and item.verdict.splits
         try:
             update = repair(self.ydoc, item.verdict.splits)
         except BaseException as exc:
@@ -153,7 +153,7 @@ class GuardedIngest:
         if f"{META}.language" not in result.reverted:
             self._note_language(item.origin, before)
         item.applied = True
-        item.held = self.guard.applied(item.decoded, item.verdict.pending, item.update)
+        item.held = self.guard.applied(item.decoded, item.verdict.pending, item.update, admitted=True)
         return result
 
     def _editor_event(self, item: Pending, kind: EventType, data: dict[str, Any]) -> EventRecord | None:

@@ -224,7 +224,9 @@ class SessionRoom(GuardedIngest, YRoom):
             return False
         self._note_language(item.origin, before)
         item.applied = True
-        item.held = self.guard.applied(item.decoded, item.verdict is not None and item.verdict.pending, item.update)
+        verdict = item.verdict
+        item.held = self.guard.applied(item.decoded, verdict is not None and verdict.pending, item.update,
+                                       admitted=verdict is not None)
         return True
 
     def _broadcast(self, update: bytes, exclude: Connection | None) -> None:
@@ -276,7 +278,7 @@ class SessionRoom(GuardedIngest, YRoom):
             raise SessionGone(self.session_id)
         batch = self._batch
         if verdict is not None and conn is not None and verdict.noop:  # neither stored nor relayed
-            batch.noops.append((conn, decoded))
+            batch.noops.append((conn, decoded, update))
             self._wakeup.set()
             return batch
         self._check_size(update)
