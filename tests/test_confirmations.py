@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -99,3 +100,20 @@ async def test_an_observers_dropped_edit_is_never_confirmed(server):
         await observer.call("insert", index=0, text="nope ")
         with pytest.raises(JSClientError, match="timed out"):
             await observer.call("waitConfirmed", timeout=1500)
+
+
+async def test_a_reconnecting_up_to_date_writer_gets_no_copy_of_its_delete_set(server):
+    """Its sync step 2 repeats its whole delete set and adds nothing: the answer to its sync step 1
+    (the server's whole delete set, and the IDs both hold) already confirms all of it."""
+    s = await create_session(server, code="x\n")
+    async with yjs14(server, s) as writer:
+        await writer.call("insert", index=0, text="hello world ")
+        await writer.call("delete", index=0, length=6)
+        await writer.call("waitConfirmed")
+        for _ in range(3):
+            await writer.call("disconnect")
+            await writer.call("resetReceived")
+            await writer.call("connect", url=_url(server, s))
+            await anyio.sleep(0.3)
+            state = await writer.call("waitConfirmed")
+            assert state["received"]["updates"] == 2, state["received"]  # step 2, and the known IDs

@@ -83,6 +83,8 @@ class SessionRoom(GuardedIngest, YRoom):
         self.gone = False  # the session was deleted: nothing more is committed or snapshotted
         self._batch = Batch()
         self._inflight: Batch | None = None
+        # connections whose last sync step 2 answer held every update queued so far (sync/confirm.py)
+        self._answered: set[Connection] = set()
         self._wakeup = anyio.Event()
         # Editors may switch meta.language; the session row follows (see _language_changes).
         self._meta = doc.get(META, type=Map)  # kept: pycrdt drops observers of collected type objects
@@ -278,8 +280,11 @@ class SessionRoom(GuardedIngest, YRoom):
             raise SessionGone(self.session_id)
         batch = self._batch
         if verdict is not None and conn is not None and verdict.noop:  # neither stored nor relayed
-            batch.noops.append((conn, decoded, update))
-            self._wakeup.set()
+            # confirmed (once what it repeats has committed), unless the answer to this connection's
+            # sync step 1 already held all of it: a reconnecting writer's delete set, every time
+            if decoded.structs or conn not in self._answered:
+                batch.noops.append((conn, decoded, update))
+                self._wakeup.set()
             return batch
         self._check_size(update)
         if verdict is not None:
@@ -366,6 +371,7 @@ class SessionRoom(GuardedIngest, YRoom):
                     return
         finally:
             self.clients.discard(conn)
+            self._answered.discard(conn)
             self.presence.remove(conn)
 
     async def handle_frame(self, conn: Connection, frame: bytes) -> None:
@@ -385,6 +391,10 @@ class SessionRoom(GuardedIngest, YRoom):
                     raise p.ProtocolError("malformed state vector") from None
                 conn.enqueue(p.sync_frame(p.SYNC_STEP2, reply))
                 complete_step2(conn, msg.payload, self.ydoc, self.guard.held_back)
+                if self._inflight is None and not self._batch.items:  # nothing queued was left out
+                    self._answered.add(conn)
+                else:
+                    self._answered.discard(conn)
             elif not conn.read_only:  # observers: [0,1]/[0,2] are dropped
                 batch = self.queue_update(msg.payload, conn)
                 if len(batch.items) >= self.options.max_pending:  # backpressure: stop reading this socket

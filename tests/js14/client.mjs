@@ -103,10 +103,12 @@ const COMMANDS = {
     socket.on('close', (code) => { closes.push(code) })
     socket.on('error', () => {})
     await new Promise((resolve, reject) => {
-      socket.once('open', resolve)
+      socket.once('open', () => { // step 1 in the open handler, as the provider does: before any answer
+        socket.send(syncMessage(0, Y.encodeStateVector(doc)))
+        resolve()
+      })
       socket.once('error', reject)
     })
-    socket.send(syncMessage(0, Y.encodeStateVector(doc))) // step 1, as the provider does on open
     // the provider sends whatever was edited offline in answer to the server's step 1 (above)
     await waitFor(() => synced, timeout, 'sync step 2')
     return {}
