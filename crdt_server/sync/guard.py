@@ -193,9 +193,9 @@ class DocumentGuard:
                     self.index.record(held)
             self._held = still
         held_back = self.held_back
-        if held_back.update is None and not pending:  # nothing waits, nor may this: the common case
+        if update is None or (held_back.update is None and not pending):  # the common case: nothing waits
             return False
-        return held_back.settle(self.doc, update, may_wait=pending)
+        return held_back.settle(self.doc, update, decoded, may_wait=pending)
 
 
 @dataclass(frozen=True)

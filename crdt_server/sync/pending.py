@@ -6,10 +6,10 @@ pycrdt's ``Doc.get_update()`` omits it (and pycrdt binds no API that says anythi
 this module a newcomer would never receive it, and a snapshot (hence a restart) would lose it: the
 author would keep "first second" and everyone else "first " once the dependency arrives.
 
-``HeldBack`` keeps the waiting part as one update (the structs beyond the document's state vector
-and the deletes of IDs beyond it), computed with pycrdt's own ``get_update(update, state_vector)``.
+``HeldBack`` keeps the waiting part: the structs beyond the document's state vector (one update,
+computed with pycrdt's own ``get_update(update, state_vector)``) and the deletes of IDs beyond it.
 It is checked only after applying an update that may wait (the guard's index says so) or while
-something is held; otherwise the hot path pays one attribute test. See docs/design/sync.md,
+something is held; otherwise the hot path pays one test. See docs/design/sync-integrity.md,
 "Pending structs".
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 from pycrdt import Doc, get_update, merge_updates
 
 from .protocol import ProtocolError, Reader, is_crdt_failure
-from .updates import decode, encode_delete_set
+from .updates import Update, decode, encode_delete_set
 
 
 def decode_state_vector(sv: bytes) -> dict[int, int]:
@@ -37,69 +37,73 @@ def decode_state_vector(sv: bytes) -> dict[int, int]:
     return out
 
 
-def waiting_part(update: bytes, sv_bytes: bytes, sv: dict[int, int]) -> bytes | None:
-    """The part of ``update`` a document with state vector ``sv`` does not hold integrated: its structs
-    beyond ``sv`` and its deletes of IDs beyond it; None if there is none."""
-    rest = get_update(update, sv_bytes)  # the structs beyond sv, and the update's whole delete set
-    r = Reader(rest)
-    has_structs = r.var_uint() != 0
-    if not has_structs and len(rest) <= 2:  # b"\x00\x00": nothing at all (the common case)
-        return None
-    offset = 1
-    if has_structs:  # where the delete set starts
-        offset = decode(rest).delete_set_offset
-        r = Reader(rest, offset)
-    kept: list[tuple[int, int, int]] = []
-    for _ in range(r.var_uint()):
-        client = r.var_uint()
+Deletes = list[tuple[int, int, int]]  # (client, clock, length)
+
+
+def _deletes_beyond(deletes: Deletes, sv: dict[int, int]) -> Deletes:
+    """The part of each delete range beyond ``sv`` (IDs the document does not hold yet)."""
+    out = []
+    for client, clock, length in deletes:
         known = sv.get(client, 0)
-        for _ in range(r.var_uint()):
-            clock, length = r.var_uint(), r.var_uint()
-            if clock + length > known:
-                start = max(clock, known)
-                kept.append((client, start, clock + length - start))
-    if not has_structs and not kept:
+        if clock + length > known:
+            start = max(clock, known)
+            out.append((client, start, clock + length - start))
+    return out
+
+
+def _structs_beyond(update: bytes, delete_set_offset: int, sv_bytes: bytes) -> bytes | None:
+    """The structs of ``update`` beyond ``sv_bytes``, as an update with an empty delete set."""
+    if update[0] == 0:  # no structs at all
         return None
-    return rest[:offset] + encode_delete_set(kept)
+    rest = get_update(update[:delete_set_offset] + b"\x00", sv_bytes)
+    return rest if rest[0] != 0 else None
 
 
 class HeldBack:
-    """The waiting part of a live document (``update``), kept in step as updates are applied."""
+    """The waiting part of a live document, kept in step as updates are applied: its structs (one
+    update with an empty delete set) and its deletes."""
 
-    __slots__ = ("update", "structs")
+    __slots__ = ("_structs", "_deletes", "_update")
 
-    def __init__(self, update: bytes | None = None) -> None:
-        self.update = update  # None: nothing waits
-        self.structs = update is not None and update[0] != 0  # some structs wait (not only deletes)
+    def __init__(self, structs: bytes | None = None, deletes: Deletes | None = None) -> None:
+        self._structs = structs
+        self._deletes = deletes or []
+        self._update: bytes | None = None  # the two as one update, built when asked for
 
-    def settle(self, doc: Doc[Any], update: bytes | None, may_wait: bool) -> bool:
+    @property
+    def structs(self) -> bool:
+        """Some structs wait (not only deletes)."""
+        return self._structs is not None
+
+    @property
+    def update(self) -> bytes | None:
+        """What waits, as one update; None if nothing does."""
+        if self._update is None and (self._structs is not None or self._deletes):
+            structs = self._structs[:-1] if self._structs is not None else b"\x00"  # drop its empty delete set
+            self._update = structs + encode_delete_set(self._deletes)
+        return self._update
+
+    def settle(self, doc: Doc[Any], update: bytes, decoded: Update, may_wait: bool) -> bool:
         """After ``update`` was applied to ``doc``: keep what still waits. True if part of ``update``
         itself waits. A no-op unless ``may_wait`` or something is already held."""
-        if self.update is None and not may_wait:
+        if self._structs is None and not self._deletes and not may_wait:
             return False
         sv_bytes = doc.get_state()
         sv = decode_state_vector(sv_bytes)
-        parts = []
-        own = None
-        if self.update is not None:
-            held = waiting_part(self.update, sv_bytes, sv)
-            if held is not None:
-                parts.append(held)
-        if update is not None:
-            own = waiting_part(update, sv_bytes, sv)
-            if own is not None:
-                parts.append(own)
-        self._set(parts)
-        return own is not None
-
-    def _set(self, parts: list[bytes]) -> None:
-        self.update = None if not parts else parts[0] if len(parts) == 1 else merge_updates(*parts)
-        self.structs = self.update is not None and self.update[0] != 0
+        held = None if self._structs is None else _structs_beyond(self._structs, len(self._structs) - 1, sv_bytes)
+        own_structs = _structs_beyond(update, decoded.delete_set_offset, sv_bytes)
+        structs = [part for part in (held, own_structs) if part is not None]
+        own_deletes = _deletes_beyond(decoded.deletes, sv)
+        self._structs = None if not structs else structs[0] if len(structs) == 1 else merge_updates(*structs)
+        self._deletes = _deletes_beyond(self._deletes, sv) + own_deletes
+        self._update = None
+        return own_structs is not None or bool(own_deletes)
 
     def full_state(self, doc: Doc[Any]) -> bytes:
         """The document as a Yjs peer would encode it: its integrated state and what waits."""
         state = doc.get_update()
-        return state if self.update is None else merge_updates(state, self.update)
+        held = self.update
+        return state if held is None else merge_updates(state, held)
 
     @classmethod
     def of_stored(cls, doc: Doc[Any], pieces: Iterable[bytes]) -> HeldBack:
@@ -107,16 +111,19 @@ class HeldBack:
         from them holds back."""
         sv_bytes = doc.get_state()
         sv = decode_state_vector(sv_bytes)
-        parts = []
+        structs: list[bytes] = []
+        deletes: Deletes = []
         for piece in pieces:
             try:
-                part = waiting_part(piece, sv_bytes, sv)
+                rest = get_update(piece, sv_bytes)  # the structs beyond sv, and the piece's whole delete set
+                if rest == b"\x00\x00":  # nothing (the common case)
+                    continue
+                decoded = decode(rest)
+                if decoded.structs:
+                    structs.append(rest[: decoded.delete_set_offset] + b"\x00")
+                deletes.extend(_deletes_beyond(decoded.deletes, sv))
             except BaseException as exc:  # a row the rebuild could apply but not re-encode: skip it
                 if not is_crdt_failure(exc):
                     raise
-                continue
-            if part is not None:
-                parts.append(part)
-        held = cls()
-        held._set(parts)
-        return held
+        merged = None if not structs else structs[0] if len(structs) == 1 else merge_updates(*structs)
+        return cls(merged, deletes)
