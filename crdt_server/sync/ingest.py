@@ -134,7 +134,7 @@ class GuardedIngest:
             log.warning("session %s: surrogate repair failed: %r", self.session_id, exc)
             return None
         if update is not None:
-            log.info("session %s: a %s's update splits %d astral character(s): deleted and re-inserted first",
+            log.debug("session %s: a %s's update splits %d astral character(s): deleted and re-inserted first",
                      self.session_id, item.origin.role, len(item.verdict.splits))
             self.guard.applied(decode(update), False, update)
         return update

@@ -10,7 +10,7 @@ author would keep "first second" and everyone else "first " once the dependency 
 computed with pycrdt's own ``get_update(update, state_vector)``) and the deletes of IDs beyond it.
 It is checked only after applying an update that may wait (the guard's index says so) or while
 something is held; otherwise the hot path pays one test. See docs/design/sync-integrity.md,
-"Pending structs".
+"Held-back structs".
 """
 
 from __future__ import annotations
