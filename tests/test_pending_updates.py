@@ -14,28 +14,15 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from pycrdt import Doc, Text
 from websockets.asyncio.client import connect
 
 from crdt_server.sync import protocol as p
 
 from .conftest import auth, create_session
 from .jsclient import js_client
+from .unit.test_pending import out_of_order_edits
 
 pytestmark = pytest.mark.anyio
-
-
-def _out_of_order() -> tuple[bytes, bytes, bytes]:
-    """One author's three edits: u1 types "first ", u2 types "second" after it, u3 deletes "fi"."""
-    doc: Doc = Doc(client_id=7)
-    updates: list[bytes] = []
-    doc.observe(lambda event: updates.append(event.update))
-    code = doc.get("code", type=Text)
-    code.insert(0, "first ")
-    code.insert(6, "second")
-    del code[0:2]
-    u1, u2, u3 = updates
-    return u1, u2, u3
 
 
 async def _send(server: Any, s: dict[str, Any], *updates: bytes) -> None:
@@ -56,7 +43,7 @@ async def _code(server: Any, s: dict[str, Any]) -> str:
 
 async def test_an_update_waiting_for_its_dependency_reaches_newcomers(server):
     s = await create_session(server, code="")
-    u1, u2, u3 = _out_of_order()
+    u1, u2, u3 = out_of_order_edits()
     await _send(server, s, u2, u3)
     async with js_client(server.ws_url, s["id"], s["tokens"]["interviewer"], name="Late") as late:
         assert await late.get_text() == ""  # it waits everywhere
@@ -71,7 +58,7 @@ async def test_an_update_waiting_for_its_dependency_survives_a_restart(fresh_ser
     it, and the snapshot the next clean stop writes keeps it too."""
     srv = fresh_server
     s = await create_session(srv, code="")
-    u1, u2, u3 = _out_of_order()
+    u1, u2, u3 = out_of_order_edits()
     await _send(srv, s, u2, u3)
     if stop == "kill":
         srv.kill9()
@@ -90,7 +77,7 @@ async def test_an_author_holding_the_same_update_back_keeps_it(server):
     holds it back as well. What it gets back must not replace its waiting content: once u1 arrives,
     it shows the same text as everyone."""
     s = await create_session(server, code="")
-    u1, u2, _ = _out_of_order()
+    u1, u2, _ = out_of_order_edits()
     async with js_client(server.ws_url, s["id"], s["tokens"]["candidate"], name="Holder") as holder:
         await holder.apply_update(u2)  # waits in its document (and is not sent: nothing integrated)
         await holder.disconnect()

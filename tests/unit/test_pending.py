@@ -13,8 +13,9 @@ from crdt_server.sync.pending import HeldBack
 from crdt_server.sync.updates import decode
 
 
-def _author() -> tuple[bytes, bytes, bytes]:
-    """u1 types "first ", u2 "second" after it, u3 deletes "fi": u2 and u3 wait for u1."""
+def out_of_order_edits() -> tuple[bytes, bytes, bytes]:
+    """One author's edits (clientID 7): u1 types "first ", u2 "second" after it, u3 deletes "fi";
+    u2 and u3 wait for u1 (tests/test_pending_updates.py sends them before it)."""
     doc: Doc[Any] = Doc(client_id=7)
     sent: list[bytes] = []
     doc.observe(lambda event: sent.append(event.update))
@@ -31,7 +32,7 @@ def _text(doc: Doc[Any]) -> str:
 
 
 def test_what_waits_is_kept_served_and_dropped_once_its_dependency_arrives() -> None:
-    u1, u2, u3 = _author()
+    u1, u2, u3 = out_of_order_edits()
     live: Doc[Any] = Doc()
     held = HeldBack()
     for u in (u2, u3):
@@ -51,7 +52,7 @@ def test_what_waits_is_kept_served_and_dropped_once_its_dependency_arrives() -> 
 
 
 def test_loading_finds_what_waits_in_the_snapshot_and_the_rows() -> None:
-    u1, u2, u3 = _author()
+    u1, u2, u3 = out_of_order_edits()
     live: Doc[Any] = Doc()
     held = HeldBack()
     live.apply_update(u2)
