@@ -69,3 +69,18 @@ async def test_an_edit_inside_a_surrogate_pair_leaves_every_reader_with_the_same
     srv.restart()
     assert await _rest(srv, s) == expected + "!"
     assert await _newcomer(srv, s) == expected + "!"
+
+
+async def test_the_notes_document_is_repaired_too(server):
+    s = await create_session(server)
+    room, token = f"{s['id']}/notes", s["tokens"]["interviewer"]
+    async with js_client(server.ws_url, room, token, name="A", textName="notes") as a, \
+            js_client(server.ws_url, room, token, name="B", textName="notes") as b:
+        await a.insert(0, "x😀y")
+        await b.wait_text(equals="x😀y")
+        await b.insert(2, "中")
+        for client in (a, b):
+            await client.wait_text(equals="x中😀y")
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        r = await http.get(f"/api/sessions/{s['id']}/notes", headers=auth(token))
+        assert r.json()["notes"] == "x中😀y"

@@ -25,7 +25,7 @@ from pycrdt import Doc
 
 from .batch import Batch
 from .connection import Connection, wire_frame
-from .pending import HeldBack, decode_state_vector
+from .pending import HeldBack, IdRanges, decode_state_vector
 from .protocol import SYNC_UPDATE, ProtocolError, sync_frame, write_var_uint
 from .updates import GC, SKIP, Struct, Update, encode_delete_set
 
@@ -106,12 +106,12 @@ def confirmation(updates: list[tuple[Update, bytes]]) -> bytes | None:
     if not deletes:
         out.append(0)
     elif len(updates) == 1:
-        out += encode_delete_set(deletes)
-    else:
-        ranges: dict[int, list[list[int]]] = {}
-        for client, clock, length in deletes:
-            ranges.setdefault(client, []).append([clock, length])
-        out += encode_delete_set([(c, clock, n) for c, rs in ranges.items() for clock, n in _merged(rs)])
+        decoded, raw = updates[0]
+        out += raw[decoded.delete_set_offset:]  # its own delete set, as it came
+    else:  # several updates: each range once
+        merged = IdRanges()
+        merged.add_all(deletes)
+        out += encode_delete_set(merged.ranges())
     return bytes(out)
 
 

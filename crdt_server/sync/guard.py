@@ -14,7 +14,6 @@ updates it cannot clear take the room's guarded path, which watches what they re
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 from pycrdt import Array, Doc, Map, Text, UndoManager, merge_updates
 
 from ..document import META, RUNS, TEXT
-from .pending import HeldBack
+from .pending import HeldBack, IdRanges
 from .surrogates import AstralChars, Split
 from .updates import SKIP, IdIndex, Update, decode, encode_delete_set
 
@@ -46,31 +45,6 @@ def owned_by_server(root: str, key: str | None) -> bool:
     return root == RUNS or (root == META and key not in EDITOR_META_KEYS)
 
 
-class DeletedIds:
-    """The IDs a document holds as deleted: sorted, disjoint ranges per client."""
-
-    def __init__(self) -> None:
-        self._starts: dict[int, list[int]] = {}
-        self._ends: dict[int, list[int]] = {}
-
-    def add(self, client: int, start: int, end: int) -> None:
-        starts = self._starts.setdefault(client, [])
-        ends = self._ends.setdefault(client, [])
-        i = bisect.bisect_left(ends, start)  # the ranges [i, j) overlap or touch [start, end)
-        j = bisect.bisect_right(starts, end)
-        if i < j:
-            start, end = min(start, starts[i]), max(end, ends[j - 1])
-        starts[i:j] = [start]
-        ends[i:j] = [end]
-
-    def covers(self, client: int, start: int, end: int) -> bool:
-        starts = self._starts.get(client)
-        if not starts:
-            return False
-        i = bisect.bisect_right(starts, start) - 1
-        return i >= 0 and self._ends[client][i] >= end
-
-
 class DocumentGuard:
     """The ID index of one live document, and the checks made against it."""
 
@@ -79,7 +53,7 @@ class DocumentGuard:
         self.index = IdIndex()
         state = decode(doc.get_update())
         self.index.record(state)
-        self.deleted = DeletedIds()
+        self.deleted = IdRanges()  # the IDs the document holds as deleted
         for client, clock, length in state.deletes:
             self.deleted.add(client, clock, clock + length)
         self._held: list[Update] = []  # applied updates with structs still pending in the CRDT
@@ -162,8 +136,8 @@ class DocumentGuard:
 
     def _record_content(self, update: Update) -> None:
         """What the index does not hold: deleted IDs, astral characters."""
-        for client, clock, length in update.deletes:
-            self.deleted.add(client, clock, clock + length)
+        if update.deletes:
+            self.deleted.add_all(update.deletes)
         if update.placed is not None:
             self.astral.record(update.placed)
 
@@ -193,7 +167,7 @@ class DocumentGuard:
                     self.index.record(held)
             self._held = still
         held_back = self.held_back
-        if update is None or (held_back.update is None and not pending):  # the common case: nothing waits
+        if update is None or (not pending and held_back.empty):  # the common case: nothing waits
             return False
         return held_back.settle(self.doc, update, decoded, may_wait=pending)
 

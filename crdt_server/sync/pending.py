@@ -15,6 +15,7 @@ something is held; otherwise the hot path pays one test. See docs/design/sync-in
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from typing import Any
 
@@ -37,18 +38,71 @@ def decode_state_vector(sv: bytes) -> dict[int, int]:
     return out
 
 
-Deletes = list[tuple[int, int, int]]  # (client, clock, length)
+class IdRanges:
+    """Sets of IDs as sorted, disjoint, non-touching ranges per client (deleted IDs, waiting deletes)."""
 
+    __slots__ = ("_starts", "_ends")
 
-def _deletes_beyond(deletes: Deletes, sv: dict[int, int]) -> Deletes:
-    """The part of each delete range beyond ``sv`` (IDs the document does not hold yet)."""
-    out = []
-    for client, clock, length in deletes:
-        known = sv.get(client, 0)
-        if clock + length > known:
-            start = max(clock, known)
-            out.append((client, start, clock + length - start))
-    return out
+    def __init__(self) -> None:
+        self._starts: dict[int, list[int]] = {}
+        self._ends: dict[int, list[int]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._starts)
+
+    def covers(self, client: int, start: int, end: int) -> bool:
+        starts = self._starts.get(client)
+        if not starts:
+            return False
+        i = bisect.bisect_right(starts, start) - 1
+        return i >= 0 and self._ends[client][i] >= end
+
+    def add(self, client: int, start: int, end: int) -> None:
+        starts = self._starts.setdefault(client, [])
+        ends = self._ends.setdefault(client, [])
+        j = bisect.bisect_right(starts, end)  # the ranges [i, j) overlap or touch [start, end)
+        if j and ends[j - 1] >= end and starts[j - 1] <= start:
+            return  # already held: a repeated delete set, the common case
+        i = bisect.bisect_left(ends, start)
+        if i < j:
+            start, end = min(start, starts[i]), max(end, ends[j - 1])
+        starts[i:j] = [start]
+        ends[i:j] = [end]
+
+    def add_all(self, ranges: Iterable[tuple[int, int, int]]) -> None:
+        """``add`` each (client, clock, length); a repeated delete set costs a bisect per range."""
+        all_starts, all_ends = self._starts, self._ends
+        client_of: int | None = None
+        starts: list[int] = []
+        ends: list[int] = []
+        for client, clock, length in ranges:
+            if client != client_of:
+                client_of = client
+                starts, ends = all_starts.setdefault(client, []), all_ends.setdefault(client, [])
+            end = clock + length
+            j = bisect.bisect_right(starts, end)
+            if j and ends[j - 1] >= end and starts[j - 1] <= clock:
+                continue
+            self.add(client, clock, end)
+
+    def drop_below(self, client: int, clock: int) -> None:
+        """Forget the IDs of ``client`` below ``clock``."""
+        starts, ends = self._starts.get(client), self._ends.get(client)
+        if not starts or not ends:
+            return
+        i = bisect.bisect_right(ends, clock)  # ranges [0, i) end at or below it
+        del starts[:i], ends[:i]
+        if starts and starts[0] < clock:
+            starts[0] = clock
+        if not starts:
+            del self._starts[client], self._ends[client]
+
+    def clients(self) -> list[int]:
+        return list(self._starts)
+
+    def ranges(self) -> list[tuple[int, int, int]]:
+        """(client, clock, length) for every range."""
+        return [(c, s, e - s) for c, starts in self._starts.items() for s, e in zip(starts, self._ends[c], strict=True)]
 
 
 def _structs_beyond(update: bytes, delete_set_offset: int, sv_bytes: bytes) -> bytes | None:
@@ -61,14 +115,21 @@ def _structs_beyond(update: bytes, delete_set_offset: int, sv_bytes: bytes) -> b
 
 class HeldBack:
     """The waiting part of a live document, kept in step as updates are applied: its structs (one
-    update with an empty delete set) and its deletes."""
+    update with an empty delete set) and its deletes (``IdRanges``, so a delete set sent again and
+    again is held once)."""
 
-    __slots__ = ("_structs", "_deletes", "_update")
+    __slots__ = ("_structs", "_deletes", "_update", "_sv_bytes", "_sv")
 
-    def __init__(self, structs: bytes | None = None, deletes: Deletes | None = None) -> None:
+    def __init__(self, structs: bytes | None = None, deletes: IdRanges | None = None) -> None:
         self._structs = structs
-        self._deletes = deletes or []
+        self._deletes = deletes or IdRanges()
         self._update: bytes | None = None  # the two as one update, built when asked for
+        self._sv_bytes = b""  # the document's state vector when last settled, and decoded
+        self._sv: dict[int, int] = {}
+
+    @property
+    def empty(self) -> bool:
+        return self._structs is None and not self._deletes
 
     @property
     def structs(self) -> bool:
@@ -78,26 +139,39 @@ class HeldBack:
     @property
     def update(self) -> bytes | None:
         """What waits, as one update; None if nothing does."""
-        if self._update is None and (self._structs is not None or self._deletes):
+        if self._update is None and not self.empty:
             structs = self._structs[:-1] if self._structs is not None else b"\x00"  # drop its empty delete set
-            self._update = structs + encode_delete_set(self._deletes)
+            self._update = structs + encode_delete_set(self._deletes.ranges())
         return self._update
 
     def settle(self, doc: Doc[Any], update: bytes, decoded: Update, may_wait: bool) -> bool:
         """After ``update`` was applied to ``doc``: keep what still waits. True if part of ``update``
-        itself waits. A no-op unless ``may_wait`` or something is already held."""
-        if self._structs is None and not self._deletes and not may_wait:
+        itself waits. A no-op unless ``may_wait`` or something is already held. What is held is only
+        looked at again when the document's state vector moved (something integrated)."""
+        if self.empty and not may_wait:
             return False
         sv_bytes = doc.get_state()
-        sv = decode_state_vector(sv_bytes)
-        held = None if self._structs is None else _structs_beyond(self._structs, len(self._structs) - 1, sv_bytes)
-        own_structs = _structs_beyond(update, decoded.delete_set_offset, sv_bytes)
-        structs = [part for part in (held, own_structs) if part is not None]
-        own_deletes = _deletes_beyond(decoded.deletes, sv)
-        self._structs = None if not structs else structs[0] if len(structs) == 1 else merge_updates(*structs)
-        self._deletes = _deletes_beyond(self._deletes, sv) + own_deletes
-        self._update = None
-        return own_structs is not None or bool(own_deletes)
+        if sv_bytes != self._sv_bytes:
+            sv = decode_state_vector(sv_bytes)
+            if self._structs is not None:
+                self._structs = _structs_beyond(self._structs, len(self._structs) - 1, sv_bytes)
+            for client in self._deletes.clients():
+                if sv.get(client, 0) != self._sv.get(client, 0):
+                    self._deletes.drop_below(client, sv.get(client, 0))
+            self._sv_bytes, self._sv = sv_bytes, sv
+            self._update = None
+        own = _structs_beyond(update, decoded.delete_set_offset, sv_bytes)
+        if own is not None:
+            self._structs = own if self._structs is None else merge_updates(self._structs, own)
+        waits = own is not None
+        for client, clock, length in decoded.deletes:
+            known = self._sv.get(client, 0)
+            if clock + length > known:
+                self._deletes.add(client, max(clock, known), clock + length)
+                waits = True
+        if waits:
+            self._update = None
+        return waits
 
     def full_state(self, doc: Doc[Any]) -> bytes:
         """The document as a Yjs peer would encode it: its integrated state and what waits."""
@@ -112,7 +186,7 @@ class HeldBack:
         sv_bytes = doc.get_state()
         sv = decode_state_vector(sv_bytes)
         structs: list[bytes] = []
-        deletes: Deletes = []
+        deletes = IdRanges()
         for piece in pieces:
             try:
                 rest = get_update(piece, sv_bytes)  # the structs beyond sv, and the piece's whole delete set
@@ -121,7 +195,9 @@ class HeldBack:
                 decoded = decode(rest)
                 if decoded.structs:
                     structs.append(rest[: decoded.delete_set_offset] + b"\x00")
-                deletes.extend(_deletes_beyond(decoded.deletes, sv))
+                for client, clock, length in decoded.deletes:
+                    if clock + length > (known := sv.get(client, 0)):
+                        deletes.add(client, max(clock, known), clock + length)
             except BaseException as exc:  # a row the rebuild could apply but not re-encode: skip it
                 if not is_crdt_failure(exc):
                     raise

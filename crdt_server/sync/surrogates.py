@@ -49,6 +49,7 @@ class AstralChars:
 
     def __init__(self) -> None:
         self._by_low: dict[tuple[int, int], tuple[str, str]] = {}  # (client, clock + 1) -> (char, root)
+        self._clients: set[int] = set()  # the clients that inserted any
 
     def __bool__(self) -> bool:
         return bool(self._by_low)
@@ -63,6 +64,7 @@ class AstralChars:
             for ch in text:
                 if ord(ch) > 0xFFFF:
                     self._by_low[(s.client, clock + 1)] = (ch, place[0])
+                    self._clients.add(s.client)
                     clock += 2
                 else:
                     clock += 1
@@ -70,17 +72,18 @@ class AstralChars:
     def splits(self, update: Update, deleted: Any) -> list[Split]:
         """The live astral characters ``update`` splits (``deleted.covers`` says which are deleted):
         an insert after a high half or before a low half, a delete range starting or ending between."""
-        by_low = self._by_low
+        by_low, clients = self._by_low, self._clients
         lows: set[tuple[int, int]] = set()
         for s in update.structs:
-            if s.origin is not None and (low := (s.origin[0], s.origin[1] + 1)) in by_low:
+            if s.origin is not None and s.origin[0] in clients and (low := (s.origin[0], s.origin[1] + 1)) in by_low:
                 lows.add(low)
             if s.right_origin is not None and s.right_origin in by_low:
                 lows.add(s.right_origin)
         for client, start, length in update.deletes:
-            for edge in ((client, start), (client, start + length)):
-                if edge in by_low:
-                    lows.add(edge)
+            if client in clients:
+                for edge in ((client, start), (client, start + length)):
+                    if edge in by_low:
+                        lows.add(edge)
         found = []
         for client, clock in sorted(lows):
             if not deleted.covers(client, clock - 1, clock + 1):

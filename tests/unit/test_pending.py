@@ -9,7 +9,7 @@ from typing import Any
 
 from pycrdt import Doc, Text
 
-from crdt_server.sync.pending import HeldBack
+from crdt_server.sync.pending import HeldBack, IdRanges
 from crdt_server.sync.updates import decode
 
 
@@ -67,3 +67,33 @@ def test_loading_finds_what_waits_in_the_snapshot_and_the_rows() -> None:
     again.apply_update(u1)
     assert _text(again) == "rst second"
     assert HeldBack.of_stored(again, [again.get_update()]).update is None  # nothing waits any more
+
+
+def test_id_ranges_merge_cover_and_forget() -> None:
+    ranges = IdRanges()
+    for start, end in ((10, 20), (30, 40), (20, 25), (50, 60), (5, 12), (33, 35)):
+        ranges.add(7, start, end)
+    assert ranges.ranges() == [(7, 5, 20), (7, 30, 10), (7, 50, 10)]  # touching and overlapping merge
+    assert ranges.covers(7, 5, 25) and ranges.covers(7, 31, 40) and not ranges.covers(7, 24, 31)
+    assert not ranges.covers(8, 0, 1)
+    ranges.drop_below(7, 35)
+    assert ranges.ranges() == [(7, 35, 5), (7, 50, 10)]
+    ranges.drop_below(7, 60)
+    assert not ranges
+
+
+def test_a_delete_set_sent_again_and_again_is_held_once() -> None:
+    """A client may resend its whole delete set with every update (pycrdt's ``get_update(state)``
+    does); what waits must not grow with it, nor the work per update."""
+    doc: Doc[Any] = Doc()
+    held = HeldBack()
+    pending_deletes = b"\x00\x01\x07" + b"\x40" + b"".join(bytes((2 * i + 1, 1)) for i in range(64))
+    decoded = decode(pending_deletes)
+    assert len(decoded.deletes) == 64  # 64 ranges of a client nobody has sent anything of
+    sizes = set()
+    for _ in range(200):
+        doc.apply_update(pending_deletes)
+        held.settle(doc, pending_deletes, decoded, may_wait=True)
+        assert held.update is not None
+        sizes.add(len(held.update))
+    assert len(sizes) == 1
