@@ -175,7 +175,7 @@ class SessionRoom(GuardedIngest, YRoom):
             self.ydoc = doc
             self._meta = doc.get(META, type=Map)
             self.guard = DocumentGuard(doc, held)
-            self.doc_size = len(doc.get_update())
+            self.doc_size = len(held.full_state(doc))
         finally:
             self._settled.set()
             self._settled = settled
@@ -397,7 +397,7 @@ class SessionRoom(GuardedIngest, YRoom):
                     self._answered.discard(conn)
             elif not conn.read_only:  # observers: [0,1]/[0,2] are dropped
                 batch = self.queue_update(msg.payload, conn)
-                if len(batch.items) >= self.options.max_pending:  # backpressure: stop reading this socket
+                if len(batch.items) + len(batch.noops) >= self.options.max_pending:  # backpressure: stop reading
                     await batch.done.wait()
         elif kind == p.MSG_AWARENESS:
             delay = self.presence.apply(conn, frame)
