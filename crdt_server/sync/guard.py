@@ -54,8 +54,7 @@ class DocumentGuard:
         state = decode(doc.get_update())
         self.index.record(state)
         self.deleted = IdRanges()  # the IDs the document holds as deleted
-        for client, clock, length in state.deletes:
-            self.deleted.add(client, clock, clock + length)
+        self.deleted.add_all(state.deletes)
         self._held: list[Update] = []  # applied updates with structs still pending in the CRDT
         self.held_back = held or HeldBack()  # what the CRDT holds back, as bytes (newcomers, snapshots)
         self.astral = AstralChars()  # emoji and other surrogate pairs of the texts (sync/surrogates.py)
