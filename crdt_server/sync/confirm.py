@@ -159,10 +159,13 @@ def complete_step2(conn: Connection, client_state: bytes, doc: Doc[Any], held: H
     it, Yjs's includes it), and a confirmation of the struct IDs both sides hold."""
     if held.update is not None:
         conn.enqueue(sync_frame(SYNC_UPDATE, held.update))
+    server_state = doc.get_state()
+    if len(client_state) > 2 * len(server_state) + 1024:
+        return  # far more clients than the document has: nothing worth a Python pass over all of them
     try:
         client = decode_state_vector(client_state)
     except ProtocolError:
         return
-    frame = known_ids_frame(client, decode_state_vector(doc.get_state())) if client else None
+    frame = known_ids_frame(client, decode_state_vector(server_state)) if client else None
     if frame is not None:
         conn.enqueue(frame)
