@@ -129,7 +129,7 @@ async def load_time(n: int, snapshot_every: int) -> dict[str, float]:
             timings = []
             for _ in range(5):
                 t0 = time.perf_counter()
-                loaded, _, _ = await load_document(store, sid)
+                loaded, _, _, _ = await load_document(store, sid)
                 timings.append(time.perf_counter() - t0)
             assert len(str(loaded.get("code", type=Text))) == n
             replay = []

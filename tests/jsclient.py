@@ -156,8 +156,11 @@ class JSClient:
 
     def __init__(self, *, default_timeout: float = 15.0, label: str | None = None,
                  echo_stderr: bool | None = None, package: NodePackage | None = None,
-                 flavour: Path | None = None) -> None:
-        self.package = package or JS_PACKAGE
+                 flavour: Path | None = None, script: Path = CLIENT_JS) -> None:
+        # ``script``: another line-driven client (same protocol), e.g. tests/js14/client.mjs, installed
+        # from its own directory
+        self.script = script
+        self.package = package or (JS_PACKAGE if script == CLIENT_JS else NodePackage(script.parent, ()))
         self.flavour = flavour
         self.default_timeout = default_timeout
         self.label = label or "js"
@@ -189,7 +192,7 @@ class JSClient:
         stack = AsyncExitStack()
         try:
             self._proc = await anyio.open_process(
-                [node, str(CLIENT_JS), *([str(self.flavour)] if self.flavour else [])],
+                [node, str(self.script), *([str(self.flavour)] if self.flavour else [])],
                 cwd=str(self.package.directory),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,

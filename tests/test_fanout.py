@@ -10,6 +10,7 @@ import anyio
 import pytest
 import uvicorn
 from pycrdt import Text
+from websockets.frames import Frame, Opcode
 
 from crdt_server.cli import uvicorn_config
 from crdt_server.config import load_settings
@@ -54,3 +55,5 @@ def test_wire_frame_is_an_unmasked_binary_frame():
     assert wire_frame(b"\x00\x02\x01x") == b"\x82\x04\x00\x02\x01x"
     big = wire_frame(b"y" * 300)
     assert big[:4] == b"\x82\x7e\x01\x2c" and big[4:] == b"y" * 300
+    for size in (0, 125, 126, 65_535, 65_536, 200_000):  # the bytes websockets itself would send
+        assert wire_frame(b"z" * size) == Frame(Opcode.BINARY, b"z" * size).serialize(mask=False)

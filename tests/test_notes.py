@@ -13,7 +13,7 @@ import httpx
 import pytest
 from pycrdt import Text
 
-from .conftest import auth, create_session, expect_refusal, py_client, text_of
+from .conftest import auth, create_session, expect_refusal, py_client, text_of, wait_for
 from .jsclient import js_client, js_deps  # noqa: F401  (js_deps is a fixture)
 from .pg import BACKENDS, server_rows  # noqa: F401  (conftest runs this module's server tests on SQLite and PostgreSQL)
 
@@ -129,8 +129,9 @@ async def test_deleting_the_session_deletes_its_notes(server):
     s = await create_session(server)
     async with notes_client(server, s) as a:
         await a.insert(0, "to be deleted")
-        await a.wait_text(equals="to be deleted")
-        assert server_rows(server, "SELECT count(*) FROM notes_updates WHERE session_id = ?", s["id"])[0][0] >= 1
+        # stored: the client's own text shows at once, the row once committed (its connect stores none)
+        await wait_for(lambda: server_rows(server, "SELECT count(*) FROM notes_updates WHERE session_id = ?",
+                                           s["id"])[0][0] >= 1)
         async with httpx.AsyncClient(base_url=server.base_url) as http:
             r = await http.delete(f"/api/sessions/{s['id']}", headers=auth(s["tokens"]["interviewer"]))
             assert r.status_code == 204

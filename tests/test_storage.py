@@ -100,7 +100,7 @@ async def test_load_is_latest_snapshot_plus_tail(make_store):
             await edit(ch)
         snapshot, tail, base = await store.load(sid)
         assert snapshot is not None and base == 4 and [u.seq for u in tail] == [5, 6]
-        loaded, last, snap_seq = await load_document(store, sid)
+        loaded, last, snap_seq, _ = await load_document(store, sid)
         assert (read_text(loaded), last, snap_seq) == ("abcdef", 6, 4)
         # the full log is kept for history and playback
         assert len(await store.read_updates(sid, 0, 100)) == 6
@@ -182,9 +182,9 @@ async def test_the_notes_document_has_a_log_of_its_own(make_store):
             await store.write_snapshot(sid, 3, notes.get_update(), doc="notes")
         await store.write_snapshot(sid, 2, notes.get_update(), doc="notes")
         assert [u.seq for u in await store.read_updates(sid, 0, 10)] == [1]  # the main log: the starter only
-        loaded, last, snap_seq = await load_document(store, sid, "notes")
+        loaded, last, snap_seq, _ = await load_document(store, sid, "notes")
         assert (str(loaded.get("notes", type=Text)), last, snap_seq) == ("ab", 2, 2)
-        main, main_last, _ = await load_document(store, sid)
+        main, main_last, _, _ = await load_document(store, sid)
         assert (read_text(main), main_last, str(main.get("notes", type=Text))) == ("main", 1, "")
         assert [u.seq for u in await store.read_updates(sid, 0, 10, doc="notes")] == [1, 2]
         assert await store.last_seqs([sid, "gone"], doc="notes") == {sid: 2}

@@ -364,10 +364,9 @@ async def test_an_update_that_makes_yrs_panic_does_not_break_the_session(fresh_s
             del t[0:3]
             async with py_client(srv, session) as watcher:
                 await wait_for(lambda: text_of(watcher) == "lo world")
-                bad = bytes.fromhex(
-                    "0100ced3c99ec58f9e0a00015704636f64650384ced3c99ec58f9e0a02086c6f20876f726c642801046d6574610178"
-                    "017c3f80000007010472756e73012800ced3c99ec58f9e0a0c0161017c3f80000001ced35e9ec58f9e0a010003"
-                )
+                # an entry of this client with no structs (Yrs panics in BlockSet::exclude), and a delete
+                # of the live "l" (an update that adds nothing would be dropped before it is stored)
+                bad = bytes.fromhex("0100ced3c99ec58f9e0a00" "01ced3c99ec58f9e0a010301")
                 await ws.send_bytes(p.sync_frame(p.SYNC_UPDATE, bad))
                 await anyio.sleep(0.3)
                 t.insert(0, ">")

@@ -2,8 +2,9 @@
 
 from .connection import SERVER, Connection, Origin
 from .loader import load_document
+from .options import RoomOptions
 from .protocol import CloseCode
-from .room import RoomOptions, SessionRoom
+from .room import SessionRoom
 from .server import SessionServer
 
 __all__ = [

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import anyio
 from starlette.websockets import WebSocket
-from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from ..config import Settings
@@ -50,8 +49,17 @@ SERVER = Origin("server", "server")
 
 
 def wire_frame(message: bytes) -> bytes:
-    """One binary WebSocket frame as sent by a server (unmasked, no extension), ready to write."""
-    return Frame(Opcode.BINARY, message).serialize(mask=False)
+    """One binary WebSocket frame as sent by a server (unmasked, no extension), ready to write.
+
+    The header is built here (RFC 6455 5.2: FIN + binary opcode, then a 7-bit, 16-bit or 64-bit
+    length): the same bytes as ``websockets``' ``Frame.serialize(mask=False)`` at a sixth of its cost,
+    which counts once per broadcast and once per confirmation."""
+    n = len(message)
+    if n < 126:
+        return bytes((0x82, n)) + message
+    if n < 1 << 16:
+        return bytes((0x82, 126)) + n.to_bytes(2, "big") + message
+    return bytes((0x82, 127)) + n.to_bytes(8, "big") + message
 
 
 def _direct_protocol(websocket: WebSocket) -> object | None:

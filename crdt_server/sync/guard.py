@@ -21,7 +21,9 @@ from typing import Any
 from pycrdt import Array, Doc, Map, Text, UndoManager, merge_updates
 
 from ..document import META, RUNS, TEXT
-from .updates import IdIndex, Update, decode, encode_delete_set
+from .pending import HeldBack, IdRanges
+from .surrogates import AstralChars, Split
+from .updates import SKIP, IdIndex, Update, decode, encode_delete_set
 
 CODE = TEXT  # the editors' text
 EDITOR_META_KEYS = frozenset({"language"})
@@ -35,6 +37,8 @@ class Verdict:
     pending: bool = False  # some structs wait for IDs nobody has sent yet
     dropped_deletes: int = 0  # clocks of others' unseen IDs removed from the delete set
     code_frozen: bool = False  # its author may not change ``code`` now (locked candidate, ended session)
+    noop: bool = False  # adds nothing: every struct already known, every delete of IDs already deleted
+    splits: list[Split] | None = None  # astral characters it splits: repaired before it is applied
 
 
 def owned_by_server(root: str, key: str | None) -> bool:
@@ -44,10 +48,17 @@ def owned_by_server(root: str, key: str | None) -> bool:
 class DocumentGuard:
     """The ID index of one live document, and the checks made against it."""
 
-    def __init__(self, doc: Doc[Any]) -> None:
+    def __init__(self, doc: Doc[Any], held: HeldBack | None = None) -> None:
+        self.doc = doc
         self.index = IdIndex()
-        self.index.record(decode(doc.get_update()))
+        state = decode(doc.get_update())
+        self.index.record(state)
+        self.deleted = IdRanges()  # the IDs the document holds as deleted
+        self.deleted.add_all(state.deletes)
         self._held: list[Update] = []  # applied updates with structs still pending in the CRDT
+        self.held_back = held or HeldBack()  # what the CRDT holds back, as bytes (newcomers, snapshots)
+        self.astral = AstralChars()  # emoji and other surrogate pairs of the texts (sync/surrogates.py)
+        self.astral.record(self.index.places(state))
 
     def check(self, update: bytes, own_clients: Iterable[int] = (), *, code_frozen: bool = False) -> Verdict:
         """Classify a client's update (``ProtocolError`` if it does not decode); with ``code_frozen``
@@ -60,7 +71,8 @@ class DocumentGuard:
         for s in decoded.structs:
             starts[s.client] = min(starts.get(s.client, s.clock), s.clock)
             ends[s.client] = max(ends.get(s.client, 0), s.end)
-        verdict = Verdict(update, decoded, guarded=bool(self._held), code_frozen=code_frozen)
+        # While structs wait in the CRDT, any update may integrate them: watch every one.
+        verdict = Verdict(update, decoded, guarded=bool(self._held) or self.held_back.structs, code_frozen=code_frozen)
         if any(start > index.state(client) for client, start in starts.items()):
             verdict.pending = verdict.guarded = True  # a gap before them: they wait in the CRDT
         for _, place in index.places(decoded):
@@ -88,11 +100,46 @@ class DocumentGuard:
         if verdict.dropped_deletes:
             verdict.update = update[: decoded.delete_set_offset] + encode_delete_set(kept)
             verdict.decoded = decode(verdict.update)
-        if not verdict.pending:
-            # Known from now on, not from when it is applied: a delete of these IDs queued behind it
-            # (another client's, in the same batch) must not count as aimed at unseen IDs.
-            index.record(verdict.decoded)
+        verdict.noop = not verdict.pending and self._adds_nothing(verdict.decoded)
+        if self.astral and not verdict.noop:
+            verdict.splits = self.astral.splits(verdict.decoded, self.deleted)
+            verdict.guarded = verdict.guarded or bool(verdict.splits)
         return verdict
+
+    def _adds_nothing(self, update: Update) -> bool:
+        """Every struct is known (to the index) and every delete is of IDs already deleted: a
+        reconnecting client's sync step 2, a resent update. A delete of live IDs is not nothing."""
+        index = self.index
+        for s in update.structs:
+            if s.ref == SKIP:
+                continue
+            if s.end > index.state(s.client):  # beyond what is known: the common case, decided at once
+                return False
+            clock = s.clock
+            while clock < s.end:
+                place, clock = index.span(s.client, clock)
+                if place is None:
+                    return False
+        covers = self.deleted.covers
+        for client, clock, length in update.deletes:
+            if not covers(client, clock, clock + length):
+                return False
+        return True
+
+    def admit(self, verdict: Verdict) -> None:
+        """The update is queued for commit: its IDs are known from now on, not from when it is
+        applied, so a delete of them queued behind it (another client's, in the same batch) does
+        not count as aimed at unseen IDs, and the same update sent again adds nothing."""
+        if not verdict.pending:
+            self.index.record(verdict.decoded)
+        self._record_content(verdict.decoded)
+
+    def _record_content(self, update: Update) -> None:
+        """What the index does not hold: deleted IDs, astral characters."""
+        if update.deletes:
+            self.deleted.add_all(update.deletes)
+        if update.placed is not None:
+            self.astral.record(update.placed)
 
     def _deleted_places(self, client: int, start: int, end: int) -> Iterable[tuple[str, str | None]]:
         clock = start
@@ -102,9 +149,13 @@ class DocumentGuard:
                 yield place
             clock = max(next_clock, clock + 1)
 
-    def applied(self, decoded: Update, pending: bool) -> None:
-        """Record an applied update's IDs; one that was pending is retried after every later update."""
+    def applied(self, decoded: Update, pending: bool, update: bytes | None = None, *, admitted: bool = False) -> bool:
+        """Record an applied update's IDs (its content too, unless ``admit`` did); one that was pending
+        is retried after every later update. With its bytes, keep what the CRDT holds back of it
+        (``held_back``); True if it holds any."""
         self.index.record(decoded)
+        if not admitted:
+            self._record_content(decoded)
         if pending:
             self._held.append(decoded)
         if self._held and not pending:
@@ -115,7 +166,10 @@ class DocumentGuard:
                 else:
                     self.index.record(held)
             self._held = still
-
+        held_back = self.held_back
+        if update is None or (not pending and held_back.empty):  # the common case: nothing waits
+            return False
+        return held_back.settle(self.doc, update, decoded, may_wait=pending)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -21,28 +20,14 @@ from ..domain import EventType
 from ..languages import canonical
 from ..storage import EventRecord, SessionChange, Store, UpdateRecord
 from . import protocol as p
+from .batch import Batch, Pending
+from .confirm import send_confirmations
 from .connection import SERVER, Connection, Origin
-from .guard import DocumentGuard, Guarded, Verdict, apply_guarded
-from .updates import Update, decode
+from .guard import DocumentGuard, Guarded, apply_guarded
+from .surrogates import repair
+from .updates import decode
 
 log = logging.getLogger("crdt_server.sync.room")
-
-
-@dataclass
-class Pending:
-    update: bytes
-    conn: Connection | None  # the sender, which does not get its own update back
-    origin: Origin
-    change: SessionChange | None  # row fields and events that commit with this update
-    decoded: Update
-    verdict: Verdict | None = None  # a client's update, as the guard classified it
-
-
-class Batch:
-    def __init__(self) -> None:
-        self.items: list[Pending] = []
-        self.done = anyio.Event()
-        self.error: BaseException | None = None
 
 
 class GuardedIngest:
@@ -78,20 +63,24 @@ class GuardedIngest:
         try:
             records: list[UpdateRecord] = []
             changes = [i.change for i in batch.items if i.change is not None]
-            sends: list[tuple[Pending, bytes | None, bytes | None]] = []  # (item, compensation, both merged)
-            failed: list[int] = []  # positions (= rows) of updates the CRDT library refused
-            for position, item in enumerate(batch.items):
+            # (item, compensation, both merged); (None, repair, None) for the server's surrogate repairs
+            sends: list[tuple[Pending | None, bytes | None, bytes | None]] = []
+            failed: list[int] = []  # rows (positions in records) of updates the CRDT library refused
+            for item in batch.items:
                 if item.verdict is None or not item.verdict.guarded:
                     records.append(self._record(item))
                     if self._apply(item):
                         sends.append((item, None, None))
                     else:
-                        failed.append(position)
+                        failed.append(len(records) - 1)
                     continue
+                if item.verdict.splits and (repaired := self._repair(item)) is not None:
+                    records.append(UpdateRecord(self.session_id, repaired, SERVER.role, SERVER.conn_id))
+                    sends.append((None, repaired, None))
                 result = self._apply_watched(item)
                 if result is None:  # stored, like the fast path's, but sent to nobody
                     records.append(self._record(item))
-                    failed.append(position)
+                    failed.append(len(records) - 1)
                     continue
                 compensation, merged, reverted = result.compensation, result.settled, result.reverted
                 if compensation is None or merged is None:
@@ -101,7 +90,7 @@ class GuardedIngest:
                     # (playback, the timeline) never holds what was undone.
                     records.append(UpdateRecord(self.session_id, merged, item.origin.role, item.origin.conn_id,
                                                 item.origin.name))
-                    self.guard.applied(decode(compensation), pending=False)
+                    self.guard.applied(decode(compensation), False, compensation)
                 if reverted:
                     log.warning("session %s: reverted a %s's change to %s", self.session_id, item.origin.role,
                                 ", ".join(sorted(reverted)))
@@ -114,7 +103,12 @@ class GuardedIngest:
                 return
             if failed:
                 await self._recover([self.last_seq - len(records) + 1 + i for i in failed])
-            for item, compensation, merged in sends:
+            for sent, compensation, merged in sends:
+                if sent is None:  # a repair: everyone gets it first, the author included
+                    assert compensation is not None
+                    self._broadcast(compensation, None)
+                    continue
+                item = sent
                 if compensation is None or merged is None:
                     self._broadcast(item.update, item.conn)
                     continue
@@ -123,9 +117,27 @@ class GuardedIngest:
                 self._broadcast(merged, item.conn)
                 if item.conn is not None:
                     item.conn.enqueue(p.sync_frame(p.SYNC_UPDATE, compensation))
+            send_confirmations(batch)  # after the compensations: its author then holds the settled state
             await self._after_commit(batch)
         finally:
             self._settled.set()
+
+    def _repair(self, item: Pending) -> bytes | None:
+        """Delete and re-insert the astral characters the update splits (``sync/surrogates.py``),
+        before it is applied; the server's update doing so, applied already."""
+        assert item.verdict is not None and item.verdict.splits
+        try:
+            update = repair(self.ydoc, item.verdict.splits)
+        except BaseException as exc:
+            if not p.is_crdt_failure(exc):
+                raise
+            log.warning("session %s: surrogate repair failed: %r", self.session_id, exc)
+            return None
+        if update is not None:
+            log.debug("session %s: a %s's update splits %d astral character(s): deleted and re-inserted first",
+                     self.session_id, item.origin.role, len(item.verdict.splits))
+            self.guard.applied(decode(update), False, update)
+        return update
 
     def _apply_watched(self, item: Pending) -> Guarded | None:
         """What applying the update came to; None if the CRDT library refused it."""
@@ -140,7 +152,8 @@ class GuardedIngest:
             return None
         if f"{META}.language" not in result.reverted:
             self._note_language(item.origin, before)
-        self.guard.applied(item.decoded, pending=item.verdict.pending)
+        item.applied = True
+        item.held = self.guard.applied(item.decoded, item.verdict.pending, item.update, admitted=True)
         return result
 
     def _editor_event(self, item: Pending, kind: EventType, data: dict[str, Any]) -> EventRecord | None:

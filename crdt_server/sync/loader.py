@@ -10,13 +10,14 @@ rebuild starts again without it.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 from pycrdt import Doc
 
 from ..storage import Store, UpdateRecord
 from ..storage.base import MAIN_DOC
+from .pending import HeldBack
 from .protocol import is_crdt_failure
 
 log = logging.getLogger("crdt_server.sync.server")
@@ -24,21 +25,33 @@ log = logging.getLogger("crdt_server.sync.server")
 MAX_RESTARTS = 32  # rebuilds from the start per load; past it a failing row is only skipped
 
 
+class Loaded(NamedTuple):
+    doc: Doc[Any]
+    last_seq: int  # the last stored sequence number
+    snapshot_seq: int  # the sequence number of the snapshot it started from
+    held: HeldBack  # what of the stored updates the CRDT holds back (waiting for a dependency)
+
+
 async def load_document(
     store: Store, session_id: str, doc: str = MAIN_DOC, skip: set[int] | None = None,
-) -> tuple[Doc[Any], int, int]:
+) -> Loaded:
     """Rebuild a session's document: newest snapshot + the updates after it, never re-seeded from text.
 
-    ``doc`` names which of the session's documents (the shared one, or the notes).
-    Returns (doc, last stored sequence number, snapshot sequence number). Rows in ``skip`` are left
-    out, and rows found to fail are added to it. The replay runs in a worker thread: a big log takes
-    most of a second, which would stall every other session on the event loop.
+    ``doc`` names which of the session's documents (the shared one, or the notes). Rows in ``skip``
+    are left out, and rows found to fail are added to it. The replay runs in a worker thread: a big
+    log takes most of a second, which would stall every other session on the event loop.
     """
     snapshot, tail, base = await store.load(session_id, doc=doc)
     bad = skip if skip is not None else set()
-    ydoc = await anyio.to_thread.run_sync(rebuild, session_id, snapshot, tail, bad)
+
+    def load() -> tuple[Doc[Any], HeldBack]:
+        ydoc = rebuild(session_id, snapshot, tail, bad)
+        pieces = ([snapshot] if snapshot is not None else []) + [r.data for r in tail if r.seq not in bad]
+        return ydoc, HeldBack.of_stored(ydoc, pieces)
+
+    ydoc, held = await anyio.to_thread.run_sync(load)
     last = tail[-1].seq if tail else base
-    return ydoc, last, base
+    return Loaded(ydoc, last, base, held)
 
 
 def rebuild(session_id: str, snapshot: bytes | None, tail: list[UpdateRecord], bad: set[int] | None = None) -> Doc[Any]:

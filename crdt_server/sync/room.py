@@ -20,8 +20,7 @@ described in docs/design/pycrdt-websocket.md:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from pycrdt import Doc, Map, get_state, merge_updates
@@ -32,42 +31,19 @@ from ..metrics import Metrics
 from ..storage import DocumentTooLarge, SessionChange, SessionGone, StorageQuotaExceeded, Store, UpdateRecord
 from ..storage.base import MAIN_DOC, NOTES_DOC
 from . import protocol as p
-from .awareness import PresenceFlood, PresenceLimits, RoomPresence
+from .awareness import PresenceFlood, RoomPresence
+from .batch import Batch, Pending
+from .confirm import complete_step2, send_confirmations
 from .connection import SERVER, Connection, Origin, wire_frame
 from .guard import DocumentGuard
-from .ingest import Batch, GuardedIngest, Pending
+from .ingest import GuardedIngest
 from .loader import load_document
+from .options import RoomOptions
+from .pending import HeldBack
 from .protocol import CloseCode
 from .updates import decode
 
-if TYPE_CHECKING:
-    from ..config import Settings
-
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RoomOptions:
-    """How every room behaves; built once from the settings (``from_settings``)."""
-
-    grace: float  # seconds an empty room stays loaded
-    snapshot_every: int  # updates between snapshots
-    persist: bool  # False: --persistence off
-    presence_interval: float  # presence coalescing window (0 = relay at once)
-    max_pending: int  # updates ahead of their commit before a socket stops being read
-    editor_events: int = 100  # history events one connection's edits may cause (reverts, language switches)
-    presence: PresenceLimits = PresenceLimits()  # bounds of a room's presence
-    max_document_size: int = 0  # encoded state bytes a write may not take the document past (0 = no limit)
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> RoomOptions:
-        return cls(
-            grace=s.room_grace, snapshot_every=s.snapshot_every, persist=s.persistence == "write-ahead",
-            presence_interval=s.presence_interval, max_pending=s.room_pending_updates,
-            editor_events=s.editor_events_per_connection,
-            presence=PresenceLimits.from_settings(s),
-            max_document_size=s.max_document_size,
-        )
 
 
 class SessionRoom(GuardedIngest, YRoom):
@@ -87,6 +63,7 @@ class SessionRoom(GuardedIngest, YRoom):
         locked: bool = False,
         metrics: Metrics | None = None,
         doc_size: int | None = None,
+        held: HeldBack | None = None,
     ) -> None:
         super().__init__(ready=True, ydoc=doc, log=log, exception_handler=log_exception)
         # No server-side presence entry: JS clients would show it as a ghost user.
@@ -106,11 +83,13 @@ class SessionRoom(GuardedIngest, YRoom):
         self.gone = False  # the session was deleted: nothing more is committed or snapshotted
         self._batch = Batch()
         self._inflight: Batch | None = None
+        # connections whose last sync step 2 answer held every update queued so far (sync/confirm.py)
+        self._answered: set[Connection] = set()
         self._wakeup = anyio.Event()
         # Editors may switch meta.language; the session row follows (see _language_changes).
         self._meta = doc.get(META, type=Map)  # kept: pycrdt drops observers of collected type objects
         self._languages: list[tuple[Origin, str, str]] = []  # (who, from, to)
-        self.guard = DocumentGuard(doc)
+        self.guard = DocumentGuard(doc, held)  # held: what the stored document holds back (sync/pending.py)
         self.broken = False  # the document holds updates that failed to commit: reload it from storage
         self._settled = anyio.Event()  # no guarded batch is between apply and commit
         self._settled.set()
@@ -147,11 +126,14 @@ class SessionRoom(GuardedIngest, YRoom):
                 await self._wakeup.wait()
                 self._wakeup = anyio.Event()
                 batch, self._batch = self._batch, Batch()
-                if batch.items:
+                if batch.items or batch.noops:
                     self._inflight = batch
                     with anyio.CancelScope(shield=True):
                         try:
-                            await self._commit_and_apply(batch)
+                            if batch.items:
+                                await self._commit_and_apply(batch)
+                            else:  # only updates that add nothing: confirm them, now that the batch
+                                send_confirmations(batch)  # before (holding what they repeat) committed
                         finally:
                             batch.done.set()  # whatever happened, nobody waits forever
                             self._inflight = None
@@ -174,6 +156,7 @@ class SessionRoom(GuardedIngest, YRoom):
                 self._broadcast(item.update, exclude=item.conn)
             else:
                 failed.append(position)
+        send_confirmations(batch)
         if failed:
             await self._recover([self.last_seq - len(records) + 1 + i for i in failed])
         await self._after_commit(batch)
@@ -188,11 +171,11 @@ class SessionRoom(GuardedIngest, YRoom):
             return
         settled, self._settled = self._settled, anyio.Event()
         try:
-            doc, _, _ = await load_document(self.store, self.session_id, self.doc_key, self.bad_seqs)
+            doc, _, _, held = await load_document(self.store, self.session_id, self.doc_key, self.bad_seqs)
             self.ydoc = doc
             self._meta = doc.get(META, type=Map)
-            self.guard = DocumentGuard(doc)
-            self.doc_size = len(doc.get_update())
+            self.guard = DocumentGuard(doc, held)
+            self.doc_size = len(held.full_state(doc))
         finally:
             self._settled.set()
             self._settled = settled
@@ -214,11 +197,13 @@ class SessionRoom(GuardedIngest, YRoom):
         except StorageQuotaExceeded as exc:  # final: nothing more fits in this session's storage
             log.warning("session %s: storage quota reached (%s)", self.session_id, exc)
             batch.error = exc
+            self.broken = True  # the guard already counts these IDs as known: reload from storage
             self.close_all(CloseCode.DOCUMENT_TOO_LARGE, "session storage quota exceeded")
             return False
         except BaseException as exc:  # noqa: BLE001 - whatever failed, nobody may see uncommitted updates
             log.error("session %s: %d updates not stored (%r); closing its connections", self.session_id, len(records), exc)
             batch.error = exc
+            self.broken = True
             self.close_all(CloseCode.INTERNAL_ERROR, "storage failure")
             return False
         if seqs and seqs[0] != self.last_seq + 1 and not self.diverged:
@@ -240,7 +225,10 @@ class SessionRoom(GuardedIngest, YRoom):
             log.warning("session %s: stored update could not be applied: %r", self.session_id, exc)
             return False
         self._note_language(item.origin, before)
-        self.guard.applied(item.decoded, pending=item.verdict is not None and item.verdict.pending)
+        item.applied = True
+        verdict = item.verdict
+        item.held = self.guard.applied(item.decoded, verdict is not None and verdict.pending, item.update,
+                                       admitted=verdict is not None)
         return True
 
     def _broadcast(self, update: bytes, exclude: Connection | None) -> None:
@@ -290,8 +278,17 @@ class SessionRoom(GuardedIngest, YRoom):
                             self.session_id, verdict.dropped_deletes, conn.id)
         if self.gone:
             raise SessionGone(self.session_id)
-        self._check_size(update)
         batch = self._batch
+        if verdict is not None and conn is not None and verdict.noop:  # neither stored nor relayed
+            # confirmed (once what it repeats has committed), unless the answer to this connection's
+            # sync step 1 already held all of it: a reconnecting writer's delete set, every time
+            if decoded.structs or conn not in self._answered:
+                batch.noops.append((conn, decoded, update))
+                self._wakeup.set()
+            return batch
+        self._check_size(update)
+        if verdict is not None:
+            self.guard.admit(verdict)
         batch.items.append(Pending(update, conn, conn.origin if conn else origin, change, decoded, verdict))
         self._wakeup.set()
         return batch
@@ -306,9 +303,10 @@ class SessionRoom(GuardedIngest, YRoom):
             self.doc_size += len(update)
             return
         queued = [i.update for b in (self._inflight, self._batch) if b is not None for i in b.items]
-        exact = len(self.ydoc.get_update()) + sum(map(len, queued))
+        state = self.guard.held_back.full_state(self.ydoc)
+        exact = len(state) + sum(map(len, queued))
         if exact + len(update) > limit:
-            exact = len(merge_updates(self.ydoc.get_update(), *queued, update))  # overlaps counted once
+            exact = len(merge_updates(state, *queued, update))  # overlaps counted once
             if exact > limit:
                 raise DocumentTooLarge(f"the document would exceed {limit} bytes")
             self.doc_size = exact
@@ -327,7 +325,7 @@ class SessionRoom(GuardedIngest, YRoom):
         seq = self.last_seq
         if seq <= self.snapshot_seq or not self.options.persist or self.gone or self.diverged:
             return
-        state = self.ydoc.get_update()
+        state = self.guard.held_back.full_state(self.ydoc)  # with what waits for a dependency
         try:
             await self.store.write_snapshot(self.session_id, seq, state, doc=self.doc_key)
             self.snapshot_seq = seq
@@ -373,6 +371,7 @@ class SessionRoom(GuardedIngest, YRoom):
                     return
         finally:
             self.clients.discard(conn)
+            self._answered.discard(conn)
             self.presence.remove(conn)
 
     async def handle_frame(self, conn: Connection, frame: bytes) -> None:
@@ -391,9 +390,14 @@ class SessionRoom(GuardedIngest, YRoom):
                         raise
                     raise p.ProtocolError("malformed state vector") from None
                 conn.enqueue(p.sync_frame(p.SYNC_STEP2, reply))
+                complete_step2(conn, msg.payload, self.ydoc, self.guard.held_back)
+                if self._inflight is None and not self._batch.items:  # nothing queued was left out
+                    self._answered.add(conn)
+                else:
+                    self._answered.discard(conn)
             elif not conn.read_only:  # observers: [0,1]/[0,2] are dropped
                 batch = self.queue_update(msg.payload, conn)
-                if len(batch.items) >= self.options.max_pending:  # backpressure: stop reading this socket
+                if len(batch.items) + len(batch.noops) >= self.options.max_pending:  # backpressure: stop reading
                     await batch.done.wait()
         elif kind == p.MSG_AWARENESS:
             delay = self.presence.apply(conn, frame)

@@ -31,8 +31,9 @@ from ..metrics import Metrics
 from ..storage import SessionChange, SessionNotFound, SessionRecord, Store
 from ..storage.base import MAIN_DOC, NOTES_DOC
 from .loader import load_document
+from .options import RoomOptions
 from .protocol import CloseCode
-from .room import NotesRoom, RoomOptions, SessionRoom, log_exception
+from .room import NotesRoom, SessionRoom, log_exception
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +75,17 @@ class SessionServer(WebsocketServer):
                     session = await self.store.get_session(sid)
                     if session is None:
                         raise SessionNotFound(sid)
-                    doc, last_seq, snapshot_seq = await load_document(self.store, sid, NOTES_DOC if notes else MAIN_DOC)
+                    doc, last_seq, snapshot_seq, held = await load_document(self.store, sid, NOTES_DOC if notes else MAIN_DOC)
                     if not notes:
                         await self._language_follows(session, doc)
-                    size = await anyio.to_thread.run_sync(lambda: len(doc.get_update()))
+                    size = await anyio.to_thread.run_sync(lambda: len(held.full_state(doc)))
                     # Notes stay writable after the session ends: the interviewer writes them up then.
                     room = (NotesRoom if notes else SessionRoom)(
                         sid, doc, self.store, self.options,
                         last_seq=last_seq, snapshot_seq=snapshot_seq, ended=not notes and session.status == "ended",
                         locked=not notes and session.locked,
                         metrics=self.metrics,
-                        doc_size=size,
+                        doc_size=size, held=held,
                     )
                     assert self._task_group is not None, "SessionServer is not running"
                     await self._task_group.start(room.start)
