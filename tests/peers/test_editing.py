@@ -66,8 +66,7 @@ async def _has(client, part: str) -> bool:  # type: ignore[no-untyped-def]
     return part in await client.get_text()
 
 
-@pytest.mark.parametrize(("side", "gen"), matrix(YJS_LINES, ours="issue 10 item 6: Yrs keeps a split surrogate pair whole, "
-                                                      "so the author, the REST text and a newcomer disagree"))
+@pytest.mark.parametrize(("side", "gen"), matrix(YJS_LINES))
 async def test_an_insert_inside_a_surrogate_pair_reads_the_same_everywhere(room: Room, gen: Generation) -> None:
     """Yjs replaces both halves of a pair it splits with U+FFFD, the same on every peer; whatever the
     server does, the author, the other client, a newcomer (and our REST API) must read one text."""

@@ -33,8 +33,7 @@ def dependent_updates() -> tuple[bytes, bytes]:
     return first, doc.get_update(state)
 
 
-@pytest.mark.parametrize(("side", "gen"), matrix(YJS_LINES, ours="issue 10 item 2: a pending update is left out of what "
-                                                      "a newcomer is sent, which then never sees it"))
+@pytest.mark.parametrize(("side", "gen"), matrix(YJS_LINES))
 async def test_an_update_before_the_one_it_depends_on(room: Room, gen: Generation) -> None:
     """As after offline edits or a reconnect race: the second update arrives first, then a newcomer
     joins, then the first arrives. Everyone, the newcomer included, ends with both."""
@@ -50,8 +49,6 @@ async def test_an_update_before_the_one_it_depends_on(room: Room, gen: Generatio
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 10 item 2: pending structs are left out of snapshots, "
-                                       "so a restart loses them")
 async def test_a_pending_update_survives_a_restart(fresh_server: Any) -> None:
     """Ours only: the reference keeps its documents in memory, a restart loses them all."""
     first, second = dependent_updates()
@@ -132,8 +129,7 @@ async def test_sync_step_1_with_a_zero_length_state_vector_leaves_the_connection
             await answered(ws)
 
 
-@pytest.mark.parametrize(("side", "gen"), matrix(ours="issue 10 item 8: the empty update of every reconnect "
-                                                      "is stored and relayed"))
+@pytest.mark.parametrize(("side", "gen"), matrix())
 async def test_a_reconnecting_up_to_date_writer_sends_nobody_anything(room: Room, gen: Generation) -> None:
     async with peers(room, gen, ("Ada", "interviewer"), ("Bob", "candidate")) as (a, b):
         await a.insert(0, "x")
@@ -183,8 +179,7 @@ async def test_a_quick_reconnect_keeps_the_cursor(room: Room, gen: Generation) -
         assert shown.others.get(cand_id, {}).get("cursor") == {"anchor": 5, "head": 5}
 
 
-@pytest.mark.parametrize(("side", "gen"), matrix(("next",), ours="issue 10 item 1: the server never sends a "
-                                                               "client's own update back"))
+@pytest.mark.parametrize(("side", "gen"), matrix(("next",)))
 async def test_the_next_client_sees_its_own_updates_confirmed(room: Room, gen: Generation) -> None:
     """The next y-websocket's sync status is 'synced' once the server's sync step 2s and updates have
     covered the content IDs (@y/y 14 ``createContentIdsFromUpdate``) of every local update."""
