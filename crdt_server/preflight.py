@@ -56,7 +56,7 @@ def claim_database(settings: Settings) -> InstanceLock:
     from .storage.pg_instance import DatabaseRefused, InstanceConflict, InstanceLock, prepare
 
     url, schema, timeout = settings.database_url, settings.database_schema, settings.database_timeout
-    lock = InstanceLock(url, schema, timeout, shared=False)  # shared once a bus joins processes
+    lock = InstanceLock(url, schema, timeout, shared=bool(settings.redis_url))  # processes joined by a bus share it
     try:
         asyncio.run(prepare(url, schema, timeout))
         lock.hold()
