@@ -31,6 +31,7 @@ from .metrics import Metrics, run_outcome
 from .storage import EventRecord, SessionChange, SessionNotFound, SessionRecord, Store
 from .storage.base import NOTES_DOC
 from .sync import Connection, SessionRoom, SessionServer, load_document
+from .sync.awareness import Owner
 from .sync.protocol import CloseCode
 from .sync.server import notes_room
 
@@ -317,14 +318,12 @@ class SessionService:
     async def participants(self, sid: str) -> list[dict[str, Any]]:
         """One entry per live connection (oldest first) with name/color/cursor from its presence."""
         await self.get(sid)
+        if self.rooms.peers.follows:  # several processes: every one of them tells its connections
+            async with self.rooms.room(sid) as held:
+                await self.rooms.peers.gather_presence(held)
+                return _participants(held)
         room = self.rooms.rooms.get(sid)
-        if room is None:
-            return []
-        return [
-            {"connection_id": conn.id, "role": conn.role, "connected_at": conn.connected_at,
-             **presence.merge(room.presence.summaries(conn))}
-            for conn in sorted(room.clients, key=lambda c: c.connected_at)
-        ]
+        return [] if room is None else _participants(room)
 
     async def history(self, sid: str, after: int, limit: int) -> tuple[list[EventRecord], bool]:
         """One page of events (oldest first) and whether more follow; joins carry the name the
@@ -398,6 +397,16 @@ class SessionService:
             await room.submit(update, change)
         elif await self.store.change_session(change) is None:
             raise SessionNotFound(room.session_id)
+
+
+def _participants(room: SessionRoom) -> list[dict[str, Any]]:
+    """One entry per connection (oldest first), here or on another process, with name/color/cursor."""
+    owners: list[Owner] = [*room.clients, *room.presence.remote.values()]
+    return [
+        {"connection_id": conn.id, "role": conn.role, "connected_at": conn.connected_at,
+         **presence.merge(room.presence.summaries(conn))}
+        for conn in sorted(owners, key=lambda c: c.connected_at)
+    ]
 
 
 def _with_name(e: EventRecord, names: Mapping[str, str]) -> EventRecord:

@@ -144,6 +144,23 @@ class RedisBus:
                 pass  # the subscriber notices the silence and reports it
             await anyio.sleep(min(self.check_interval, self.instance_ttl / 3))
 
+    async def instances(self) -> set[bytes]:
+        """The processes whose heartbeat key exists (empty if Redis does not answer)."""
+        if self._publisher is None:
+            return set()
+        found = set()
+        stem = self.instance_key(b"")
+        try:
+            with anyio.fail_after(self.timeout):
+                async for key in self._publisher.scan_iter(match=stem + "*", count=1000):
+                    try:
+                        found.add(bytes.fromhex(key.decode()[len(stem):]))
+                    except (UnicodeDecodeError, ValueError):
+                        continue
+        except ERRORS:
+            return set()
+        return found
+
     async def alive(self, instances: list[bytes]) -> list[bool] | None:
         """Whether each instance's heartbeat key exists (None if Redis does not answer)."""
         if not instances or self._publisher is None:

@@ -20,16 +20,20 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from ..config import PRESENCE_FRAME_BYTES
 from ..storage.base import MAIN_DOC, NOTES_DOC
+from ..sync import protocol as p
 from ..sync.follow import BusState
 from ..sync.protocol import CloseCode
 from ..sync.server import notes_room
 from .bus import RedisBus
 from .messages import MAX_MESSAGE, Action, BadMessage, Kind, Message, bus_key, decode, encode, peek_session
+from .presence import PresenceBridge
 
 if TYPE_CHECKING:
     from ..config import Settings
     from ..service import SessionService
+    from ..sync.connection import Connection
     from ..sync.room import SessionRoom
 
 log = logging.getLogger(__name__)
@@ -52,8 +56,11 @@ class Cluster:
         self.key = bus_key(secret, settings.redis_prefix)
         self.bus = RedisBus(settings.redis_url, settings.redis_prefix, self.instance, timeout=settings.redis_timeout,
                             check_interval=settings.redis_check_interval,
-                            instance_ttl=settings.presence_timeout * 0.6)
+                            instance_ttl=settings.presence_timeout / 2)
         self.bus.on_message = self.on_message
+        self.presence_check = min(settings.redis_check_interval, settings.presence_timeout / 5)
+        self.bridge = PresenceBridge(self.bus, self._publish, settings.redis_timeout,
+                                     min(PRESENCE_FRAME_BYTES, settings.max_message_size))
         self.bus.on_subscribed = self.on_subscribed
         self._buffers: dict[str, list[tuple[int, bytes]]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
@@ -68,6 +75,7 @@ class Cluster:
             self._tg = tg
             tg.start_soon(self.bus.run)
             tg.start_soon(self._check_heads)
+            tg.start_soon(self._check_presence)
 
     # -- Peers: what the rooms and the service tell the others --------------------------------------
     def committed(self, room: SessionRoom, rows: list[tuple[int, bytes]]) -> None:
@@ -90,6 +98,9 @@ class Cluster:
         early = self._buffers[name] = []
         try:
             yield early
+            room = self.rooms.rooms.get(name)
+            if room is not None:  # loaded: the others send their presence of it
+                self.bridge.ask(room)
         finally:
             if self._buffers.get(name) is early:
                 del self._buffers[name]
@@ -97,6 +108,12 @@ class Cluster:
     def announce(self, session_id: str, what: str, value: int = 0) -> None:
         """A change beside the document (delete, expiry, row, tokens) for the other processes."""
         self._publish(Message(Kind.CONTROL, self.instance, session_id, MAIN_DOC, action=ACTIONS[what], value=value))
+
+    def presence(self, room: SessionRoom, conn: Connection, entries: list[p.AwarenessEntry], left: bool) -> None:
+        self.bridge.publish(room, conn, entries, left)
+
+    async def gather_presence(self, room: SessionRoom) -> None:
+        await self.bridge.gather(room)
 
     def _publish(self, message: Message) -> None:
         data = encode(self.key, message)
@@ -116,7 +133,7 @@ class Cluster:
         name = sid if doc == MAIN_DOC else notes_room(sid)
         room = self.rooms.rooms.get(name)
         early = self._buffers.get(name)
-        if room is None and early is None:
+        if room is None and early is None and data[1] not in (Kind.PRESENCE_QUERY, Kind.PRESENCE_DONE):
             return  # not loaded here: nothing to do, not even the tag check
         try:
             m = decode(self.key, data)
@@ -134,6 +151,12 @@ class Cluster:
                 room.head_at(m.seq)
         elif m.kind == Kind.CONTROL and room is not None:
             self._spawn(self._control, m)
+        elif m.kind == Kind.PRESENCE and room is not None:
+            self.bridge.received(room, m)
+        elif m.kind == Kind.PRESENCE_QUERY:
+            self.bridge.asked(room, m)
+        elif m.kind == Kind.PRESENCE_DONE:
+            self.bridge.answered(m)
 
     def _spawn(self, fn: object, *args: object) -> None:
         if self._tg is not None:
@@ -157,6 +180,15 @@ class Cluster:
         """Messages published while we were away are lost: every loaded room reads what it lacks."""
         for room in list(self.rooms.rooms.values()):
             room.schedule_catch_up(0.0)
+            self.bridge.ask(room)  # presence sent meanwhile was lost too
+
+    async def _check_presence(self) -> None:
+        while True:
+            await anyio.sleep(self.presence_check)
+            try:
+                await self.bridge.check_instances(list(self.rooms.rooms.values()))
+            except Exception:  # noqa: BLE001 - never end the loop
+                log.exception("bus: presence check failed")
 
     async def _check_heads(self) -> None:
         while True:

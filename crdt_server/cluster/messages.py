@@ -37,7 +37,8 @@ class Kind(IntEnum):
     HEAD = 2  # the log reached ``seq``: read the rows from the database (a batch too big for a message)
     CONTROL = 3  # a change of the session beside its document (``Action``)
     PRESENCE = 4  # awareness entries of one connection on the sending process
-    PRESENCE_QUERY = 5  # "send me your presence of this session" (a room loaded, a participants list)
+    PRESENCE_QUERY = 5  # "send me your presence of this session" (``seq``: a nonce, 0 when nobody waits)
+    PRESENCE_DONE = 6  # the answer to the query ``seq`` is complete (sent after its PRESENCE messages)
 
 
 class Action(IntEnum):
@@ -62,7 +63,7 @@ class Message:
     session_id: str
     doc: str
     rows: tuple[tuple[int, bytes], ...] = ()  # UPDATE
-    seq: int = 0  # HEAD
+    seq: int = 0  # HEAD; the nonce of PRESENCE_QUERY and PRESENCE_DONE
     action: Action | None = None  # CONTROL
     value: int = 0  # CONTROL
     conn_id: str = ""  # PRESENCE: the connection on the sending process
@@ -72,6 +73,7 @@ class Message:
     frame: bytes = b""  # PRESENCE: an awareness message (validated again on receipt, like a client's)
 
 
+_SEQ_KINDS = (Kind.HEAD, Kind.PRESENCE_QUERY, Kind.PRESENCE_DONE)
 _HEAD = struct.Struct(">BB8sB")
 _ROW = struct.Struct(">QI")
 _U64 = struct.Struct(">Q")
@@ -96,7 +98,7 @@ def encode(key: bytes, m: Message) -> bytes:
         parts.append(struct.pack(">I", len(m.rows)))
         for seq, data in m.rows:
             parts += [_ROW.pack(seq, len(data)), data]
-    elif m.kind == Kind.HEAD:
+    elif m.kind in _SEQ_KINDS:
         parts.append(_U64.pack(m.seq))
     elif m.kind == Kind.CONTROL:
         assert m.action is not None
@@ -169,7 +171,7 @@ def decode(key: bytes, data: bytes) -> Message:
             assert isinstance(seq, int) and isinstance(n, int)
             rows.append((seq, r.take(n)))
         m = Message(kind, instance, sid, doc, rows=tuple(rows))
-    elif kind == Kind.HEAD:
+    elif kind in _SEQ_KINDS:
         (seq,) = r.unpack(_U64)
         assert isinstance(seq, int)
         m = Message(kind, instance, sid, doc, seq=seq)

@@ -58,6 +58,12 @@ class Peers(Protocol):
         """A change beside the document: ``drop`` (value: the close code), ``row``, ``tokens`` (value: the
         new generation)."""
 
+    def presence(self, room: SessionRoom, conn: Connection, entries: list[p.AwarenessEntry], left: bool) -> None:
+        """Presence states a connection here set (validated), or ``left``: for the other processes."""
+
+    async def gather_presence(self, room: SessionRoom) -> None:
+        """Wait until the room holds every other process's presence (the participants list)."""
+
 
 class NoPeers:
     """One process: nothing to tell, and a hole in the log means another writer (``diverged``)."""
@@ -73,6 +79,12 @@ class NoPeers:
         yield []
 
     def announce(self, session_id: str, what: str, value: int = 0) -> None:
+        return None
+
+    def presence(self, room: SessionRoom, conn: Connection, entries: list[p.AwarenessEntry], left: bool) -> None:
+        return None
+
+    async def gather_presence(self, room: SessionRoom) -> None:
         return None
 
 

@@ -83,6 +83,7 @@ class SessionRoom(Following, GuardedIngest, YRoom):
         self.ended = ended  # nobody edits code (their updates are compensated, never dropped)
         self.locked = locked  # candidates do not edit code
         self.presence = RoomPresence(self.clients, options.presence, options.presence_interval, self._spawn)
+        self.presence.relay = lambda conn, entries, left: self.peers.presence(self, conn, entries, left)
         self.holds = 0  # WebSocket handlers and REST operations that keep the room loaded
         self.gone = False  # the session was deleted: nothing more is committed or snapshotted
         self._batch = Batch()
@@ -357,6 +358,7 @@ class SessionRoom(Following, GuardedIngest, YRoom):
         try:
             conn.enqueue(p.sync_frame(p.SYNC_STEP1, self.ydoc.get_state()))
             self.presence.send_snapshot(conn)  # a newcomer sees everyone at once
+            self.presence.joined(conn)
             async for frame in conn.frames():
                 try:
                     await self.handle_frame(conn, frame)
