@@ -312,6 +312,8 @@ def _cross_checks(s: Settings) -> tuple[str, str] | None:
         return "database_schema", "only applies to a postgresql:// --database-url"
     if s.redis_url and not s.postgres:
         return "redis_url", "needs a postgresql:// --database-url (the processes share the database; SQLite is one process's)"
+    if s.redis_url and s.persistence != "write-ahead":
+        return "persistence", "must be write-ahead with --redis-url (the processes catch up from the database)"
     return None
 
 

@@ -15,7 +15,7 @@ from crdt_server.storage import UpdateRecord
 from crdt_server.sync.loader import rebuild
 
 from .cluster import Deployment, deployment
-from .conftest import create_session, py_client, text_of
+from .conftest import create_session, free_port, py_client, text_of
 from .jsclient import js_client, js_deps  # noqa: F401  (js_deps is a fixture)
 
 pytestmark = [pytest.mark.anyio]
@@ -88,3 +88,10 @@ async def test_health_reports_the_bus_and_rest_reads_work_on_either_process(pair
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {s['tokens']['interviewer']}"}) as http:
         r = await http.get(f"{b.base_url}/api/sessions/{s['id']}/code")
         assert r.status_code == 200 and r.json()["code"] == "# edited on A\nx = 1\n"
+
+
+def test_a_server_whose_redis_does_not_answer_refuses_to_start(tmp_path):
+    with deployment(tmp_path, f"redis://127.0.0.1:{free_port()}/0") as d:
+        with pytest.raises(RuntimeError) as exc:
+            d.server("--redis-timeout", "1")
+        assert "does not answer" in str(exc.value)

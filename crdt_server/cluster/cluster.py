@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ..config import Settings
     from ..service import SessionService
     from ..sync.connection import Connection
-    from ..sync.room import SessionRoom
+    from ..sync.follow import Following
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class Cluster:
             tg.start_soon(self._check_presence)
 
     # -- Peers: what the rooms and the service tell the others --------------------------------------
-    def committed(self, room: SessionRoom, rows: list[tuple[int, bytes]]) -> None:
+    def committed(self, room: Following, rows: list[tuple[int, bytes]]) -> None:
         chunk: list[tuple[int, bytes]] = []
         size = 0
         for seq, data in rows:
@@ -109,10 +109,10 @@ class Cluster:
         """A change beside the document (delete, expiry, row, tokens) for the other processes."""
         self._publish(Message(Kind.CONTROL, self.instance, session_id, MAIN_DOC, action=ACTIONS[what], value=value))
 
-    def presence(self, room: SessionRoom, conn: Connection, entries: list[p.AwarenessEntry], left: bool) -> None:
+    def presence(self, room: Following, conn: Connection, entries: list[p.AwarenessEntry], left: bool) -> None:
         self.bridge.publish(room, conn, entries, left)
 
-    async def gather_presence(self, room: SessionRoom) -> None:
+    async def gather_presence(self, room: Following) -> None:
         await self.bridge.gather(room)
 
     def _publish(self, message: Message) -> None:
@@ -191,12 +191,17 @@ class Cluster:
                 log.exception("bus: presence check failed")
 
     async def _check_heads(self) -> None:
+        failing = False
         while True:
             await anyio.sleep(self.check_interval)
             try:
                 await self.check_heads()
             except Exception as exc:  # noqa: BLE001 - the database is away: the next round tries again
-                log.warning("bus: head check failed: %r", exc)
+                if not failing:
+                    log.warning("bus: head check failed: %r (logged once until it works again)", exc)
+                failing = True
+            else:
+                failing = False
 
     async def check_heads(self) -> None:
         """Each loaded room against its session's newest row; sessions gone are closed here."""

@@ -29,7 +29,7 @@ from .messages import Kind, Message
 
 if TYPE_CHECKING:
     from ..sync.connection import Connection
-    from ..sync.room import SessionRoom
+    from ..sync.follow import Following
 
 log = logging.getLogger(__name__)
 MISSES = 2  # heartbeat checks an instance's key may be missing before its connections leave
@@ -42,20 +42,20 @@ class PresenceBridge:
         self.seen: dict[bytes, int] = {}  # instances whose connections rooms here show -> missed checks
         self._waiting: dict[int, tuple[set[bytes], set[bytes], anyio.Event]] = {}  # nonce -> expected, answered
 
-    def publish(self, room: SessionRoom, conn: Connection, entries: list[p.AwarenessEntry], left: bool) -> None:
+    def publish(self, room: Following, conn: Connection, entries: list[p.AwarenessEntry], left: bool) -> None:
         frames = p.awareness_frames(entries, self.frame_bytes) if entries else [b""]
         for frame in frames:
             self._publish(Message(Kind.PRESENCE, self.instance, room.session_id, room.doc_key, conn_id=conn.id,
                                   role=conn.role, since=conn.connected_at, left=left, frame=frame))
 
-    def received(self, room: SessionRoom, m: Message) -> None:
+    def received(self, room: Following, m: Message) -> None:
         self.seen.setdefault(m.instance, 0)
         room.presence.apply_remote(RemoteOwner(m.instance, m.conn_id, m.role, m.since), m.frame, m.left)
 
-    def ask(self, room: SessionRoom, nonce: int = 0) -> None:
+    def ask(self, room: Following, nonce: int = 0) -> None:
         self._publish(Message(Kind.PRESENCE_QUERY, self.instance, room.session_id, room.doc_key, seq=nonce))
 
-    def asked(self, room: SessionRoom | None, m: Message) -> None:
+    def asked(self, room: Following | None, m: Message) -> None:
         """Another process asks for this one's states of a session (and, with a nonce, waits for the end)."""
         if room is not None:
             for conn, entries in room.presence.local_states().items():
@@ -71,7 +71,7 @@ class PresenceBridge:
             if expected <= answered:
                 event.set()
 
-    async def gather(self, room: SessionRoom) -> None:
+    async def gather(self, room: Following) -> None:
         """Wait until every live process sent its states of ``room`` (at most the bus timeout)."""
         if not self.bus.ready:
             return
@@ -88,7 +88,7 @@ class PresenceBridge:
         finally:
             del self._waiting[nonce]
 
-    async def check_instances(self, rooms: Iterable[SessionRoom]) -> None:
+    async def check_instances(self, rooms: Iterable[Following]) -> None:
         """Connections of processes whose heartbeat key is gone leave every room here."""
         instances = list(self.seen)
         alive = await self.bus.alive(instances)

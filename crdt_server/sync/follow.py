@@ -18,20 +18,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import anyio
 from pycrdt import Doc
 
 from ..storage import Store
 from . import protocol as p
+from .awareness import RoomPresence
 from .batch import Batch
 from .connection import Connection
 from .guard import DocumentGuard
 from .updates import decode
-
-if TYPE_CHECKING:
-    from .room import SessionRoom
 
 log = logging.getLogger("crdt_server.sync.room")
 
@@ -48,7 +46,7 @@ class Peers(Protocol):
     def state(self) -> BusState:
         """For /health: ``off`` (one process), ``ok`` or ``down`` (the bus)."""
 
-    def committed(self, room: SessionRoom, rows: list[tuple[int, bytes]]) -> None:
+    def committed(self, room: Following, rows: list[tuple[int, bytes]]) -> None:
         """Rows this process committed, applied and sent to its sockets: publish them."""
 
     def buffering(self, name: str) -> Any:
@@ -58,10 +56,10 @@ class Peers(Protocol):
         """A change beside the document: ``drop`` (value: the close code), ``row``, ``tokens`` (value: the
         new generation)."""
 
-    def presence(self, room: SessionRoom, conn: Connection, entries: list[p.AwarenessEntry], left: bool) -> None:
+    def presence(self, room: Following, conn: Connection, entries: list[p.AwarenessEntry], left: bool) -> None:
         """Presence states a connection here set (validated), or ``left``: for the other processes."""
 
-    async def gather_presence(self, room: SessionRoom) -> None:
+    async def gather_presence(self, room: Following) -> None:
         """Wait until the room holds every other process's presence (the participants list)."""
 
 
@@ -71,7 +69,7 @@ class NoPeers:
     follows = False
     state: BusState = "off"
 
-    def committed(self, room: SessionRoom, rows: list[tuple[int, bytes]]) -> None:
+    def committed(self, room: Following, rows: list[tuple[int, bytes]]) -> None:
         return None
 
     @contextmanager
@@ -81,10 +79,10 @@ class NoPeers:
     def announce(self, session_id: str, what: str, value: int = 0) -> None:
         return None
 
-    def presence(self, room: SessionRoom, conn: Connection, entries: list[p.AwarenessEntry], left: bool) -> None:
+    def presence(self, room: Following, conn: Connection, entries: list[p.AwarenessEntry], left: bool) -> None:
         return None
 
-    async def gather_presence(self, room: SessionRoom) -> None:
+    async def gather_presence(self, room: Following) -> None:
         return None
 
 
@@ -102,6 +100,7 @@ class Following:
     doc_size: int
     bad_seqs: set[int]
     peers: Peers
+    presence: RoomPresence
     _inflight: Batch | None
     _spawn: Callable[[Any], bool]
     _broadcast: Callable[[bytes, Connection | None], None]
@@ -112,6 +111,7 @@ class Following:
         self.ahead: set[int] = set()  # rows applied past a hole
         self._catch_up_scheduled = False
         self._catching_up = anyio.Lock()
+        self._catch_up_failing = False  # logged once until a catch-up succeeds again
 
     def has_row(self, seq: int) -> bool:
         return seq <= self.last_seq or seq in self.ahead
@@ -204,8 +204,11 @@ class Following:
                 try:
                     rows = await self.store.read_updates(self.session_id, self.last_seq, CHUNK, doc=self.doc_key)
                 except Exception as exc:  # noqa: BLE001 - the database is away: the next check tries again
-                    log.warning("session %s: catching up failed: %r", self.session_id, exc)
+                    if not self._catch_up_failing:
+                        log.warning("session %s: catching up failed: %r", self.session_id, exc)
+                    self._catch_up_failing = True
                     return
+                self._catch_up_failing = False
                 before = self.last_seq
                 self.apply_rows((r.seq, r.data) for r in rows)
                 if len(rows) < CHUNK or self.last_seq == before:
