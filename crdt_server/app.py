@@ -16,7 +16,7 @@ from .api.context import AppContext
 from .api.errors import EXCEPTION_HANDLERS
 from .api.origins import ApiCORSMiddleware, cors_options
 from .api.routes import routes
-from .cluster import BusRefused, Cluster
+from .cluster import Cluster
 from .config import Settings
 from .execution import ExecutionService, ExecutionSettings
 from .lifetimes import Lifetimes
@@ -66,7 +66,7 @@ def create_app(settings: Settings, instance: InstanceLock | None = None) -> Star
             with hold_database(settings.sqlite_path):  # held until the process ends
                 async with serving(app):
                     yield
-        except (DataDirInUse, StorageCorrupted, ValueError, BusRefused) as exc:
+        except (DataDirInUse, StorageCorrupted, ValueError) as exc:
             log.error("crdt-server: %s", exc)
             raise
 
@@ -93,9 +93,8 @@ def create_app(settings: Settings, instance: InstanceLock | None = None) -> Star
                                  max_participant_events=settings.max_participant_events)
         watch_gauges(metrics, service)
         cluster = None
-        if settings.redis_url:  # several processes: Redis answers before this one serves anyone
+        if settings.redis_url:  # several processes (``crdt-server`` checked at start that Redis answers)
             cluster = Cluster(settings, secret, service)
-            await cluster.bus.check()
             rooms.peers = cluster
         app.state.ctx = AppContext(
             settings=settings,

@@ -40,6 +40,8 @@ def check_storage(settings: Settings) -> InstanceLock | None:
     """The data directory is writable; with PostgreSQL, the database is ready and this process holds
     its instance lock (returned: kept until the process ends)."""
     check_writable(settings.data_dir, "data_dir")  # the secret lives here even with --database-url
+    if settings.redis_url:
+        check_redis(settings)
     if settings.postgres:
         return claim_database(settings)
     if settings.database_url:
@@ -48,6 +50,16 @@ def check_storage(settings: Settings) -> InstanceLock | None:
     if not settings.secret and secret_file.exists() and not os.access(secret_file, os.R_OK):
         raise _problem("data_dir", f"cannot read the signing secret {str(secret_file)!r}")
     return None
+
+
+def check_redis(settings: Settings) -> None:
+    """Redis answers within --redis-timeout (the bus between processes; docs/design/cluster.md)."""
+    from .cluster.bus import BusRefused, ping
+
+    try:
+        asyncio.run(ping(settings.redis_url, settings.redis_timeout))
+    except BusRefused as exc:
+        raise _problem("redis_url", str(exc)) from None
 
 
 def claim_database(settings: Settings) -> InstanceLock:

@@ -94,4 +94,5 @@ def test_a_server_whose_redis_does_not_answer_refuses_to_start(tmp_path):
     with deployment(tmp_path, f"redis://127.0.0.1:{free_port()}/0") as d:
         with pytest.raises(RuntimeError) as exc:
             d.server("--redis-timeout", "1")
-        assert "does not answer" in str(exc.value)
+        assert "does not answer" in str(exc.value) and "Traceback" not in str(exc.value)
+        assert "server exited with 2" in str(exc.value)

@@ -65,18 +65,6 @@ class RedisBus:
     def instance_key(self, instance: bytes) -> str:
         return f"{self.prefix}:instance:{instance.hex()}"
 
-    async def check(self) -> None:
-        """At start: Redis answers (``BusRefused`` with the reason if not), and our heartbeat key is set."""
-        client = self._client(reads=False)
-        try:
-            with anyio.fail_after(self.timeout):
-                await client.ping()
-                await self._heartbeat(client)
-        except (*ERRORS, TimeoutError) as exc:
-            raise BusRefused(f"Redis at {redact_url(self.url)} does not answer: {exc!r}"[:300]) from None
-        finally:
-            await client.aclose()
-
     async def run(self) -> None:
         """Subscriber, publisher and heartbeat, until cancelled."""
         self._publisher = self._client(reads=False)
@@ -218,6 +206,18 @@ class RedisBus:
                     self.on_message(data)
             if now - self._heard > silence:
                 raise TimeoutError(f"no message (not even our own ping) for {silence:g} s")
+
+
+async def ping(url: str, timeout: float) -> None:
+    """Before serving: Redis answers (``BusRefused`` with the reason if not)."""
+    client = Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        with anyio.fail_after(timeout):
+            await client.ping()
+    except ERRORS as exc:
+        raise BusRefused(f"Redis at {redact_url(url)} does not answer: {exc!r}"[:300]) from None
+    finally:
+        await client.aclose()
 
 
 async def _nothing() -> None:
