@@ -14,13 +14,15 @@ import httpx
 import pytest
 from pycrdt import Text
 
+from crdt_server.sync.protocol import CloseCode
+
 from .cluster import Deployment, PrivateRedis, deployment, redis_command
-from .conftest import create_session, py_client, text_of
+from .conftest import auth, create_session, py_client, text_of
 from .jsclient import js_client, js_deps  # noqa: F401  (js_deps is a fixture)
 from .pg import URL
 from .test_cluster import stored_text, wait_equal
 
-pytestmark = [pytest.mark.anyio]
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("js_deps")]
 
 
 @pytest.fixture
@@ -107,9 +109,14 @@ async def test_every_message_lost_is_repaired_from_the_database(dep, private_red
             final = await wait_equal(lambda: text_of(on_a), lambda: text_of(on_b), timeout=10)
             assert all(f"a{i} " in final and f" b{i}" in final for i in range(20))
             assert stored_text(d, s["id"]) == final
+        # a delete whose message is lost: B's check finds the session gone and closes its sockets
+        async with js_client(b.ws_url, s["id"], s["tokens"]["observer"]) as watcher:
+            async with httpx.AsyncClient(headers=auth(s["tokens"]["interviewer"])) as http:
+                assert (await http.delete(f"{a.base_url}/api/sessions/{s['id']}")).status_code == 204
+            event = await watcher.wait_close(timeout=10)
+            assert event["code"] == CloseCode.SESSION_NOT_FOUND
 
 
-@pytest.mark.usefixtures("js_deps")
 async def test_postgresql_refusing_writes_closes_the_author_and_applies_nothing(dep):
     d = dep
     if True:

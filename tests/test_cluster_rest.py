@@ -3,17 +3,21 @@
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+from httpx_ws import aconnect_ws
+from pycrdt import Doc, Provider, Text
+from pycrdt.websocket.websocket import HttpxWebsocket
 
 from crdt_server.sync.protocol import CloseCode
 
 from .cluster import deployment
-from .conftest import auth, create_session
+from .conftest import auth, create_session, py_client
 from .jsclient import js_client, js_deps  # noqa: F401  (js_deps is a fixture)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("js_deps")]
@@ -77,3 +81,45 @@ async def test_end_and_delete_on_b_close_or_freeze_a(pair):
         assert (await rest.delete(f"/api/sessions/{sid}")).status_code == 204
         event = await cand.wait_close(CloseCode.SESSION_NOT_FOUND, timeout=10, since=since)
         assert event["code"] == CloseCode.SESSION_NOT_FOUND
+
+
+@pytest.fixture
+def sweeping_pair(tmp_path: Path) -> Any:
+    """B alone sweeps often (a short --session-ttl); A would not sweep for a minute."""
+    with deployment(tmp_path) as d:
+        yield d, d.server(), d.server("--session-ttl", "3")
+
+
+async def test_a_session_expired_by_b_closes_its_sockets_on_a_with_4410(sweeping_pair):
+    _, a, b = sweeping_pair
+    s = await create_session(b)  # expires 3 s after its last activity (B's --session-ttl)
+    async with js_client(a.ws_url, s["id"], s["tokens"]["candidate"], name="Cand") as cand:
+        event = await cand.wait_close(timeout=15)
+        assert event["code"] == CloseCode.SESSION_EXPIRED  # B's message, not A's own check (4404)
+
+
+async def test_private_notes_written_on_a_and_b_converge(pair):
+    _, a, b = pair
+    s = await create_session(a)
+    token = s["tokens"]["interviewer"]
+    docs: list[Doc] = []
+    async with AsyncExitStack() as stack:
+        for srv in (a, b):
+            ws = await stack.enter_async_context(aconnect_ws(f"{srv.ws_url}/{s['id']}/notes?token={token}"))
+            doc: Doc = Doc()
+            provider = await stack.enter_async_context(Provider(doc, HttpxWebsocket(ws, s["id"])))
+            with anyio.fail_after(10):
+                await provider.synced.wait()
+            docs.append(doc)
+        docs[0].get("notes", type=Text).insert(0, "from A. ")
+        docs[1].get("notes", type=Text).insert(0, "from B. ")
+        with anyio.fail_after(10):
+            while len({str(d.get("notes", type=Text)) for d in docs}) != 1 or not str(docs[0].get("notes", type=Text)):
+                await anyio.sleep(0.05)
+        notes = str(docs[0].get("notes", type=Text))
+        assert "from A. " in notes and "from B. " in notes
+        async with httpx.AsyncClient(headers=auth(token)) as http:
+            r = await http.get(f"{b.base_url}/api/sessions/{s['id']}/notes")
+            assert r.status_code == 200 and r.json()["notes"] == notes
+        async with py_client(b, s) as shared:  # the shared document never shows them
+            assert "from A" not in str(shared.get("code", type=Text))

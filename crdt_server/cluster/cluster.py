@@ -65,6 +65,7 @@ class Cluster:
         self._buffers: dict[str, list[tuple[int, bytes]]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self.refused = 0  # messages that failed their checks (bad tag, malformed)
+        self._absent: set[str] = set()  # sessions the last head check did not find
 
     @property
     def state(self) -> BusState:
@@ -205,6 +206,7 @@ class Cluster:
 
     async def check_heads(self) -> None:
         """Each loaded room against its session's newest row; sessions gone are closed here."""
+        absent: set[str] = set()
         for doc in (MAIN_DOC, NOTES_DOC):
             rooms = [r for r in list(self.rooms.rooms.values()) if r.doc_key == doc and not r.gone]
             if not rooms:
@@ -212,8 +214,10 @@ class Cluster:
             heads = await self.service.store.last_seqs([r.session_id for r in rooms], doc=doc)
             for room in rooms:
                 head = heads.get(room.session_id)
-                if head is None:
-                    if doc == MAIN_DOC:  # deleted elsewhere, and the message was lost
-                        await self.service.forget(room.session_id, CloseCode.SESSION_NOT_FOUND, "session deleted")
-                else:
+                if head is not None:
                     room.head_at(head)
+                elif doc == MAIN_DOC:  # deleted elsewhere: absent twice, the message (its close code) was lost
+                    if room.session_id in self._absent:
+                        await self.service.forget(room.session_id, CloseCode.SESSION_NOT_FOUND, "session deleted")
+                    absent.add(room.session_id)
+        self._absent = absent
