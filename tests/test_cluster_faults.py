@@ -61,16 +61,19 @@ async def wait_bus(srv: Any, state: str, timeout: float = 15) -> None:
 
 async def test_subscriber_killed_and_redis_restarted_converge_without_reconnecting(private_dep, private_redis):
     d = private_dep
-    if True:
-        a, b = d.server(), d.server()
-        s = await create_session(a, code="0123456789\n")
-        async with py_client(a, s) as on_a, py_client(b, s) as on_b:
-            ta = on_a.get("code", type=Text)
-            await wait_equal(lambda: text_of(on_a), lambda: text_of(on_b))
-            # 1. Redis cuts every subscriber: a delete-only change made right then still reaches B
-            assert b":2" in redis_command(private_redis.url, "CLIENT", "KILL", "TYPE", "pubsub") or True
-            del ta[0:3]
-            assert await wait_equal(lambda: text_of(on_a), lambda: text_of(on_b)) == "3456789\n"
+    a, b = d.server(), d.server()
+    s = await create_session(a, code="0123456789\n")
+    async with py_client(a, s) as on_a, py_client(b, s) as on_b, \
+            js_client(b.ws_url, s["id"], s["tokens"]["observer"], name="Watcher") as watcher:
+        ta = on_a.get("code", type=Text)
+        await wait_equal(lambda: text_of(on_a), lambda: text_of(on_b))
+        # 1. Redis cuts every subscriber: a delete-only change made right then still reaches B
+        killed = redis_command(private_redis.url, "CLIENT", "KILL", "TYPE", "pubsub")
+        assert killed.startswith(b":") and int(killed[1:]) >= 2, killed
+        del ta[0:3]
+        assert await wait_equal(lambda: text_of(on_a), lambda: text_of(on_b)) == "3456789\n"
+        async with js_client(a.ws_url, s["id"], s["tokens"]["candidate"], name="Leaver") as leaver:
+            await watcher.wait_awareness(lambda st: "Leaver" in st.names, timeout=5)
             # 2. Redis down: both processes keep committing and serving their own sockets, report it,
             # and still catch up from the database
             private_redis.stop()
@@ -80,14 +83,16 @@ async def test_subscriber_killed_and_redis_restarted_converge_without_reconnecti
             on_b.get("code", type=Text).insert(len(text_of(on_b)), "B-while-down")
             final = await wait_equal(lambda: text_of(on_a), lambda: text_of(on_b), timeout=15)
             assert "A-while-down" in final and "B-while-down" in final
-            # 3. Redis back (an empty one, as after a restart): the bus resumes
-            private_redis.start()
-            await wait_bus(a, "ok")
-            await wait_bus(b, "ok")
-            del ta[0:len("A-while-down ")]
-            final = await wait_equal(lambda: text_of(on_a), lambda: text_of(on_b))
-            assert final == "3456789\nB-while-down"
-            assert stored_text(d, s["id"]) == final
+            await leaver.exit()  # its removal never crosses: Redis is down
+        # 3. Redis back (an empty one, as after a restart): the bus resumes, and B learns who left meanwhile
+        private_redis.start()
+        await wait_bus(a, "ok")
+        await wait_bus(b, "ok")
+        del ta[0:len("A-while-down ")]
+        final = await wait_equal(lambda: text_of(on_a), lambda: text_of(on_b))
+        assert final == "3456789\nB-while-down"
+        assert stored_text(d, s["id"]) == final
+        await watcher.wait_awareness(lambda st: "Leaver" not in st.names, timeout=8)  # not y-protocols' 30 s
 
 
 async def test_every_message_lost_is_repaired_from_the_database(dep, private_redis):

@@ -181,7 +181,14 @@ class Cluster:
         """Messages published while we were away are lost: every loaded room reads what it lacks."""
         for room in list(self.rooms.rooms.values()):
             room.schedule_catch_up(0.0)
-            self.bridge.ask(room)  # presence sent meanwhile was lost too
+        self._spawn(self._resync_presence)
+
+    async def _resync_presence(self) -> None:
+        """Presence sent while unsubscribed (arrivals, leaves) was lost too: once the others' heartbeat
+        keys are back (a restarted Redis starts empty), ask each for its states of every loaded room."""
+        await anyio.sleep(self.check_interval)
+        for room in list(self.rooms.rooms.values()):
+            await self.bridge.gather(room)
 
     async def _check_presence(self) -> None:
         while True:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import anyio
@@ -35,12 +37,21 @@ log = logging.getLogger(__name__)
 MISSES = 2  # heartbeat checks an instance's key may be missing before its connections leave
 
 
+@dataclass
+class _Query:
+    room: Following
+    expected: set[bytes]  # the processes with a heartbeat key when it was sent
+    started: float
+    answered: set[bytes] = field(default_factory=set)
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
 class PresenceBridge:
     def __init__(self, bus: RedisBus, publish: Callable[[Message], None], timeout: float, frame_bytes: int) -> None:
         self.bus, self._publish, self.timeout, self.frame_bytes = bus, publish, timeout, frame_bytes
         self.instance = bus.instance
         self.seen: dict[bytes, int] = {}  # instances whose connections rooms here show -> missed checks
-        self._waiting: dict[int, tuple[set[bytes], set[bytes], anyio.Event]] = {}  # nonce -> expected, answered
+        self._waiting: dict[int, _Query] = {}
 
     def publish(self, room: Following, conn: Connection, entries: list[p.AwarenessEntry], left: bool) -> None:
         frames = p.awareness_frames(entries, self.frame_bytes) if entries else [b""]
@@ -64,12 +75,14 @@ class PresenceBridge:
             self._publish(Message(Kind.PRESENCE_DONE, self.instance, m.session_id, m.doc, seq=m.seq))
 
     def answered(self, m: Message) -> None:
-        waiting = self._waiting.get(m.seq)
-        if waiting is not None:
-            expected, answered, event = waiting
-            answered.add(m.instance)
-            if expected <= answered:
-                event.set()
+        """A process finished answering: its connections the answer did not mention are gone (their
+        "left" was lost, e.g. while Redis restarted)."""
+        query = self._waiting.get(m.seq)
+        if query is not None:
+            query.answered.add(m.instance)
+            query.room.presence.drop_instance(m.instance, unheard_since=query.started)
+            if query.expected <= query.answered:
+                query.done.set()
 
     async def gather(self, room: Following) -> None:
         """Wait until every live process sent its states of ``room`` (at most the bus timeout)."""
@@ -79,12 +92,11 @@ class PresenceBridge:
         if not expected:
             return
         nonce = secrets.randbits(62) + 1
-        event = anyio.Event()
-        self._waiting[nonce] = (expected, set(), event)
+        query = self._waiting[nonce] = _Query(room, expected, time.monotonic())
         try:
             self.ask(room, nonce)
             with anyio.move_on_after(self.timeout):
-                await event.wait()
+                await query.done.wait()
         finally:
             del self._waiting[nonce]
 

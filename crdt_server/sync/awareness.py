@@ -24,6 +24,7 @@ every newcomer receives, so it needs the same care as the document (docs/websock
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ class RemoteOwner:
     connected_at: float
     name: str | None = None
     client_ids: set[int] = field(default_factory=set)
+    heard: float = field(default_factory=time.monotonic)  # its process last spoke of it
 
 
 Relay = Callable[["Connection", list[p.AwarenessEntry], bool], None]  # (who, accepted entries, left)
@@ -303,6 +305,7 @@ class RoomPresence:
             if len(self.remote) >= MAX_REMOTE:
                 return
             known = self.remote[key] = owner
+        known.heard = time.monotonic()
         accepted = []
         try:
             for entry in p.iter_awareness(frame) if frame else ():
@@ -319,9 +322,11 @@ class RoomPresence:
         """A connection opened here: the other processes list it (participants) before it has presence."""
         self.relay(conn, [], False)
 
-    def drop_instance(self, instance: bytes) -> None:
-        """A process died: its connections leave, as if each had closed."""
-        for key in [k for k in self.remote if k[0] == instance]:
+    def drop_instance(self, instance: bytes, unheard_since: float | None = None) -> None:
+        """A process died: its connections leave, as if each had closed. With ``unheard_since``, only
+        those it did not mention since (it answered a query: the others closed while a message was lost)."""
+        for key in [k for k, o in self.remote.items() if k[0] == instance
+                    and (unheard_since is None or o.heard < unheard_since)]:
             self.remove(self.remote.pop(key))
 
     def local_states(self) -> dict[Connection, list[p.AwarenessEntry]]:
