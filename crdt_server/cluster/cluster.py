@@ -63,6 +63,7 @@ class Cluster:
                                      min(PRESENCE_FRAME_BYTES, settings.max_message_size))
         self.bus.on_subscribed = self.on_subscribed
         self._buffers: dict[str, list[tuple[int, bytes]]] = {}
+        self._held: dict[str, list[Message]] = {}  # CONTROL messages that arrived while their room loaded
         self._tg: anyio.abc.TaskGroup | None = None
         self.refused = 0  # messages that failed their checks (bad tag, malformed)
         self._absent: set[str] = set()  # sessions the last head check did not find
@@ -97,14 +98,19 @@ class Cluster:
     @contextmanager
     def buffering(self, name: str) -> Iterator[list[tuple[int, bytes]]]:
         early = self._buffers[name] = []
+        held = self._held[name] = []
         try:
             yield early
             room = self.rooms.rooms.get(name)
             if room is not None:  # loaded: the others send their presence of it
                 self.bridge.ask(room)
+                for m in held:  # the row the load read may predate them (a lock, an end, a delete)
+                    self._spawn(self._control, m)
         finally:
             if self._buffers.get(name) is early:
                 del self._buffers[name]
+            if self._held.get(name) is held:
+                del self._held[name]
 
     def announce(self, session_id: str, what: str, value: int = 0) -> None:
         """A change beside the document (delete, expiry, row, tokens) for the other processes."""
@@ -152,6 +158,8 @@ class Cluster:
                 room.head_at(m.seq)
         elif m.kind == Kind.CONTROL and room is not None:
             self._spawn(self._control, m)
+        elif m.kind == Kind.CONTROL and name in self._held:
+            self._held[name].append(m)
         elif m.kind == Kind.PRESENCE and room is not None:
             self.bridge.received(room, m)
         elif m.kind == Kind.PRESENCE_QUERY:
@@ -181,7 +189,18 @@ class Cluster:
         """Messages published while we were away are lost: every loaded room reads what it lacks."""
         for room in list(self.rooms.rooms.values()):
             room.schedule_catch_up(0.0)
+        self._spawn(self._resync_rows)
         self._spawn(self._resync_presence)
+
+    async def _resync_rows(self) -> None:
+        """Session changes announced meanwhile (a lock, an end, re-issued tokens) were lost too: every
+        loaded session's row is read again (a deleted one is closed by the head check)."""
+        for sid in {r.session_id for r in list(self.rooms.rooms.values())}:
+            try:
+                await self.service.follow_row(sid)
+            except Exception as exc:  # noqa: BLE001 - the database is away: the head check goes on
+                log.warning("bus: re-reading session %s failed: %r", sid, exc)
+                return
 
     async def _resync_presence(self) -> None:
         """Presence sent while unsubscribed (arrivals, leaves) was lost too: once the others' heartbeat
