@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 PUBLISH_BYTES = 1024 * 1024  # rows per UPDATE message up to this; a bigger row travels as a HEAD hint
 ACTIONS = {"drop": Action.DROP, "row": Action.ROW, "tokens": Action.TOKENS}
 REASONS = {CloseCode.SESSION_EXPIRED: "session expired"}
+REFUSED_LOG_EVERY = 60.0  # seconds between warnings about refused bus messages
 
 
 class Cluster:
@@ -66,6 +68,7 @@ class Cluster:
         self._held: dict[str, list[Message]] = {}  # CONTROL messages that arrived while their room loaded
         self._tg: anyio.abc.TaskGroup | None = None
         self.refused = 0  # messages that failed their checks (bad tag, malformed)
+        self._refused_logged = (-REFUSED_LOG_EVERY, 0)  # (when, ``refused`` then): one warning per period
         self._absent: set[str] = set()  # sessions the last head check did not find
 
     @property
@@ -145,8 +148,7 @@ class Cluster:
         try:
             m = decode(self.key, data)
         except BadMessage as exc:
-            self.refused += 1
-            log.warning("bus: message refused (%s)", exc)
+            self._refuse(exc)
             return
         if m.kind == Kind.UPDATE:
             if room is not None:
@@ -166,6 +168,18 @@ class Cluster:
             self.bridge.asked(room, m)
         elif m.kind == Kind.PRESENCE_DONE:
             self.bridge.answered(m)
+
+    def _refuse(self, exc: BadMessage) -> None:
+        """Count it; warn at most once per ``REFUSED_LOG_EVERY`` (anyone with Redis access can publish:
+        a warning per message would flood the log)."""
+        self.refused += 1
+        now = time.monotonic()
+        when, then = self._refused_logged
+        if now - when >= REFUSED_LOG_EVERY:
+            log.warning("bus: message refused (%s); %d refused in all, %d since the last warning (a process "
+                        "with another signing secret on this prefix, or someone publishing into Redis)",
+                        exc, self.refused, self.refused - then)
+            self._refused_logged = (now, self.refused)
 
     def _spawn(self, fn: object, *args: object) -> None:
         if self._tg is not None:
