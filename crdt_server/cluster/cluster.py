@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ..config import PRESENCE_FRAME_BYTES
+from ..storage import PostgresStore
 from ..storage.base import MAIN_DOC, NOTES_DOC
 from ..sync import protocol as p
 from ..sync.follow import BusState
@@ -34,6 +35,7 @@ from .presence import PresenceBridge
 if TYPE_CHECKING:
     from ..config import Settings
     from ..service import SessionService
+    from ..storage.pg_instance import InstanceLock
     from ..sync.connection import Connection
     from ..sync.follow import Following
 
@@ -50,7 +52,8 @@ class Cluster:
 
     follows = True
 
-    def __init__(self, settings: Settings, secret: str, service: SessionService) -> None:
+    def __init__(self, settings: Settings, secret: str, service: SessionService,
+                 lock: InstanceLock | None = None) -> None:
         self.instance = os.urandom(8)
         self.service = service
         self.rooms = service.rooms
@@ -64,6 +67,10 @@ class Cluster:
         self.bridge = PresenceBridge(self.bus, self._publish, settings.redis_timeout,
                                      min(PRESENCE_FRAME_BYTES, settings.max_message_size))
         self.bus.on_subscribed = self.on_subscribed
+        self.lock, self.presence_timeout = lock, settings.presence_timeout
+        if lock is not None:  # the others compare it with the holders of the instance lock
+            self.bus.member = lambda: str(lock.pid or 0).encode()
+        self._strangers: dict[int, float] = {}  # lock holders not on this bus -> since when (or -1: reported)
         self._buffers: dict[str, list[tuple[int, bytes]]] = {}
         self._held: dict[str, list[Message]] = {}  # CONTROL messages that arrived while their room loaded
         self._tg: anyio.abc.TaskGroup | None = None
@@ -81,6 +88,7 @@ class Cluster:
             tg.start_soon(self.bus.run)
             tg.start_soon(self._check_heads)
             tg.start_soon(self._check_presence)
+            tg.start_soon(self._check_members)
 
     # -- Peers: what the rooms and the service tell the others --------------------------------------
     def committed(self, room: Following, rows: list[tuple[int, bytes]]) -> None:
@@ -230,6 +238,36 @@ class Cluster:
                 await self.bridge.check_instances(list(self.rooms.rooms.values()))
             except Exception:  # noqa: BLE001 - never end the loop
                 log.exception("bus: presence check failed")
+
+    async def _check_members(self) -> None:
+        while True:
+            await anyio.sleep(self.presence_timeout / 2)
+            try:
+                await self.check_members()
+            except Exception:  # noqa: BLE001 - the database is away: the next round tries again
+                self._strangers.clear()
+
+    async def check_members(self) -> None:
+        """Every process serving the database (holding the instance lock) should have a heartbeat key
+        on this bus. One that has had none for ``--presence-timeout`` is on another Redis or prefix: its
+        edits reach here only through the head check, its locks, ends and presence never. Logged as an
+        error (again every ``REFUSED_LOG_EVERY``) while it lasts."""
+        store = self.service.store
+        members = await self.bus.members() if self.bus.ready else None
+        if self.lock is None or members is None or not isinstance(store, PostgresStore):
+            self._strangers.clear()  # a restarted Redis starts without the keys: count from when it is back
+            return
+        holders = await store.instance_holders() - {self.lock.pid}
+        heard = set(members.values())
+        now = time.monotonic()
+        self._strangers = {pid: self._strangers.get(pid, now) for pid in holders if str(pid).encode() not in heard}
+        for pid, since in self._strangers.items():
+            if now - since >= self.presence_timeout:
+                log.error("crdt-server: another process serves this database (PostgreSQL backend pid %d) but is not on "
+                          "this bus (another --redis-url or --redis-prefix, or it cannot reach Redis): every process of a "
+                          "deployment needs the same --redis-url and --redis-prefix, "
+                          "else they do not see each other's locks, ends, re-issued tokens or presence", pid)
+                self._strangers[pid] = now + REFUSED_LOG_EVERY - self.presence_timeout
 
     async def _check_heads(self) -> None:
         failing = False
