@@ -46,14 +46,17 @@ async def test_patch_save_lock_reissue_on_b_reach_sockets_on_a(pair):
 
         # the lock is enforced by the room on A, which learnt it from B
         assert (await rest.patch(f"/api/sessions/{sid}", json={"locked": True})).status_code == 200
-        with anyio.fail_after(10):
+        # edits sent before the lock reached A are kept; once it has, each is reverted by A
+        with anyio.fail_after(15):
             while True:
+                before = await cand.get_text()
                 await cand.insert(0, "// cand\n")
-                await anyio.sleep(0.3)
-                if await cand.get_text() == "let y = 2\n":  # reverted at once by A: the lock arrived
+                await anyio.sleep(0.5)
+                if await cand.get_text() == before:  # reverted by A: the lock arrived
                     break
+        assert before.endswith("let y = 2\n"), before
         await ivy.insert(0, "// ivy\n")
-        await cand.wait_text(equals="// ivy\nlet y = 2\n", timeout=10)
+        await cand.wait_text(equals="// ivy\n" + before, timeout=10)
 
         since = cand.mark()
         r = await rest.post(f"/api/sessions/{sid}/tokens")
