@@ -72,7 +72,8 @@ class Cluster:
             self.bus.member = lambda: str(lock.pid or 0).encode()
         self._strangers: dict[int, float] = {}  # lock holders not on this bus -> since when (or -1: reported)
         self._buffers: dict[str, list[tuple[int, bytes]]] = {}
-        self._held: dict[str, list[Message]] = {}  # CONTROL messages that arrived while their room loaded
+        self._held: dict[str, list[Message]] = {}  # CONTROL and HEAD messages that arrived while their room loaded
+        self._rows_read = anyio.Lock()  # re-reads of session rows in message order (a lock then an unlock)
         self._tg: anyio.abc.TaskGroup | None = None
         self.refused = 0  # messages that failed their checks (bad tag, malformed)
         self._refused_logged = (-REFUSED_LOG_EVERY, 0)  # (when, ``refused`` then): one warning per period
@@ -115,8 +116,11 @@ class Cluster:
             room = self.rooms.rooms.get(name)
             if room is not None:  # loaded: the others send their presence of it
                 self.bridge.ask(room)
-                for m in held:  # the row the load read may predate them (a lock, an end, a delete)
-                    self._spawn(self._control, m)
+                for m in held:  # the row and the log the load read may predate them (a lock, an end, a big row)
+                    if m.kind == Kind.HEAD:
+                        room.head_at(m.seq)
+                    else:
+                        self._spawn(self._control, m)
         finally:
             if self._buffers.get(name) is early:
                 del self._buffers[name]
@@ -163,12 +167,11 @@ class Cluster:
                 room.receive(m.rows)
             elif early is not None:
                 early.extend(m.rows)
-        elif m.kind == Kind.HEAD:
-            if room is not None:
-                room.head_at(m.seq)
+        elif m.kind == Kind.HEAD and room is not None:
+            room.head_at(m.seq)
         elif m.kind == Kind.CONTROL and room is not None:
             self._spawn(self._control, m)
-        elif m.kind == Kind.CONTROL and name in self._held:
+        elif m.kind in (Kind.CONTROL, Kind.HEAD) and name in self._held:
             self._held[name].append(m)
         elif m.kind == Kind.PRESENCE and room is not None:
             self.bridge.received(room, m)
@@ -200,7 +203,8 @@ class Cluster:
                     else CloseCode.SESSION_NOT_FOUND
                 await self.service.forget(m.session_id, code, REASONS.get(code, "session deleted"))
             elif m.action == Action.ROW:
-                await self.service.follow_row(m.session_id)
+                async with self._rows_read:
+                    await self.service.follow_row(m.session_id)
             elif m.action == Action.TOKENS:
                 self.service.close_revoked(m.session_id, m.value)
         except Exception:  # noqa: BLE001 - one message's failure must not end the bus
@@ -219,7 +223,8 @@ class Cluster:
         loaded session's row is read again (a deleted one is closed by the head check)."""
         for sid in {r.session_id for r in list(self.rooms.rooms.values())}:
             try:
-                await self.service.follow_row(sid)
+                async with self._rows_read:
+                    await self.service.follow_row(sid)
             except Exception as exc:  # noqa: BLE001 - the database is away: the head check goes on
                 log.warning("bus: re-reading session %s failed: %r", sid, exc)
                 return
