@@ -94,7 +94,7 @@ def create_app(settings: Settings, instance: InstanceLock | None = None) -> Star
         watch_gauges(metrics, service)
         cluster = None
         if settings.redis_url:  # several processes (``crdt-server`` checked at start that Redis answers)
-            cluster = Cluster(settings, secret, service)
+            cluster = Cluster(settings, secret, service, instance)
             rooms.peers = cluster
         app.state.ctx = AppContext(
             settings=settings,

@@ -139,9 +139,12 @@ class SessionService:
     async def follow_row(self, sid: str) -> None:
         """Another process changed the session's row: what this process's live rooms enforce follows."""
         record = await self.store.get_session(sid)
+        if record is None:
+            return
         room = self.rooms.rooms.get(sid)
-        if record is not None and room is not None:
+        if room is not None:
             room.ended, room.locked = record.status == "ended", record.locked
+        self.close_revoked(sid, record.token_generation)
 
     async def save_code(self, sid: str, code: str, language: str | None, by: Role) -> SessionView:
         """Apply new text as a minimal edit (never a re-seed); a language switch goes with it."""

@@ -96,3 +96,28 @@ def test_a_server_whose_redis_does_not_answer_refuses_to_start(tmp_path):
             d.server("--redis-timeout", "1")
         assert "does not answer" in str(exc.value) and "Traceback" not in str(exc.value)
         assert "server exited with 2" in str(exc.value)
+
+
+@pytest.mark.slow
+async def test_processes_on_one_database_but_different_buses_are_reported(tmp_path):
+    """An operator gives one process another --redis-prefix (or Redis): the instance lock lets it in
+    (it has a bus), but nothing crosses between the two. Each says so, loudly, within the bound;
+    processes on the same bus never do."""
+    with deployment(tmp_path) as d:
+        a = d.server("--presence-timeout", "3")
+        b = d.server("--presence-timeout", "3")
+        c = d.server("--presence-timeout", "3", "--redis-prefix", d.prefix + "-other")
+
+        def reported(srv: Any) -> bool:
+            return "is not on this bus" in srv.log()
+
+        with anyio.fail_after(15):
+            while not (reported(a) and reported(c)):
+                await anyio.sleep(0.2)
+        assert "backend pid" in a.log()
+        c.kill9()  # its lock goes with its connection
+        await anyio.sleep(2)
+        for srv in (a, b):
+            srv.log_path.write_text("")  # from here on, A and B share their bus alone
+        await anyio.sleep(4.5)  # past --presence-timeout + a check
+        assert not reported(a) and not reported(b)

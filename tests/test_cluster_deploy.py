@@ -48,3 +48,24 @@ def test_nginx_balances_over_the_compose_processes():
     assert port
     assert servers == {(name, port.group(1)) for name in crdt_services(compose())}
     assert "./nginx.conf" in str(compose()["services"]["nginx"]["volumes"])
+
+
+def test_the_interview_page_behind_nginx_on_the_published_port_passes_the_origin_check():
+    """The page opens its WebSocket to ``location.host`` (web/src/editor.js), so a browser at
+    http://localhost:8080 sends ``Origin: http://localhost:8080``; the server compares it with the
+    Host nginx forwards, which must keep the port (``$host`` drops it: every socket would get 4403)."""
+    from starlette.requests import HTTPConnection
+
+    from crdt_server.api.origins import origin_allowed
+
+    published = next(p for p in compose()["services"]["nginx"]["ports"])
+    outer, inner = str(published).split(":")
+    assert re.search(rf"listen {inner};", (DEPLOY / "nginx.conf").read_text())
+    browser_host = f"localhost:{outer}"
+    variables = {"$host": browser_host.split(":")[0], "$http_host": browser_host}  # nginx's meaning of each
+    host = re.search(r"proxy_set_header Host (\S+);", (DEPLOY / "nginx.conf").read_text())
+    assert host
+    forwarded = variables[host.group(1)]
+    scope = {"type": "websocket", "path": "/ws/sessions/x", "query_string": b"",
+             "headers": [(b"host", forwarded.encode()), (b"origin", f"http://{browser_host}".encode())]}
+    assert origin_allowed(HTTPConnection(scope), settings_from({}, {}))

@@ -151,3 +151,31 @@ async def test_postgresql_refusing_writes_closes_the_author_and_applies_nothing(
             assert final == "MARK base\n" == stored_text(d, s["id"])
             async with py_client(a, s) as fresh:
                 assert text_of(fresh) == final
+
+
+async def test_a_lock_and_a_token_reissue_made_while_redis_was_down_reach_the_other_process(private_dep, private_redis):
+    """Their messages were published into a Redis that was away: once the bus is back, A still
+    enforces the lock B set and closes the sockets of the tokens B revoked meanwhile."""
+    d = private_dep
+    a, b = d.server(), d.server()
+    s = await create_session(a, code="x = 1\n")
+    sid, tokens = s["id"], s["tokens"]
+    async with httpx.AsyncClient(base_url=b.base_url, headers=auth(tokens["interviewer"]), timeout=10) as rest, \
+            js_client(a.ws_url, sid, tokens["candidate"], name="Cand") as cand:
+        private_redis.stop()
+        await wait_bus(a, "down")
+        await wait_bus(b, "down")
+        assert (await rest.patch(f"/api/sessions/{sid}", json={"locked": True})).status_code == 200
+        private_redis.start()
+        await wait_bus(a, "ok")
+        await wait_bus(b, "ok")
+        await anyio.sleep(1)
+        await cand.insert(0, "// cand\n")
+        await cand.wait_text(equals="x = 1\n", timeout=10)  # undone on A: the lock is known there
+        private_redis.stop()
+        await wait_bus(a, "down")
+        r = await rest.post(f"/api/sessions/{sid}/tokens")
+        assert r.status_code == 200, r.text
+        since = cand.mark()
+        private_redis.start()
+        await cand.wait_close(CloseCode.UNAUTHORIZED, timeout=15, since=since)

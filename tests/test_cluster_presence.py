@@ -86,3 +86,25 @@ async def test_remote_presence_is_checked_like_a_local_one_and_needs_the_key(pai
             await redis.aclose()
 
 
+
+
+async def test_a_flood_of_untagged_messages_does_not_flood_the_log(pair):
+    """Anyone with Redis access can publish for a session it sees on the channel: the messages are
+    refused, and the log says so a few times, not once per message (a full disk, an unreadable log)."""
+    d, a, b = pair
+    s = await create_session(a)
+    async with js_client(b.ws_url, s["id"], s["tokens"]["candidate"], name="Bob") as bob:
+        redis = Redis.from_url(d.redis_url)
+        try:
+            forged = encode(b"x" * 32, Message(Kind.HEAD, b"\x01" * 8, s["id"], "main", seq=1))
+            async with redis.pipeline(transaction=False) as pipe:
+                for _ in range(2000):
+                    pipe.publish(f"{d.prefix}:bus", forged)
+                await pipe.execute()
+        finally:
+            await redis.aclose()
+        await bob.insert(0, "still here ")  # B went through every message, and still serves
+        await bob.wait_text(equals="still here ", timeout=10)
+        await anyio.sleep(1)
+    refused = [line for line in b.log().splitlines() if "bus:" in line and "refused" in line]
+    assert 1 <= len(refused) <= 5, len(refused)

@@ -126,3 +126,39 @@ async def test_private_notes_written_on_a_and_b_converge(pair):
             assert r.status_code == 200 and r.json()["notes"] == notes
         async with py_client(b, s) as shared:  # the shared document never shows them
             assert "from A" not in str(shared.get("code", type=Text))
+
+
+async def test_a_lock_on_b_while_a_loads_the_room_is_enforced_on_a(pair):
+    """The ROW message of a PATCH on B can arrive while A is between reading the session row and
+    registering the room: A must not keep the row it read before the lock."""
+    import asyncpg
+
+    from .pg import URL
+
+    d, a, b = pair
+    s = await create_session(b, code="x = 1\n")
+    sid, tokens = s["id"], s["tokens"]
+    async with httpx.AsyncClient(headers=auth(tokens["interviewer"]), timeout=20) as rest, \
+            js_client(b.ws_url, sid, tokens["interviewer"], name="Ivy"):  # B's room is loaded
+        blocker = await asyncpg.connect(URL, server_settings={"search_path": d.schema})
+        try:
+            tx = blocker.transaction()
+            await tx.start()
+            await blocker.execute("LOCK TABLE snapshots IN ACCESS EXCLUSIVE MODE")
+            async with anyio.create_task_group() as tg:
+                # A loads the room (the participants list holds it): it reads the row, then waits on the log
+                tg.start_soon(rest.get, f"{a.base_url}/api/sessions/{sid}/participants")
+                with anyio.fail_after(10):
+                    while not (await blocker.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted")):
+                        await anyio.sleep(0.02)
+                r = await rest.patch(f"{b.base_url}/api/sessions/{sid}", json={"locked": True})
+                assert r.status_code == 200, r.text
+                await anyio.sleep(1)  # B's message reaches A while A is still loading
+                await tx.rollback()
+        finally:
+            await blocker.close()
+        async with js_client(a.ws_url, sid, tokens["candidate"], name="Cand") as cand:
+            await cand.insert(0, "// cand\n")
+            await cand.wait_text(equals="x = 1\n", timeout=10)  # the lock holds on A: undone
+        r = await rest.get(f"{a.base_url}/api/sessions/{sid}/code")
+        assert r.json()["code"] == "x = 1\n"

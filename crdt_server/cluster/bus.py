@@ -51,6 +51,7 @@ class RedisBus:
         self.dropped = 0  # messages not published (queue full, Redis down)
         self.on_message: Callable[[bytes], None] = lambda data: None
         self.on_subscribed: Callable[[], Awaitable[None]] = _nothing
+        self.member: Callable[[], bytes] = lambda: b"1"  # the heartbeat key's value: who this process is
         self._ping = b"ping:" + instance.hex().encode()
         self._out: deque[bytes] = deque()
         self._wake = anyio.Event()
@@ -118,7 +119,7 @@ class RedisBus:
                 await pipe.execute()
 
     async def _heartbeat(self, client: Redis) -> None:
-        await client.set(self.instance_key(self.instance), b"1", px=int(self.instance_ttl * 1000))
+        await client.set(self.instance_key(self.instance), self.member(), px=int(self.instance_ttl * 1000))
 
     async def _pinger(self) -> None:
         """Every ``check_interval``: the heartbeat key, and a ping to ourselves through the channel."""
@@ -134,19 +135,28 @@ class RedisBus:
 
     async def instances(self) -> set[bytes]:
         """The processes whose heartbeat key exists (empty if Redis does not answer)."""
+        return set(await self.members() or {})
+
+    async def members(self) -> dict[bytes, bytes] | None:
+        """Each process with a heartbeat key, with the key's value (None if Redis does not answer)."""
         if self._publisher is None:
-            return set()
-        found = set()
+            return None
+        keys: list[bytes] = []
         stem = self.instance_key(b"")
         try:
             with anyio.fail_after(self.timeout):
                 async for key in self._publisher.scan_iter(match=stem + "*", count=1000):
-                    try:
-                        found.add(bytes.fromhex(key.decode()[len(stem):]))
-                    except (UnicodeDecodeError, ValueError):
-                        continue
+                    keys.append(key)
+                values = await self._publisher.mget(keys) if keys else []
         except ERRORS:
-            return set()
+            return None
+        found = {}
+        for key, value in zip(keys, values, strict=True):
+            try:
+                if value is not None:
+                    found[bytes.fromhex(key.decode()[len(stem):])] = value if isinstance(value, bytes) else str(value).encode()
+            except (UnicodeDecodeError, ValueError):
+                continue
         return found
 
     async def alive(self, instances: list[bytes]) -> list[bool] | None:
