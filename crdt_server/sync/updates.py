@@ -50,11 +50,24 @@ class Struct:
         return self.clock + self.length
 
 
+@dataclass(frozen=True)
+class Inexact:
+    """A struct whose content the server would not keep exactly (``sync/exact.py``): its byte spans in
+    the update, so ``sync/neutral.py`` can rewrite it as deleted content, and why."""
+
+    struct: Struct
+    info_at: int  # its info byte
+    content_at: int  # where its content starts (after origin, right origin, parent)
+    end: int  # where it ends
+    reason: str
+
+
 @dataclass
 class Update:
     structs: list[Struct]
     deletes: list[tuple[int, int, int]]  # (client, clock, length)
     delete_set_offset: int  # where the delete set starts in the update's bytes
+    inexact: list[Inexact] = field(default_factory=list)  # with ``decode(exact=True)`` only
     # each struct's place, once resolved against an index (the guard's check; reused when recording)
     placed: list[tuple[Struct, Place | None]] | None = field(default=None, compare=False, repr=False)
 
@@ -209,9 +222,11 @@ def decode(update: bytes, *, exact: bool = False) -> Update:
     """The structs and the delete set of a v1 update (``ProtocolError`` if it does not decode).
 
     ``exact``: a client's update, checked for content the server would not keep exactly
-    (``UnsupportedContent``, ``sync/exact.py``); updates the server made or Yrs encoded are not."""
+    (``sync/exact.py``); such structs are listed in ``inexact``. Updates the server made or Yrs
+    encoded are not checked."""
     r = Reader(update)
     structs: list[Struct] = []
+    inexact: list[Inexact] = []
     for _ in range(r.var_uint()):
         count, client, clock = r.var_uint(), r.var_uint(), r.var_uint()
         if count > len(update):
@@ -219,7 +234,8 @@ def decode(update: bytes, *, exact: bool = False) -> Update:
         for _ in range(count):
             if r.pos >= len(update):
                 raise ProtocolError("truncated update")
-            info = update[r.pos]
+            info_at = r.pos
+            info = update[info_at]
             r.pos += 1
             ref = info & 0x1F
             if ref in (GC, SKIP):
@@ -236,8 +252,19 @@ def decode(update: bytes, *, exact: bool = False) -> Update:
                         parent_id = _id(r)
                     if info & 0x20:
                         parent_sub = _var_string(r)
-                length, text = _content(r, ref, exact)
-                structs.append(Struct(client, clock, length, ref, origin, right, parent_root, parent_id, parent_sub, text))
+                content_at = r.pos
+                try:
+                    length, text = _content(r, ref, exact)
+                except UnsupportedContent as exc:  # read it again, as Yjs does, to find where it ends
+                    r.pos = content_at
+                    length, text = _content(r, ref, False)
+                    reason = str(exc)
+                else:
+                    reason = ""
+                struct = Struct(client, clock, length, ref, origin, right, parent_root, parent_id, parent_sub, text)
+                structs.append(struct)
+                if reason:
+                    inexact.append(Inexact(struct, info_at, content_at, r.pos, reason))
             if length <= 0:
                 raise ProtocolError("empty struct")
             clock += length
@@ -249,7 +276,7 @@ def decode(update: bytes, *, exact: bool = False) -> Update:
             clock, length = r.var_uint(), r.var_uint()
             deletes.append((client, clock, length))
     # Bytes after the delete set are ignored, as Yjs and Yrs ignore them.
-    return Update(structs, deletes, offset)
+    return Update(structs, deletes, offset, inexact)
 
 
 def encode_delete_set(deletes: list[tuple[int, int, int]]) -> bytes:
