@@ -10,17 +10,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
+import pytest
 from pycrdt import Array, Doc, Map, Text
 
+from crdt_server.domain import EventType
 from crdt_server.sync import protocol as p
 from crdt_server.sync.guard import DocumentGuard
 from crdt_server.sync.neutral import neutralise, notice
+from crdt_server.sync.room import NotesRoom, SessionRoom
 from crdt_server.sync.updates import DELETED, STRING, decode
+
+from .test_room_ingest import OPTIONS, MemoryStore, RecordingConnection, _doc, _started, _updates
 
 AUTHOR = 4_000_000_001
 
 
-def _updates(doc: Doc[Any]) -> list[bytes]:
+def _updates_list(doc: Doc[Any]) -> list[bytes]:
     out: list[bytes] = []
     doc.observe(lambda event: out.append(event.update))
     return out
@@ -31,7 +37,7 @@ def _server_and_author() -> tuple[Doc[Any], Doc[Any], list[bytes]]:
     server.get("m", type=Map)["base"] = 1
     author: Doc[Any] = Doc(client_id=AUTHOR)
     author.apply_update(server.get_update())
-    return server, author, _updates(author)
+    return server, author, _updates_list(author)
 
 
 def test_only_the_inexact_struct_becomes_deleted_content_and_its_ids_are_deleted() -> None:
@@ -115,3 +121,46 @@ def test_the_author_is_told_why_in_a_permission_denied_message() -> None:
     r = p.Reader(frame)
     assert (r.var_uint(), r.var_uint(), r.var_bytes().decode()) == (p.MSG_AUTH, 0, text)
     assert r.pos == len(frame)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("room_type", [SessionRoom, NotesRoom])
+async def test_the_room_stores_and_relays_it_deleted_tells_the_author_and_keeps_its_socket(room_type: Any) -> None:
+    store = MemoryStore()
+    doc = _doc()
+    base = doc.get_update()
+    async with anyio.create_task_group() as tg:
+        room = await _started(room_type("s", doc, store, OPTIONS, last_seq=0, snapshot_seq=0), tg)
+        author, other = RecordingConnection(), RecordingConnection("interviewer")
+        room.clients.update({author, other})
+        client: Doc[Any] = Doc(client_id=AUTHOR)
+        client.apply_update(base)
+        sent = _updates_list(client)
+        with client.transaction():
+            client.get("code", type=Text).insert(0, "typed ")
+            client.get("meta", type=Map)["title"] = {"b": 1, "a": 2}  # the server's key, and inexact
+            client.get("extra", type=Map)["v"] = -0.0
+        batch = room.queue_update(sent[-1], author)
+        with anyio.fail_after(2):
+            await batch.done.wait()
+        tg.cancel_scope.cancel()
+    assert author.closed_with is None
+    assert all(decode(row.data, exact=True).inexact == [] for row in store.rows)
+    relayed = _updates(other)
+    assert relayed and all(decode(u, exact=True).inexact == [] for u in relayed)
+    denied = [f for f in author.sent if f[0] == p.MSG_AUTH]
+    assert len(denied) == 1 and b"2 item(s) deleted" in denied[0]
+    for update in _updates(author):  # the compensation of the title, and the confirmation's delete set
+        client.apply_update(update)
+    peer: Doc[Any] = Doc()
+    peer.apply_update(base)
+    for update in relayed:
+        peer.apply_update(update)
+    for reader in (doc, client, peer):
+        assert str(reader.get("code", type=Text)).startswith("typed ")
+        assert reader.get("meta", type=Map)["title"] == "t" and "v" not in reader.get("extra", type=Map)
+    events = [e for c in store.changes for e in c.events if e.type == EventType.CONTENT_DELETED]
+    if room_type is NotesRoom:
+        assert events == []  # the notes stay private
+    else:
+        assert len(events) == 1 and events[0].data["items"] == 2 and events[0].data["role"] == "candidate"
