@@ -16,11 +16,12 @@ import { createInterface } from 'node:readline'
 import { readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { readContent, revive } from './content.mjs'
+import { readContent, revive, useYjs } from './content.mjs'
 
 const flavourUrl = process.argv[2] ? pathToFileURL(resolve(process.argv[2])).href : new URL('./yjs13.mjs', import.meta.url).href
 const { Y, WebsocketProvider, auth: authProtocol, WebSocket, packages } = await import(flavourUrl)
 const yjs14 = typeof Y.Doc.prototype.getText !== 'function'
+useYjs(Y)
 
 // ---------------------------------------------------------------- stdout hygiene
 for (const level of ['log', 'info', 'debug', 'warn', 'trace']) {

@@ -10,8 +10,12 @@
 // `canon` tells apart what JSON.stringify does not: key order, -0, BigInt, undefined, Uint8Array,
 // subdocument options. client.mjs uses `revive` and `readContent` for the same values over the wire.
 
-import * as Y from 'yjs'
 import { createInterface } from 'node:readline'
+
+// The Yjs these work with is the caller's (`useYjs`): a client flavour's Yjs, never a second copy
+// resolved from this directory (instanceof checks need one Yjs, and tests/peers has its own packages).
+let Y
+export const useYjs = (y) => { Y = y }
 
 export const canon = (x) => {
   if (x === undefined) return 'undefined'
@@ -109,6 +113,7 @@ const KINDS = {
 }
 
 const main = async () => {
+  useYjs(await import('yjs'))
   const [command, seedArg, countArg] = process.argv.slice(2)
   if (command === 'gen') {
     seed = Number(seedArg)
