@@ -34,6 +34,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 SEVERAL_KEYS = "an object with more than one key (their order is not kept)"
 NEGATIVE_ZERO = "-0 (read back as 0)"
+DEEP_JSON = f"JSON nested deeper than {MAX_JSON_DEPTH} levels (refused by the CRDT library beyond 128)"
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def _constant(name: str) -> None:
 
 def _strings_exact(value: Any, depth: int = 0) -> None:
     if depth > MAX_JSON_DEPTH:
-        raise ProtocolError("JSON nested too deeply")
+        raise UnsupportedContent(DEEP_JSON)
     if isinstance(value, str):
         if _SURROGATE.search(value):
             raise UnsupportedContent("a lone UTF-16 surrogate escape (refused by the CRDT library)")
@@ -95,6 +96,8 @@ def check_json(raw: bytes) -> None:
                            parse_float=_float, parse_constant=_constant)
     except ProtocolError:  # UnsupportedContent too
         raise
-    except (ValueError, RecursionError):  # not UTF-8, not JSON, an integer of thousands of digits
+    except RecursionError:  # JSON.stringify writes it; the CRDT library would refuse it
+        raise UnsupportedContent(DEEP_JSON) from None
+    except ValueError:  # not UTF-8, not JSON, an integer of thousands of digits
         raise ProtocolError("embed or format value is not JSON") from None
     _strings_exact(value)

@@ -21,6 +21,7 @@ from crdt_server.sync.neutral import neutralise, notice
 from crdt_server.sync.room import NotesRoom, SessionRoom
 from crdt_server.sync.updates import DELETED, STRING, decode
 
+from ..test_content_exact import embed_update
 from .test_room_ingest import OPTIONS, MemoryStore, RecordingConnection, _doc, _started, _updates
 
 AUTHOR = 4_000_000_001
@@ -164,3 +165,14 @@ async def test_the_room_stores_and_relays_it_deleted_tells_the_author_and_keeps_
         assert events == []  # the notes stay private
     else:
         assert len(events) == 1 and events[0].data["items"] == 2 and events[0].data["role"] == "candidate"
+
+
+def test_embed_json_deeper_than_the_crdt_library_reads_is_neutralised_not_closed() -> None:
+    """``JSON.stringify`` writes any depth; serde_json (Yrs) refuses beyond 128 levels, which closed the
+    socket with 1007 (a reconnect loop) before."""
+    update = embed_update("[" * 200 + "]" * 200)
+    decoded = decode(update, exact=True)
+    assert [bad.reason.split(" (")[0] for bad in decoded.inexact] == ["JSON nested deeper than 100 levels"]
+    doc: Doc[Any] = Doc()
+    doc.apply_update(neutralise(update, decoded))
+    assert str(doc.get("t", type=Text)) == ""
