@@ -23,7 +23,8 @@ _YJS_TYPES = frozenset((0, 1, 2, 3, 4, 6))  # Array, Map, Text, XmlElement, XmlF
 _SAFE_INTEGER = 2**53 - 1  # Number.MAX_SAFE_INTEGER: lib0 reads no larger integer
 _UNSAFE_INTEGER = _SAFE_INTEGER + 1
 _NEGATIVE_ZERO = b"\x80" + bytes(7)  # an IEEE 754 -0.0, big-endian (a float32 is its first 4 bytes)
-MAX_DEPTH = 64  # nesting of lib0 "any" values
+MAX_DEPTH = 64  # nesting of lib0 "any" values a client's update may hold (deeper ones are neutralised)
+MAX_READ_DEPTH = 512  # nesting read at all (a bounded recursion; Yjs writes any depth, no editor sends it)
 
 
 Place = tuple[str, str | None]  # (root name, top-level key in that root, for a map)
@@ -115,7 +116,10 @@ def _any(r: Reader, depth: int = 0, exact: bool = False) -> None:
     """Skip one lib0 ``any`` value; with ``exact``, refuse what Yrs would not write back the same
     (``sync/exact.py``)."""
     if depth > MAX_DEPTH:
-        raise ProtocolError("value nested too deeply")
+        if exact:
+            raise UnsupportedContent(f"a value nested deeper than {MAX_DEPTH} levels")
+        if depth > MAX_READ_DEPTH:
+            raise ProtocolError("value nested too deeply")
     if r.pos >= len(r.buf):
         raise ProtocolError("truncated value")
     kind = r.buf[r.pos]

@@ -176,3 +176,22 @@ def test_embed_json_deeper_than_the_crdt_library_reads_is_neutralised_not_closed
     doc: Doc[Any] = Doc()
     doc.apply_update(neutralise(update, decoded))
     assert str(doc.get("t", type=Text)) == ""
+
+
+def test_a_value_nested_deeper_than_the_decoder_checks_is_neutralised_not_closed() -> None:
+    """Yjs writes a value of any depth (``map.set(k, [[[…]]])``); the decoder checks 64 levels, and closed
+    the socket with 1007 beyond (a reconnect loop) before. Far deeper still is malformed for the server."""
+    server, author, sent = _server_and_author()
+    value: Any = 1
+    for _ in range(100):
+        value = [value]
+    author.get("m", type=Map)["v"] = value
+    decoded = decode(sent[-1], exact=True)
+    assert [bad.reason for bad in decoded.inexact] == ["a value nested deeper than 64 levels"]
+    server.apply_update(neutralise(sent[-1], decoded))
+    assert server.get("m", type=Map).to_py() == {"base": 1}
+    for _ in range(500):
+        value = [value]
+    author.get("m", type=Map)["w"] = value
+    with pytest.raises(p.ProtocolError, match="nested too deeply"):
+        decode(sent[-1], exact=True)
