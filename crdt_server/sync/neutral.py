@@ -32,7 +32,7 @@ def neutralise(update: bytes, decoded: Update) -> bytes:
     deleted = IdRanges()
     deleted.add_all(decoded.deletes)
     for bad in decoded.inexact:
-        s = bad.struct
+        s = decoded.structs[bad.index]
         out += update[pos:bad.info_at]
         out.append((update[bad.info_at] & 0xE0) | DELETED)
         out += update[bad.info_at + 1:bad.content_at]

@@ -56,7 +56,7 @@ class Inexact:
     """A struct whose content the server would not keep exactly (``sync/exact.py``): its byte spans in
     the update, so ``sync/neutral.py`` can rewrite it as deleted content, and why."""
 
-    struct: Struct
+    index: int  # in ``Update.structs``
     info_at: int  # its info byte
     content_at: int  # where its content starts (after origin, right origin, parent)
     end: int  # where it ends
@@ -262,13 +262,8 @@ def decode(update: bytes, *, exact: bool = False) -> Update:
                 except UnsupportedContent as exc:  # read it again, as Yjs does, to find where it ends
                     r.pos = content_at
                     length, text = _content(r, ref, False)
-                    reason = str(exc)
-                else:
-                    reason = ""
-                struct = Struct(client, clock, length, ref, origin, right, parent_root, parent_id, parent_sub, text)
-                structs.append(struct)
-                if reason:
-                    inexact.append(Inexact(struct, info_at, content_at, r.pos, reason))
+                    inexact.append(Inexact(len(structs), info_at, content_at, r.pos, str(exc)))
+                structs.append(Struct(client, clock, length, ref, origin, right, parent_root, parent_id, parent_sub, text))
             if length <= 0:
                 raise ProtocolError("empty struct")
             clock += length

@@ -49,7 +49,7 @@ def test_only_the_inexact_struct_becomes_deleted_content_and_its_ids_are_deleted
     update = sent[-1]
     decoded = decode(update, exact=True)
     assert [bad.reason.split(" (")[0] for bad in decoded.inexact] == ["an object with more than one key"]
-    bad = decoded.inexact[0].struct
+    bad = decoded.structs[decoded.inexact[0].index]
 
     neutral = decode(neutralise(update, decoded), exact=True)
     assert neutral.inexact == []
