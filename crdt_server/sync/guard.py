@@ -14,7 +14,7 @@ updates it cannot clear take the room's guarded path, which watches what they re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,7 @@ class Verdict:
     code_frozen: bool = False  # its author may not change ``code`` now (locked candidate, ended session)
     noop: bool = False  # adds nothing: every struct already known, every delete of IDs already deleted
     splits: list[Split] | None = None  # astral characters it splits: repaired before it is applied
-    neutralised: list[Inexact] | None = None  # content not kept exactly, stored as deleted (sync/neutral.py)
+    neutralised: Sequence[Inexact] | None = None  # content not kept exactly, stored as deleted (sync/neutral.py)
 
 
 def owned_by_server(root: str, key: str | None) -> bool:

@@ -15,6 +15,8 @@ and both read it back the same. See docs/design/sync-integrity.md, "Content the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .pending import IdRanges
 from .protocol import write_var_uint
 from .updates import DELETED, Inexact, Update, encode_delete_set
@@ -44,7 +46,7 @@ def neutralise(update: bytes, decoded: Update) -> bytes:
     return bytes(out)
 
 
-def notice(neutralised: list[Inexact]) -> str:
+def notice(neutralised: Sequence[Inexact]) -> str:
     """Why the author's content was deleted, for the y-protocols permission-denied message."""
     reasons = sorted({bad.reason for bad in neutralised})
     text = (f"{len(neutralised)} item(s) deleted: the server cannot keep exactly {'; '.join(reasons)} "

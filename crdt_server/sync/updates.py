@@ -11,6 +11,7 @@ bounds-checked: a crafted update raises ``ProtocolError``, never anything else.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from . import exact as exact_rules
@@ -68,7 +69,7 @@ class Update:
     structs: list[Struct]
     deletes: list[tuple[int, int, int]]  # (client, clock, length)
     delete_set_offset: int  # where the delete set starts in the update's bytes
-    inexact: list[Inexact] = field(default_factory=list)  # with ``decode(exact=True)`` only
+    inexact: Sequence[Inexact] = ()  # with ``decode(exact=True)`` only
     # each struct's place, once resolved against an index (the guard's check; reused when recording)
     placed: list[tuple[Struct, Place | None]] | None = field(default=None, compare=False, repr=False)
 
@@ -230,7 +231,7 @@ def decode(update: bytes, *, exact: bool = False) -> Update:
     encoded are not checked."""
     r = Reader(update)
     structs: list[Struct] = []
-    inexact: list[Inexact] = []
+    inexact: list[Inexact] | None = None  # made only when needed: nothing more to allocate per update
     for _ in range(r.var_uint()):
         count, client, clock = r.var_uint(), r.var_uint(), r.var_uint()
         if count > len(update):
@@ -262,6 +263,7 @@ def decode(update: bytes, *, exact: bool = False) -> Update:
                 except UnsupportedContent as exc:  # read it again, as Yjs does, to find where it ends
                     r.pos = content_at
                     length, text = _content(r, ref, False)
+                    inexact = inexact or []
                     inexact.append(Inexact(len(structs), info_at, content_at, r.pos, str(exc)))
                 structs.append(Struct(client, clock, length, ref, origin, right, parent_root, parent_id, parent_sub, text))
             if length <= 0:
@@ -275,7 +277,7 @@ def decode(update: bytes, *, exact: bool = False) -> Update:
             clock, length = r.var_uint(), r.var_uint()
             deletes.append((client, clock, length))
     # Bytes after the delete set are ignored, as Yjs and Yrs ignore them.
-    return Update(structs, deletes, offset, inexact)
+    return Update(structs, deletes, offset, inexact or ())
 
 
 def encode_delete_set(deletes: list[tuple[int, int, int]]) -> bytes:
