@@ -115,6 +115,22 @@ class DocumentGuard:
             verdict.guarded = verdict.guarded or bool(verdict.splits)
         return verdict
 
+    def waits(self, decoded: Update) -> bool:
+        """Whether a committed update (another process's, trusted) has structs or deletes the CRDT
+        holds back: after a gap of their client's clock, attached to unknown IDs, or deleting them."""
+        index = self.index
+        starts: dict[int, int] = {}
+        ends: dict[int, int] = {}
+        for s in decoded.structs:
+            starts[s.client] = min(starts.get(s.client, s.clock), s.clock)
+            ends[s.client] = max(ends.get(s.client, 0), s.end)
+        if any(start > index.state(client) for client, start in starts.items()):
+            return True
+        if any(place is None for _, place in index.places(decoded)):
+            return True
+        return any(clock + length > max(index.state(client), ends.get(client, 0))
+                   for client, clock, length in decoded.deletes)
+
     def _adds_nothing(self, update: Update) -> bool:
         """Every struct is known (to the index) and every delete is of IDs already deleted: a
         reconnecting client's sync step 2, a resent update. A delete of live IDs is not nothing."""

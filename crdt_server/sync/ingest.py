@@ -38,6 +38,7 @@ class GuardedIngest:
     session_id: str
     doc_key: str
     last_seq: int
+    _committed: list[tuple[int, bytes]]
     ydoc: Doc[Any]
     store: Store
     guard: DocumentGuard
@@ -105,7 +106,7 @@ class GuardedIngest:
                 self.broken = True
                 return
             if failed:
-                await self._recover([self.last_seq - len(records) + 1 + i for i in failed])
+                await self._recover([self._committed[i][0] for i in failed])
             for sent, compensation, merged in sends:
                 if sent is None:  # a repair: everyone gets it first, the author included
                     assert compensation is not None

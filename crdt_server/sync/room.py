@@ -35,6 +35,7 @@ from .awareness import PresenceFlood, RoomPresence
 from .batch import Batch, Pending
 from .confirm import complete_step2, send_confirmations
 from .connection import SERVER, Connection, Origin, wire_frame
+from .follow import Following, NoPeers, Peers
 from .guard import DocumentGuard
 from .ingest import GuardedIngest
 from .loader import load_document
@@ -46,7 +47,7 @@ from .updates import decode
 log = logging.getLogger(__name__)
 
 
-class SessionRoom(GuardedIngest, YRoom):
+class SessionRoom(Following, GuardedIngest, YRoom):
     clients: set[Connection]  # type: ignore[assignment]  # YRoom's are pycrdt Channels; ours are Connections
     doc_key = MAIN_DOC  # which of the session's documents (and update logs) this room holds
 
@@ -64,13 +65,16 @@ class SessionRoom(GuardedIngest, YRoom):
         metrics: Metrics | None = None,
         doc_size: int | None = None,
         held: HeldBack | None = None,
+        peers: Peers | None = None,
     ) -> None:
         super().__init__(ready=True, ydoc=doc, log=log, exception_handler=log_exception)
         # No server-side presence entry: JS clients would show it as a ghost user.
         self.awareness.set_local_state(None)
         self.session_id = session_id
         self.store = store
-        self.last_seq = last_seq
+        self._init_following(last_seq)
+        self.peers = peers or NoPeers()  # the other processes (sync/follow.py)
+        self._committed: list[tuple[int, bytes]] = []  # (seq, row) of the last commit, for the peers
         self.snapshot_seq = snapshot_seq
         self.options = options
         self.persist = options.persist
@@ -79,6 +83,7 @@ class SessionRoom(GuardedIngest, YRoom):
         self.ended = ended  # nobody edits code (their updates are compensated, never dropped)
         self.locked = locked  # candidates do not edit code
         self.presence = RoomPresence(self.clients, options.presence, options.presence_interval, self._spawn)
+        self.presence.relay = lambda conn, entries, left: self.peers.presence(self, conn, entries, left)
         self.holds = 0  # WebSocket handlers and REST operations that keep the room loaded
         self.gone = False  # the session was deleted: nothing more is committed or snapshotted
         self._batch = Batch()
@@ -158,7 +163,7 @@ class SessionRoom(GuardedIngest, YRoom):
                 failed.append(position)
         send_confirmations(batch)
         if failed:
-            await self._recover([self.last_seq - len(records) + 1 + i for i in failed])
+            await self._recover([self._committed[i][0] for i in failed])
         await self._after_commit(batch)
 
     async def _recover(self, seqs: list[int]) -> None:
@@ -171,7 +176,8 @@ class SessionRoom(GuardedIngest, YRoom):
             return
         settled, self._settled = self._settled, anyio.Event()
         try:
-            doc, _, _, held = await load_document(self.store, self.session_id, self.doc_key, self.bad_seqs)
+            doc, last, _, held = await load_document(self.store, self.session_id, self.doc_key, self.bad_seqs)
+            self._mark(range(self.last_seq + 1, last + 1))  # the rebuild holds every row up to ``last``
             self.ydoc = doc
             self._meta = doc.get(META, type=Map)
             self.guard = DocumentGuard(doc, held)
@@ -206,11 +212,8 @@ class SessionRoom(GuardedIngest, YRoom):
             self.broken = True
             self.close_all(CloseCode.INTERNAL_ERROR, "storage failure")
             return False
-        if seqs and seqs[0] != self.last_seq + 1 and not self.diverged:
-            self.diverged = True  # another writer committed rows in between (two servers on one database)
-            log.error("session %s: rows %d..%d of the log were not applied here; no snapshot will be taken",
-                      self.session_id, self.last_seq + 1, seqs[0] - 1)
-        self.last_seq = seqs[-1]
+        self._committed = list(zip(seqs, (r.data for r in records), strict=True))
+        self.committed_here(seqs)  # a hole below them: another process's rows (sync/follow.py)
         self._count_updates(len(records))
         return True
 
@@ -242,6 +245,7 @@ class SessionRoom(GuardedIngest, YRoom):
 
     async def _after_commit(self, batch: Batch) -> None:
         batch.done.set()
+        self.peers.committed(self, self._committed)  # after this process's sockets got them
         await self._language_changes()
         if self.last_seq - self.snapshot_seq >= self.options.snapshot_every:
             try:
@@ -326,8 +330,8 @@ class SessionRoom(GuardedIngest, YRoom):
     async def snapshot(self) -> None:
         """Store the full state at ``last_seq`` so loading reads a short tail."""
         seq = self.last_seq
-        if seq <= self.snapshot_seq or not self.options.persist or self.gone or self.diverged:
-            return
+        if seq <= self.snapshot_seq or not self.options.persist or self.gone or self.diverged or self.ahead:
+            return  # (``ahead``: the state holds rows past ``seq``, which a checkpoint at ``seq`` must not)
         state = self.guard.held_back.full_state(self.ydoc)  # with what waits for a dependency
         try:
             await self.store.write_snapshot(self.session_id, seq, state, doc=self.doc_key)
@@ -335,6 +339,8 @@ class SessionRoom(GuardedIngest, YRoom):
             self.doc_size = len(state) + sum(len(i.update) for i in self._batch.items)  # exact again
         except SessionGone:
             pass
+        except ValueError:  # another process wrote a newer one (sync/follow.py): it serves loads as well
+            self.snapshot_seq = seq
 
     async def flush(self) -> None:
         """Wait for the batch being committed and the queued one, then snapshot."""
@@ -355,6 +361,7 @@ class SessionRoom(GuardedIngest, YRoom):
         try:
             conn.enqueue(p.sync_frame(p.SYNC_STEP1, self.ydoc.get_state()))
             self.presence.send_snapshot(conn)  # a newcomer sees everyone at once
+            self.presence.joined(conn)
             async for frame in conn.frames():
                 try:
                     await self.handle_frame(conn, frame)
