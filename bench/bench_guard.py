@@ -2,6 +2,7 @@
 the CRDT library's own validation and apply of the same update (the reference in this invocation).
 
     uv run python bench/bench_guard.py [--updates 5000]
+    PYTHONHASHSEED=0 valgrind --tool=callgrind .venv/bin/python bench/bench_guard.py --only decode-exact --updates N
 
 Prints µs per update for: pycrdt get_state + apply (what ingest did before), the guard's check
 alone, and the ratio; on a small document and one with 10,000 typed characters in 1,000 places.
@@ -141,9 +142,17 @@ def measure_neutral(base: Doc[Any], n: int, rounds: int = 5) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--updates", type=int, default=5000)
-    n = parser.parse_args().updates
+    parser.add_argument("--only", choices=["decode-exact"], default=None,
+                        help="decode(exact=True) the keystrokes once and print nothing (for callgrind: two "
+                             "--updates values, difference divided)")
+    args = parser.parse_args()
+    n = args.updates
     small: Doc[Any] = Doc()
     small.apply_update(initial_document("t", "python", "print(1)\n" * 20))
+    if args.only == "decode-exact":
+        for u in keystrokes(small, n):
+            decode(u, exact=True)
+        return
     print("| document | get_state + apply, µs | guard + apply, µs | added, µs | ratio |")
     print("|---|---|---|---|---|")
     measure("small (200 chars)", small, n)
