@@ -272,7 +272,7 @@ class SessionRoom(Following, GuardedIngest, YRoom):
                 decoded = decode(update)
             get_state(update)  # the CRDT library decodes it too: garbage never reaches the log
         except BaseException as exc:
-            if (not p.is_crdt_failure(exc) or isinstance(exc, (AttributeError, TypeError, NameError, p.UnsupportedContent))):
+            if not p.is_crdt_failure(exc) or isinstance(exc, (AttributeError, TypeError, NameError)):
                 raise
             raise p.ProtocolError("malformed Yjs update") from None
         if conn is not None and verdict is not None:
@@ -293,7 +293,10 @@ class SessionRoom(Following, GuardedIngest, YRoom):
         self._check_size(update)
         if verdict is not None:
             self.guard.admit(verdict)
-        batch.items.append(Pending(update, conn, conn.origin if conn else origin, change, decoded, verdict))
+        item = Pending(update, conn, conn.origin if conn else origin, change, decoded, verdict)
+        if verdict is not None and verdict.neutralised:
+            item.change = self._neutralised(item)
+        batch.items.append(item)
         self._wakeup.set()
         return batch
 
@@ -382,8 +385,8 @@ class SessionRoom(Following, GuardedIngest, YRoom):
             self.presence.remove(conn)
 
     async def handle_frame(self, conn: Connection, frame: bytes) -> None:
-        if not frame:
-            raise p.ProtocolError("empty frame")
+        """One frame ``Connection.frames`` passed on: sync, awareness or query awareness (it drops the
+        frames the protocol ignores: empty, auth, unknown types and sync sub-types)."""
         kind = frame[0]
         if kind == p.MSG_SYNC:
             msg = p.parse_sync(frame)
@@ -410,12 +413,8 @@ class SessionRoom(Following, GuardedIngest, YRoom):
             delay = self.presence.apply(conn, frame)
             if delay:  # over --presence-entries-rate: read this socket more slowly
                 await anyio.sleep(delay)
-        elif kind == p.MSG_QUERY_AWARENESS:
+        else:  # p.MSG_QUERY_AWARENESS
             self.presence.send_snapshot(conn)
-        elif kind == p.MSG_AUTH:
-            pass  # clients never need to send auth messages; ignore like the reference server
-        else:
-            raise p.ProtocolError(f"unknown message type {kind}")
 
     def mark_gone(self) -> None:
         """The session was deleted: refuse further updates and never snapshot again."""
