@@ -43,6 +43,22 @@ class Verdict:
     neutralised: Sequence[Inexact] | None = None  # content not kept exactly, stored as deleted (sync/neutral.py)
 
 
+def _in_order(deletes: Sequence[tuple[int, int, int]]) -> bool:
+    """Each client's ranges together and ascending, as Yjs and Yrs write a delete set."""
+    clients: set[int] = set()
+    client_of, end = None, 0
+    for client, clock, length in deletes:
+        if client != client_of:
+            if client in clients:
+                return False
+            clients.add(client)
+            client_of, end = client, 0
+        elif clock < end:
+            return False
+        end = clock + length
+    return True
+
+
 def owned_by_server(root: str, key: str | None) -> bool:
     return root == RUNS or (root == META and key not in EDITOR_META_KEYS)
 
@@ -106,7 +122,11 @@ class DocumentGuard:
             for place in self._deleted_places(client, clock, min(end, seen)):
                 if owned_by_server(*place) or (code_frozen and place[0] == CODE):
                     verdict.guarded = True
-        if verdict.dropped_deletes:
+        if verdict.dropped_deletes or not _in_order(kept):
+            if not _in_order(kept):  # crafted: Yrs applies a delete set in descending order in quadratic time
+                ordered = IdRanges()
+                ordered.add_all(kept)
+                kept = ordered.ranges()
             verdict.update = update[: decoded.delete_set_offset] + encode_delete_set(kept)
             verdict.decoded = decode(verdict.update)
         verdict.noop = not verdict.pending and self._adds_nothing(verdict.decoded)
