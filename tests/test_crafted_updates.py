@@ -18,7 +18,7 @@ from crdt_server.sync import protocol as p
 from crdt_server.sync.protocol import write_var_uint as v
 from crdt_server.sync.updates import encode_delete_set
 
-from .conftest import create_session, py_client, text_of
+from .conftest import create_session, py_client, text_of, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -59,3 +59,30 @@ async def test_an_update_of_many_scattered_inserts_does_not_freeze_the_server(se
         await anyio.sleep(0.5)
         async with py_client(server, s, "observer") as doc:  # synced within 10 s, or it fails
             assert text_of(doc) == str(text)
+
+
+@pytest.mark.slow
+async def test_an_update_that_never_integrates_does_not_slow_every_keystroke(server):
+    """It waits in the CRDT for a client that never comes; the others keep typing. Each of their
+    keystrokes used to resolve it again and re-encode it: 0.2 s per keystroke for 800 kB."""
+    s = await create_session(server, code="x")
+    n = 110_000  # the held part reaches the observer (pycrdt's client reads 1 MiB at most)
+    body = b"".join(bytes((0x84,)) + v(4242) + v(i) + v(1) + b"y" for i in range(n))  # after IDs of client 4242
+    waiting = v(1) + v(n) + v(CLIENT) + v(0) + body + b"\x00"
+    typist: Doc = Doc(client_id=5)
+    async with py_client(server, s, "observer") as doc:
+        typist.apply_update(doc.get_update())
+    text = typist.get("code", type=Text)
+    keystrokes: list[bytes] = []
+    typist.observe(lambda event: keystrokes.append(event.update))
+    for _ in range(40):
+        text.insert(0, "k")
+    async with connect(f"{server.ws_url}/{s['id']}?token={s['tokens']['candidate']}", max_size=None) as ws, \
+            py_client(server, s, "observer") as doc, \
+            connect(f"{server.ws_url}/{s['id']}?token={s['tokens']['interviewer']}") as writer:
+        await ws.send(p.sync_frame(p.SYNC_UPDATE, waiting))
+        await ws.send(p.sync_frame(p.SYNC_UPDATE, keystrokes[0]))  # after it on the same socket
+        await wait_for(lambda: text_of(doc) == "kx", timeout=30)  # it is in, and waits
+        for keystroke in keystrokes[1:]:
+            await writer.send(p.sync_frame(p.SYNC_UPDATE, keystroke))
+        await wait_for(lambda: text_of(doc) == "k" * 40 + "x", timeout=5)

@@ -14,6 +14,7 @@ updates it cannot clear take the room's guarded path, which watches what they re
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from ..document import META, RUNS, TEXT
 from .neutral import neutralise
 from .pending import HeldBack, IdRanges
 from .surrogates import AstralChars, Split
-from .updates import SKIP, IdIndex, Inexact, Update, decode, encode_delete_set
+from .updates import SKIP, IdIndex, Inexact, Struct, Update, decode, encode_delete_set
 
 CODE = TEXT  # the editors' text
 EDITOR_META_KEYS = frozenset({"language"})
@@ -73,7 +74,8 @@ class DocumentGuard:
         self.index.record(state)
         self.deleted = IdRanges()  # the IDs the document holds as deleted
         self.deleted.add_all(state.deletes)
-        self._held: list[Update] = []  # applied updates with structs still pending in the CRDT
+        # applied updates with structs still pending in the CRDT, each with the IDs that may wake it
+        self._held: list[tuple[Update, dict[int, list[int]]]] = []
         self.held_back = held or HeldBack()  # what the CRDT holds back, as bytes (newcomers, snapshots)
         self.astral = AstralChars()  # emoji and other surrogate pairs of the texts (sync/surrogates.py)
         self.astral.record(self.index.places(state))
@@ -202,19 +204,55 @@ class DocumentGuard:
         if not admitted:
             self._record_content(decoded)
         if pending:
-            self._held.append(decoded)
+            self._held.append((decoded, self._wakes(decoded)))
         if self._held and not pending:
-            still = []
-            for held in self._held:
-                if any(place is None for _, place in self.index.places(held)):
-                    still.append(held)
-                else:
-                    self.index.record(held)
-            self._held = still
+            self._release(decoded.structs)
         held_back = self.held_back
         if update is None or (not pending and held_back.empty):  # the common case: nothing waits
             return False
         return held_back.settle(self.doc, update, decoded, may_wait=pending)
+
+
+    def _wakes(self, held: Update) -> dict[int, list[int]]:
+        """Per client, the clocks the structs of ``held`` that have no place yet refer to: only an
+        update with one of these IDs can give them one."""
+        refs: dict[int, set[int]] = {}
+        for s, place in self.index.places(held):
+            if place is None:
+                for ref in (s.parent_id, s.origin, s.right_origin):
+                    if ref is not None:
+                        refs.setdefault(ref[0], set()).add(ref[1])
+        return {client: sorted(clocks) for client, clocks in refs.items()}
+
+    def _release(self, learned: Sequence[Struct]) -> None:
+        """Record the held updates whose structs all have a place now that the index ``learned``
+        these structs' IDs (and, in turn, the IDs of those released). Only those referring to a
+        learned ID are resolved again: resolving every held update after every update cost a
+        crafted 800 kB one that never integrates 0.2 s per keystroke of everyone in the session."""
+        held = self._held
+        while learned and held:
+            still, released = [], []
+            for update, wakes in held:
+                if wakes and not _refers_to(wakes, learned):
+                    still.append((update, wakes))
+                elif any(place is None for _, place in self.index.places(update)):
+                    still.append((update, self._wakes(update)))
+                else:
+                    self.index.record(update)
+                    released.extend(update.structs)
+            held, learned = still, released
+        self._held = held
+
+
+def _refers_to(wakes: dict[int, list[int]], structs: Sequence[Struct]) -> bool:
+    """Whether one of the IDs in ``wakes`` is among those of ``structs``."""
+    for s in structs:
+        clocks = wakes.get(s.client)
+        if clocks:
+            i = bisect.bisect_left(clocks, s.clock)
+            if i < len(clocks) and clocks[i] < s.end:
+                return True
+    return False
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ class HeldBack:
     update with an empty delete set) and its deletes (``IdRanges``, so a delete set sent again and
     again is held once)."""
 
-    __slots__ = ("_structs", "_deletes", "_update", "_sv_bytes", "_sv")
+    __slots__ = ("_structs", "_deletes", "_update", "_sv_bytes", "_sv", "_clients")
 
     def __init__(self, structs: bytes | None = None, deletes: IdRanges | None = None) -> None:
         self._structs = structs
@@ -155,6 +155,7 @@ class HeldBack:
         self._update: bytes | None = None  # the two as one update, built when asked for
         self._sv_bytes = b""  # the document's state vector when last settled, and decoded
         self._sv: dict[int, int] = {}
+        self._clients: set[int] | None = None  # the clients of the held structs, once needed
 
     @property
     def empty(self) -> bool:
@@ -182,8 +183,9 @@ class HeldBack:
         sv_bytes = doc.get_state()
         if sv_bytes != self._sv_bytes:
             sv = decode_state_vector(sv_bytes)
-            if self._structs is not None:
+            if self._structs is not None and self._moved(sv):
                 self._structs = _structs_beyond(self._structs, len(self._structs) - 1, sv_bytes)
+                self._clients = None
             for client in self._deletes.clients():
                 if sv.get(client, 0) != self._sv.get(client, 0):
                     self._deletes.drop_below(client, sv.get(client, 0))
@@ -191,7 +193,13 @@ class HeldBack:
             self._update = None
         own = _structs_beyond(update, decoded.delete_set_offset, sv_bytes)
         if own is not None:
-            self._structs = own if self._structs is None else merge_updates(self._structs, own)
+            clients = {s.client for s in decoded.structs}  # those of ``own`` and maybe more: a superset will do
+            if self._structs is None:
+                self._structs, self._clients = own, clients
+            else:
+                self._structs = merge_updates(self._structs, own)
+                if self._clients is not None:
+                    self._clients |= clients
         waits = own is not None
         beyond = []
         for client, clock, length in decoded.deletes:
@@ -205,6 +213,15 @@ class HeldBack:
         if waits:
             self._update = None
         return waits
+
+    def _moved(self, sv: dict[int, int]) -> bool:
+        """Whether ``sv`` moved for a client of the held structs: only then can some of them have
+        integrated. Re-encoding what is held after every keystroke of anyone cost a crafted update
+        that never integrates about its size in CPU per keystroke."""
+        if self._clients is None:
+            assert self._structs is not None
+            self._clients = {s.client for s in decode(self._structs).structs}
+        return any(sv.get(client, 0) != self._sv.get(client, 0) for client in self._clients)
 
     def full_state(self, doc: Doc[Any]) -> bytes:
         """The document as a Yjs peer would encode it: its integrated state and what waits."""
