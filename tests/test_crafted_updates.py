@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from pycrdt import Doc, Text
+from pycrdt import Doc, Map, Text
 from websockets.asyncio.client import connect
 
 from crdt_server.sync import protocol as p
 from crdt_server.sync.protocol import write_var_uint as v
-from crdt_server.sync.updates import encode_delete_set
+from crdt_server.sync.updates import decode, encode_delete_set
 
 from .conftest import create_session, py_client, text_of, wait_for
 
@@ -86,3 +86,32 @@ async def test_an_update_that_never_integrates_does_not_slow_every_keystroke(ser
         for keystroke in keystrokes[1:]:
             await writer.send(p.sync_frame(p.SYNC_UPDATE, keystroke))
         await wait_for(lambda: text_of(doc) == "k" * 40 + "x", timeout=5)
+
+
+async def test_a_reverted_update_with_many_deletes_does_not_freeze_the_server(server):
+    """A candidate's change to ``meta.title`` is undone, and the stored update's delete set cut down
+    to what it touches: that cut compared each of the document's delete ranges with each of the
+    update's, 40 s for 10,000 of each."""
+    s = await create_session(server, code="")
+    n = 10_000
+    author: Doc = Doc(client_id=7)
+    async with py_client(server, s, "observer") as doc:
+        author.apply_update(doc.get_update())
+    updates: list[bytes] = []
+    author.observe(lambda event: updates.append(event.update))
+    text = author.get("code", type=Text)
+    text += "x" * (4 * n)
+    inserts = updates[-1]
+    for k in reversed(range(n)):  # the document holds n separate deleted ranges
+        del text[4 * k]
+    author.get("meta", type=Map)["title"] = "mine"
+    title = decode(updates[-1])
+    crafted = updates[-1][:title.delete_set_offset] + encode_delete_set([(7, 4 * k + 2, 1) for k in range(n)])
+    async with connect(f"{server.ws_url}/{s['id']}?token={s['tokens']['candidate']}", max_size=None) as ws:
+        await ws.send(p.sync_frame(p.SYNC_UPDATE, inserts))
+        await ws.send(p.sync_frame(p.SYNC_UPDATE, b"\x00" + encode_delete_set([(7, 4 * k, 1) for k in range(n)])))
+        await ws.send(p.sync_frame(p.SYNC_UPDATE, crafted))
+        await anyio.sleep(1)
+        async with py_client(server, s, "observer") as doc:  # synced within 10 s, or it fails
+            assert doc.get("meta", type=Map).get("title") != "mine"
+            assert len(text_of(doc)) == 4 * n - 2 * n

@@ -126,6 +126,20 @@ class IdRanges:
         if not starts:
             del self._starts[client], self._ends[client]
 
+    def within(self, client: int, start: int, end: int) -> list[tuple[int, int, int]]:
+        """(client, clock, length) for the parts of [start, end) in this set."""
+        starts = self._starts.get(client)
+        if not starts:
+            return []
+        ends = self._ends[client]
+        out = []
+        i = bisect.bisect_right(ends, start)  # the first range ending after start
+        while i < len(starts) and starts[i] < end:
+            lo, hi = max(start, starts[i]), min(end, ends[i])
+            out.append((client, lo, hi - lo))
+            i += 1
+        return out
+
     def clients(self) -> list[int]:
         return list(self._starts)
 
