@@ -128,21 +128,16 @@ async def _serve(service: SessionService, conn: Connection, room: SessionRoom, a
         await service.joined(conn)
     log_socket_opened(conn.session_id, conn.role, conn.id)
     try:
-        async with anyio.create_task_group() as tg:
-
-            async def sender() -> None:
-                await conn.run_sender()
-                tg.cancel_scope.cancel()  # closed or broken: stop reading too
-
-            tg.start_soon(sender)
-            try:
-                await room.serve(conn)
-            finally:
-                if not conn.closed.is_set():
-                    conn.close(CloseCode.NORMAL, "")
-                # let the sender send a pending close frame, but never wait long for a dead peer
-                tg.cancel_scope.deadline = anyio.current_time() + 2
+        with anyio.CancelScope() as reading:  # cancelled once the socket is closed or broken
+            conn.stop_reading = reading.cancel  # a no-op once this block is left
+            await room.serve(conn)
+        if not conn.is_closed:
+            conn.close(CloseCode.NORMAL, "")  # a no-op if a close was asked for already
+            # let the sender send a pending close frame, but never wait long for a dead peer
+            with anyio.move_on_after(2):
+                await conn.wait_closed()
     finally:
+        conn.abort()
         log_socket_closed(conn.session_id, conn.role, conn.id, time.time() - conn.connected_at, conn.close_code)
         if announce:
             with anyio.CancelScope(shield=True):
