@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import time
-from contextlib import AsyncExitStack
 
 import anyio
 from starlette.websockets import WebSocket
@@ -103,12 +102,12 @@ async def _socket(websocket: WebSocket, roles: tuple[Role, ...], room_name: str,
     if claims is None:
         return
     sid = claims.session_id
-    async with AsyncExitStack() as stack:
-        try:  # loaded before accepting (a broken session is refused cleanly), and held loaded
-            # until this handler ends, however it ends: the idle unload is scheduled then
-            room = await stack.enter_async_context(c.service.rooms.room(room_name))
-        except SessionNotFound as exc:
-            return await refuse(websocket, *_close_for(exc))
+    try:  # loaded before accepting (a broken session is refused cleanly), and held loaded until this
+        # handler ends, however it ends: the idle unload is scheduled then
+        room = await c.service.rooms.hold(room_name)
+    except SessionNotFound as exc:
+        return await refuse(websocket, *_close_for(exc))
+    try:
         await accept(websocket)
         conn = Connection(websocket, session_id=sid, role=claims.role,
                           max_messages=c.settings.send_queue_messages, max_bytes=c.settings.send_queue_bytes,
@@ -120,6 +119,8 @@ async def _socket(websocket: WebSocket, roles: tuple[Role, ...], room_name: str,
                 code, reason = _close_for(exc)
                 return await websocket.close(code=code, reason=reason)  # before any document data
             await _serve(c.service, conn, room, announce)
+    finally:
+        c.service.rooms.release(room_name, room)
 
 
 async def _serve(service: SessionService, conn: Connection, room: SessionRoom, announce: bool) -> None:

@@ -75,9 +75,14 @@ def _direct_protocol(websocket: WebSocket) -> object | None:
     """
     send = getattr(websocket, "_send", None)
     for _ in range(6):
-        proto = getattr(send, "__self__", None)
+        proto: object | None = getattr(send, "__self__", None)
         if proto is not None and all(hasattr(proto, a) for a in ("transport", "conn", "writable", "close_sent")):
-            return None if getattr(proto.conn, "extensions", None) else proto
+            if getattr(getattr(proto, "conn", None), "extensions", None):
+                return None
+            for done in ("request", "response"):  # the handshake's, read only until accept: ~2 KB a socket
+                if hasattr(proto, done):
+                    setattr(proto, done, None)
+            return proto
         inner = [c.cell_contents for c in (getattr(send, "__closure__", None) or ()) if callable(_contents(c))]
         if len(inner) != 1:
             return None

@@ -112,15 +112,27 @@ class SessionRoom(GuardedIngest, YRoom):
     def send_server_awareness(self, type: str, changes: Any) -> None:
         """The server has no presence of its own."""
 
-    async def _watch_ready(self) -> None:
-        """Do not observe the document: broadcasts happen after commit in ``_broadcast_updates``."""
-        self.ydoc_observed.set()
+    async def _start(self, task_status: Any) -> None:
+        """YRoom's start runs five tasks per room: pycrdt's awareness ticker (a wake-up every 3 s for
+        a presence the server does not keep: ``RoomPresence`` does), the document observer, a provider
+        and a stop watcher. A room here needs one: the ingest loop."""
+        if not self.started.is_set():
+            task_status.started()
+            self.started.set()
+        self.ydoc_observed.set()  # never observed: broadcasts happen after commit in ``_broadcast_updates``
+        assert self._task_group is not None
+        self._task_group.start_soon(self._broadcast_updates)
+
+    async def stop(self) -> None:
+        """YRoom's stop, less the awareness ticker and observer ``_start`` never started."""
+        if self._task_group is None:
+            raise RuntimeError("YRoom not running")
+        self._stopped.set()
+        self._task_group.cancel_scope.cancel()
+        self._task_group = None
 
     async def _broadcast_updates(self) -> None:
         """The ingest loop: commit a batch, then apply and broadcast it (write-ahead)."""
-        # YRoom's start created a memory stream for its observer-driven broadcast, which we replace.
-        self._update_send_stream.close()
-        self._update_receive_stream.close()
         try:
             while True:
                 await self._wakeup.wait()
@@ -417,8 +429,6 @@ class SessionRoom(GuardedIngest, YRoom):
     def close_all(self, code: int, reason: str) -> None:
         for conn in list(self.clients):
             conn.close(code, reason)
-
-
 
 
 class NotesRoom(SessionRoom):
