@@ -19,7 +19,9 @@ described in docs/design/pycrdt-websocket.md:
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -78,7 +80,8 @@ class SessionRoom(GuardedIngest, YRoom):
         # What editors may change now; set by the service, which owns the row (status, lock).
         self.ended = ended  # nobody edits code (their updates are compensated, never dropped)
         self.locked = locked  # candidates do not edit code
-        self.presence = RoomPresence(self.clients, options.presence, options.presence_interval, self._spawn)
+        self._timer: asyncio.TimerHandle | None = None  # the presence's next coalesced broadcast
+        self.presence = RoomPresence(self.clients, options.presence, options.presence_interval, self._later)
         self.holds = 0  # WebSocket handlers and REST operations that keep the room loaded
         self.gone = False  # the session was deleted: nothing more is committed or snapshotted
         self._batch = Batch()
@@ -102,34 +105,32 @@ class SessionRoom(GuardedIngest, YRoom):
         self.diverged = False  # the log holds rows this document never applied: never snapshot it
         self.bad_seqs: set[int] = set()  # rows the CRDT library refused: left out of every rebuild
 
-    def _spawn(self, func: Any) -> bool:
-        if self._task_group is None:
-            return False
-        self._task_group.start_soon(func)
-        return True
+    def _later(self, delay: float, func: Callable[[], None]) -> bool:
+        if self._task_group is not None:  # a stopped room schedules nothing
+            self._timer = asyncio.get_running_loop().call_later(delay, func)
+        return self._task_group is not None
 
     # -- YRoom overrides ---------------------------------------------------------------------
     def send_server_awareness(self, type: str, changes: Any) -> None:
         """The server has no presence of its own."""
 
     async def _start(self, task_status: Any) -> None:
-        """YRoom's start runs five tasks per room: pycrdt's awareness ticker (a wake-up every 3 s for
-        a presence the server does not keep: ``RoomPresence`` does), the document observer, a provider
-        and a stop watcher. A room here needs one: the ingest loop."""
-        if not self.started.is_set():
+        """One task, the ingest loop; not YRoom's five (a stop watcher, an observer, a provider and
+        pycrdt's awareness ticker, waking every 3 s for a presence ``RoomPresence`` keeps instead)."""
+        if not self.started.is_set():  # YRoom's start calls this again after a failure
             task_status.started()
             self.started.set()
         self.ydoc_observed.set()  # never observed: broadcasts happen after commit in ``_broadcast_updates``
-        assert self._task_group is not None
-        self._task_group.start_soon(self._broadcast_updates)
+        self._task_group.start_soon(self._broadcast_updates)  # type: ignore[union-attr]  # set by ``start``
 
     async def stop(self) -> None:
         """YRoom's stop, less the awareness ticker and observer ``_start`` never started."""
         if self._task_group is None:
             raise RuntimeError("YRoom not running")
-        self._stopped.set()
         self._task_group.cancel_scope.cancel()
         self._task_group = None
+        if self._timer is not None:  # a coalesced presence broadcast to nobody
+            self._timer.cancel()
 
     async def _broadcast_updates(self) -> None:
         """The ingest loop: commit a batch, then apply and broadcast it (write-ahead)."""
