@@ -60,7 +60,7 @@ T = TypeVar("T")
 @dataclass
 class _Op:
     fn: Callable[[sqlite3.Connection], Any]
-    done: anyio.Event = field(default_factory=anyio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)  # anyio's costs ten times more
     result: Any = None
     error: BaseException | None = None
 

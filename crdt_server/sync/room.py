@@ -88,13 +88,13 @@ class SessionRoom(GuardedIngest, YRoom):
         self._inflight: Batch | None = None
         # connections whose last sync step 2 answer held every update queued so far (sync/confirm.py)
         self._answered: set[Connection] = set()
-        self._wakeup = anyio.Event()
+        self._wakeup = asyncio.Event()  # asyncio's (anyio's costs ten times more): one per batch
         # Editors may switch meta.language; the session row follows (see _language_changes).
         self._meta = doc.get(META, type=Map)  # kept: pycrdt drops observers of collected type objects
         self._languages: list[tuple[Origin, str, str]] = []  # (who, from, to)
         self.guard = DocumentGuard(doc, held)  # held: what the stored document holds back (sync/pending.py)
         self.broken = False  # the document holds updates that failed to commit: reload it from storage
-        self._settled = anyio.Event()  # no guarded batch is between apply and commit
+        self._settled = asyncio.Event()  # no guarded batch is between apply and commit
         self._settled.set()
         m = metrics or Metrics()  # unlabelled counters: two additions per update on the hot path
         self._count_updates, self._count_bytes = m.updates.inc, m.broadcast_bytes.inc
@@ -135,9 +135,9 @@ class SessionRoom(GuardedIngest, YRoom):
     async def _broadcast_updates(self) -> None:
         """The ingest loop: commit a batch, then apply and broadcast it (write-ahead)."""
         try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup = anyio.Event()
+            while self._task_group is not None:  # ``stop`` clears it: what is queued then is refused
+                await self._wakeup.wait()  # (asyncio's wait of a set event never yields to a cancel)
+                self._wakeup = asyncio.Event()
                 batch, self._batch = self._batch, Batch()
                 if batch.items or batch.noops:
                     self._inflight = batch
@@ -182,7 +182,7 @@ class SessionRoom(GuardedIngest, YRoom):
         log.error("session %s: rebuilding the document without update(s) %s", self.session_id, seqs)
         if not self.persist:  # nothing stored to rebuild from
             return
-        settled, self._settled = self._settled, anyio.Event()
+        settled, self._settled = self._settled, asyncio.Event()
         try:
             doc, _, _, held = await load_document(self.store, self.session_id, self.doc_key, self.bad_seqs)
             self.ydoc = doc
