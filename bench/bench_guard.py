@@ -2,11 +2,14 @@
 the CRDT library's own validation and apply of the same update (the reference in this invocation).
 
     uv run python bench/bench_guard.py [--updates 5000]
+    PYTHONHASHSEED=0 valgrind --tool=callgrind .venv/bin/python bench/bench_guard.py --only decode-exact --updates N
 
 Prints µs per update for: pycrdt get_state + apply (what ingest did before), the guard's check
 alone, and the ratio; on a small document and one with 10,000 typed characters in 1,000 places.
-Then what the content check (``decode(exact=True)``: what the server would not keep exactly, refused)
-adds to the guard's decode of a keystroke and of a ``meta.language`` write, interleaved rounds.
+Then what the content check (``decode(exact=True)``: what the server would not keep exactly) adds to
+the guard's decode of a keystroke and of a ``meta.language`` write, and the guard's whole check of a map
+write whose value is kept exactly against one it neutralises (stored as deleted, ``sync/neutral.py``),
+interleaved rounds.
 """
 
 from __future__ import annotations
@@ -101,12 +104,55 @@ def measure_exact(label: str, updates: list[bytes], rounds: int = 7) -> None:
     print(f"| {label} | {best[False]:.2f} | {best[True]:.2f} | {added:+.2f} | {best[True] / best[False]:.3f}x |")
 
 
+def map_writes(base: Doc[Any], n: int, value: Any) -> list[bytes]:
+    """``n`` writes of ``value`` to one key of a root map ``extra`` by one editor."""
+    editor: Doc[Any] = Doc(client_id=4_242_424_242)
+    editor.apply_update(base.get_update())
+    extra = editor.get("extra", type=Map)
+    out = []
+    for _ in range(n):
+        before = editor.get_state()
+        extra["v"] = value
+        out.append(editor.get_update(before))
+    return out
+
+
+def measure_neutral(base: Doc[Any], n: int, rounds: int = 5) -> None:
+    """The guard's check + apply of a map write kept exactly against one it neutralises (about the same
+    size: one key of two letters, or two of one)."""
+    cases = {"kept: {'ab': 1}": map_writes(base, n, {"ab": 1}),
+             "neutralised: {'a': 1, 'b': 2}": map_writes(base, n, {"a": 1, "b": 2})}
+    best = dict.fromkeys(cases, float("inf"))
+    for _ in range(rounds):
+        for label, updates in cases.items():
+            doc: Doc[Any] = Doc()
+            doc.apply_update(base.get_update())
+            guard = DocumentGuard(doc)
+            t = time.perf_counter()
+            for u in updates:
+                verdict = guard.check(u)
+                doc.apply_update(verdict.update)
+                guard.applied(verdict.decoded, verdict.pending)
+            best[label] = min(best[label], (time.perf_counter() - t) / len(updates) * 1e6)
+    kept = best["kept: {'ab': 1}"]
+    for label, us in best.items():
+        print(f"| {label} | {us:.2f} | {us / kept:.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--updates", type=int, default=5000)
-    n = parser.parse_args().updates
+    parser.add_argument("--only", choices=["decode-exact"], default=None,
+                        help="decode(exact=True) the keystrokes once and print nothing (for callgrind: two "
+                             "--updates values, difference divided)")
+    args = parser.parse_args()
+    n = args.updates
     small: Doc[Any] = Doc()
     small.apply_update(initial_document("t", "python", "print(1)\n" * 20))
+    if args.only == "decode-exact":
+        for u in keystrokes(small, n):
+            decode(u, exact=True)
+        return
     print("| document | get_state + apply, µs | guard + apply, µs | added, µs | ratio |")
     print("|---|---|---|---|---|")
     measure("small (200 chars)", small, n)
@@ -116,6 +162,10 @@ def main() -> None:
     print("|---|---|---|---|---|")
     measure_exact("keystroke", keystrokes(small, n))
     measure_exact("meta.language write", language_writes(small, n))
+    print()
+    print("| map write (guard check + apply) | µs | ratio |")
+    print("|---|---|---|")
+    measure_neutral(small, n)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from .api.context import AppContext
 from .api.errors import EXCEPTION_HANDLERS
 from .api.origins import ApiCORSMiddleware, cors_options
 from .api.routes import routes
+from .cluster import Cluster
 from .config import Settings
 from .execution import ExecutionService, ExecutionSettings
 from .lifetimes import Lifetimes
@@ -123,6 +124,10 @@ def create_app(settings: Settings, instance: InstanceLock | None = None) -> Star
         service = SessionService(store, rooms, lifetimes=lifetimes, metrics=metrics,
                                  max_participant_events=settings.max_participant_events)
         watch_gauges(metrics, service)
+        cluster = None
+        if settings.redis_url:  # several processes (``crdt-server`` checked at start that Redis answers)
+            cluster = Cluster(settings, secret, service, instance)
+            rooms.peers = cluster
         app.state.ctx = AppContext(
             settings=settings,
             service=service,
@@ -143,6 +148,8 @@ def create_app(settings: Settings, instance: InstanceLock | None = None) -> Star
             shortest = min(settings.session_ttl, settings.ended_retention)
             tg.start_soon(sweep_expired, service, min(60.0, max(1.0, shortest / 10)))
             tg.start_soon(editor.run)
+            if cluster is not None:
+                tg.start_soon(cluster.run)
             try:
                 yield
             finally:

@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     logs.add_secret(settings.secret)
     logs.add_secret(settings.api_key)
     logs.add_secret(url_password(settings.database_url))
+    logs.add_secret(url_password(settings.redis_url))
     try:  # before the slow parts (sandbox probe, store): a wrong data dir or a busy port is one line
         instance = check_storage(settings)  # PostgreSQL: the instance lock, held from here on
         listener = bind_listener(settings)

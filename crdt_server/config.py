@@ -110,6 +110,18 @@ def url_password(url: str) -> str:
         return ""
 
 
+def redis_url(value: Any) -> str | None:
+    if value == "":
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    ok = parts.scheme in ("redis", "rediss") and parts.hostname or parts.scheme == "unix" and parts.path
+    return None if ok else "must be redis://host:6379/0, rediss://… or unix:///path/redis.sock"
+
+
 def schema_name(value: Any) -> str | None:
     if value.startswith("pg_"):
         return "names starting with pg_ are reserved by PostgreSQL"
@@ -151,7 +163,7 @@ class Settings:
     host: str = _opt("127.0.0.1", "Address to listen on.", check=not_empty)
     port: int = _opt(3000, "TCP port to listen on.", check=between(1, 65535))
     data_dir: Path = _opt(Path("./data"), "Directory for the SQLite database and the signing secret (with PostgreSQL: still this process's own, for the lock and the built page).", check=not_empty)
-    database_url: str = _opt("", "Overrides --data-dir for the database: sqlite:///relative.db, sqlite:////absolute/path.db, or postgresql://user:password@host:5432/dbname (one process per database for now; the password is never printed, and refused on the command line: set it in the env var, or PGPASSWORD).", check=db_url, shown=False)
+    database_url: str = _opt("", "Overrides --data-dir for the database: sqlite:///relative.db, sqlite:////absolute/path.db, or postgresql://user:password@host:5432/dbname (several processes on one database need --redis-url; the password is never printed, and refused on the command line: set it in the env var, or PGPASSWORD).", check=db_url, shown=False)
     database_schema: str = _opt("public", "PostgreSQL schema holding the server's tables (created and migrated at start); one deployment per schema.", check=schema_name)
     database_pool_size: int = _opt(8, "PostgreSQL connections this process reads with (besides one writer and one lock connection).", check=between(1, 100))
     database_timeout: float = _opt(10.0, "Seconds a PostgreSQL connection attempt or statement may take (a lock it waits for included); past it the write fails like an unreachable database (WebSocket 1011, HTTP 503).", check=positive)
@@ -250,6 +262,11 @@ class Settings:
         "'auto': build the interview page in the background at start when it is missing or stale (needs Node and npm); 'off': serve what --web-dir holds.",
         ("auto", "off"),
     )
+    redis_url: str = _opt("", "Redis for several processes on one PostgreSQL database: redis://host:6379/0 (needs a postgresql:// --database-url; every process of a deployment names the same Redis and prefix; a password is refused on the command line, like --database-url's).", check=redis_url, shown=False)
+    redis_prefix: str = _opt("crdt-server", "Prefix of every Redis key and channel (one deployment per prefix; letters, digits, . _ : -).", check=lambda v: None if re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", v) else "must be 1 to 64 of letters, digits, . _ : -")
+    redis_check_interval: float = _opt(2.0, "Seconds between checks that every loaded document holds its session's newest row (a lost last bus message is repaired within this).", check=positive)
+    redis_timeout: float = _opt(5.0, "Seconds a Redis connection attempt or command may take; the bus reconnects after it (and at start, the server refuses to start).", check=positive)
+    presence_timeout: float = _opt(10.0, "With --redis-url: seconds within which the clients of a process that died leave every other process's presence.", check=lambda v: None if v >= 3 else "must be at least 3")
     secret: str = _opt("", f"Token signing secret, at least {MIN_SECRET_LENGTH} characters (default: generated once, kept in the data directory; with PostgreSQL, in the database, shared by every process on it).", check=secret_length, secret=True)
     api_key: str = _opt("", "When set, POST /api/sessions and POST /api/execute need 'Authorization: Bearer <key>'.", check=anything, secret=True)
     metrics_token: str = _opt("", "When set, GET /metrics needs 'Authorization: Bearer <token>'.", check=anything, secret=True)
@@ -293,6 +310,10 @@ def _cross_checks(s: Settings) -> tuple[str, str] | None:
         return "presence_entries_rate", f"must be at least {PRESENCE_WORK_UNIT}"
     if s.database_schema != Settings.database_schema and not s.postgres:
         return "database_schema", "only applies to a postgresql:// --database-url"
+    if s.redis_url and not s.postgres:
+        return "redis_url", "needs a postgresql:// --database-url (the processes share the database; SQLite is one process's)"
+    if s.redis_url and s.persistence != "write-ahead":
+        return "persistence", "must be write-ahead with --redis-url (the processes catch up from the database)"
     return None
 
 
@@ -308,7 +329,7 @@ def flag_name(name: str) -> str:
 
 
 def _problem(name: str, why: str, raw: Any = None) -> ConfigError:
-    if name == "database_url" and raw is not None:
+    if name in ("database_url", "redis_url") and raw is not None:
         raw = redact_url(str(raw))
     got = "" if raw is None or name in SECRET_OPTIONS else f" (got {str(raw)!r})"
     return ConfigError(f"crdt-server: invalid {flag_name(name)} / {env_name(name)}: {why}{got}")
@@ -368,9 +389,10 @@ def _version() -> str:
 
 def settings_from(given: Mapping[str, str], environ: Mapping[str, str]) -> Settings:
     """Parsed flags win over env vars, env vars over defaults; every value is checked."""
-    if url_password(given.get("database_url", "")):  # like --secret: argv is readable by every local process
-        raise ConfigError("crdt-server: a password in --database-url is refused: the command line is readable by other "
-                          f"processes (/proc/<pid>/cmdline); set {env_name('database_url')} or PGPASSWORD instead")
+    for name in ("database_url", "redis_url"):  # like --secret: argv is readable by every local process
+        if url_password(given.get(name, "")):
+            raise ConfigError(f"crdt-server: a password in {flag_name(name)} is refused: the command line is readable by "
+                              f"other processes (/proc/<pid>/cmdline); set {env_name(name)} instead")
     values: dict[str, Any] = {}
     for f in dataclasses.fields(Settings):
         raw = given.get(f.name, environ.get(env_name(f.name)))

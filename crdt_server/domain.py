@@ -36,6 +36,7 @@ class EventType(StrEnum):
     RUN_FINISHED = "run_finished"
     RUN_REFUSED = "run_refused"
     UPDATE_REVERTED = "update_reverted"  # an editor's change to what the server owns, undone
+    CONTENT_DELETED = "content_deleted"  # an editor's content the server cannot keep exactly, stored deleted
     LOCK_CHANGED = "lock_changed"
     RUN_ENABLED_CHANGED = "run_enabled_changed"
     TOKENS_REISSUED = "tokens_reissued"

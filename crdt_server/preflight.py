@@ -40,6 +40,8 @@ def check_storage(settings: Settings) -> InstanceLock | None:
     """The data directory is writable; with PostgreSQL, the database is ready and this process holds
     its instance lock (returned: kept until the process ends)."""
     check_writable(settings.data_dir, "data_dir")  # the secret lives here even with --database-url
+    if settings.redis_url:
+        check_redis(settings)
     if settings.postgres:
         return claim_database(settings)
     if settings.database_url:
@@ -50,13 +52,23 @@ def check_storage(settings: Settings) -> InstanceLock | None:
     return None
 
 
+def check_redis(settings: Settings) -> None:
+    """Redis answers within --redis-timeout (the bus between processes; docs/design/cluster.md)."""
+    from .cluster.bus import BusRefused, ping
+
+    try:
+        asyncio.run(ping(settings.redis_url, settings.redis_timeout))
+    except BusRefused as exc:
+        raise _problem("redis_url", str(exc)) from None
+
+
 def claim_database(settings: Settings) -> InstanceLock:
     """PostgreSQL answers, its schema is migrated, and no other process serves it (one line each):
     the instance lock, held from here on (docs/design/storage.md, "One process per database")."""
     from .storage.pg_instance import DatabaseRefused, InstanceConflict, InstanceLock, prepare
 
     url, schema, timeout = settings.database_url, settings.database_schema, settings.database_timeout
-    lock = InstanceLock(url, schema, timeout, shared=False)  # shared once a bus joins processes
+    lock = InstanceLock(url, schema, timeout, shared=bool(settings.redis_url))  # processes joined by a bus share it
     try:
         asyncio.run(prepare(url, schema, timeout))
         lock.hold()

@@ -31,6 +31,7 @@ from .metrics import Metrics, run_outcome
 from .storage import EventRecord, SessionChange, SessionNotFound, SessionRecord, Store
 from .storage.base import NOTES_DOC
 from .sync import Connection, SessionRoom, SessionServer, load_document
+from .sync.awareness import Owner
 from .sync.protocol import CloseCode
 from .sync.server import notes_room
 
@@ -132,7 +133,18 @@ class SessionService:
             meta = {META_KEYS[k]: v for k, v in changed.items()}
             await self._commit(room, SessionChange(sid, fields, events), meta=meta)
             room.ended, room.locked = fields.get("status", current.status) == "ended", fields.get("locked", current.locked)
+        self.rooms.peers.announce(sid, "row")  # the other processes' rooms follow (status, lock)
         return await self.get(sid)
+
+    async def follow_row(self, sid: str) -> None:
+        """Another process changed the session's row: what this process's live rooms enforce follows."""
+        record = await self.store.get_session(sid)
+        if record is None:
+            return
+        room = self.rooms.rooms.get(sid)
+        if room is not None:
+            room.ended, room.locked = record.status == "ended", record.locked
+        self.close_revoked(sid, record.token_generation)
 
     async def save_code(self, sid: str, code: str, language: str | None, by: Role) -> SessionView:
         """Apply new text as a minimal edit (never a re-seed); a language switch goes with it."""
@@ -157,7 +169,12 @@ class SessionService:
         """Delete the data, then close every socket: later requests and reconnects find nothing."""
         await self.get(sid)
         await self.store.delete_session(sid)
-        await self.rooms.drop(sid, CloseCode.SESSION_NOT_FOUND, "session deleted")
+        self.rooms.peers.announce(sid, "drop", CloseCode.SESSION_NOT_FOUND)
+        await self.forget(sid, CloseCode.SESSION_NOT_FOUND, "session deleted")
+
+    async def forget(self, sid: str, code: int, reason: str) -> None:
+        """The session is gone (here or on another process): close its sockets, drop what is kept of it."""
+        await self.rooms.drop(sid, code, reason)
         self._forget_joins(sid)
 
     # -- tokens --------------------------------------------------------------------------------
@@ -176,10 +193,15 @@ class SessionService:
         generation = await self.store.reissue_tokens(sid, EventRecord(sid, EventType.TOKENS_REISSUED, {"by": by}))
         if generation is None:
             raise SessionNotFound(sid)
+        self.close_revoked(sid, generation)
+        self.rooms.peers.announce(sid, "tokens", generation)
+        return generation
+
+    def close_revoked(self, sid: str, generation: int) -> None:
+        """Close this process's sockets admitted with a token older than ``generation`` (4401)."""
         for conn, admitted in list(self._sockets.get(sid, {}).items()):
             if admitted < generation:
                 conn.close(CloseCode.UNAUTHORIZED, "token revoked: the session's tokens were re-issued")
-        return generation
 
     @contextmanager
     def tracking(self, conn: Connection, generation: int) -> Iterator[None]:
@@ -197,9 +219,9 @@ class SessionService:
         """Delete sessions past their ``expires_at`` (inactive, or retention over); sockets get 4410."""
         expired = await self.store.expired_sessions(time.time())
         for sid in expired:
-            await self.rooms.drop(sid, CloseCode.SESSION_EXPIRED, "session expired")
+            await self.forget(sid, CloseCode.SESSION_EXPIRED, "session expired")
             await self.store.delete_session(sid)
-            self._forget_joins(sid)
+            self.rooms.peers.announce(sid, "drop", CloseCode.SESSION_EXPIRED)
         return len(expired)
 
     def _forget_joins(self, sid: str) -> None:
@@ -299,14 +321,12 @@ class SessionService:
     async def participants(self, sid: str) -> list[dict[str, Any]]:
         """One entry per live connection (oldest first) with name/color/cursor from its presence."""
         await self.get(sid)
+        if self.rooms.peers.follows:  # several processes: every one of them tells its connections
+            async with self.rooms.room(sid) as held:
+                await self.rooms.peers.gather_presence(held)
+                return _participants(held)
         room = self.rooms.rooms.get(sid)
-        if room is None:
-            return []
-        return [
-            {"connection_id": conn.id, "role": conn.role, "connected_at": conn.connected_at,
-             **presence.merge(room.presence.summaries(conn))}
-            for conn in sorted(room.clients, key=lambda c: c.connected_at)
-        ]
+        return [] if room is None else _participants(room)
 
     async def history(self, sid: str, after: int, limit: int) -> tuple[list[EventRecord], bool]:
         """One page of events (oldest first) and whether more follow; joins carry the name the
@@ -380,6 +400,16 @@ class SessionService:
             await room.submit(update, change)
         elif await self.store.change_session(change) is None:
             raise SessionNotFound(room.session_id)
+
+
+def _participants(room: SessionRoom) -> list[dict[str, Any]]:
+    """One entry per connection (oldest first), here or on another process, with name/color/cursor."""
+    owners: list[Owner] = [*room.clients, *room.presence.remote.values()]
+    return [
+        {"connection_id": conn.id, "role": conn.role, "connected_at": conn.connected_at,
+         **presence.merge(room.presence.summaries(conn))}
+        for conn in sorted(owners, key=lambda c: c.connected_at)
+    ]
 
 
 def _with_name(e: EventRecord, names: Mapping[str, str]) -> EventRecord:

@@ -37,7 +37,8 @@ def _unreachable() -> str | None:
         await conn.close()
 
     try:
-        asyncio.run(check())
+        with ThreadPoolExecutor(1) as pool:  # its own loop: callable from sync or async code (the answer is cached)
+            pool.submit(asyncio.run, check()).result()
     except Exception as exc:  # noqa: BLE001 - any failure: the reason is what the skip says
         return f"PostgreSQL at {URL} is unreachable ({exc!r})"
     return None

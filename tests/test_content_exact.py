@@ -1,7 +1,8 @@
 """What the server keeps, it keeps exactly: content made by real Yjs (yjs 13.6 under Node) that the
 server's check lets through reads back the same in Yjs after a round trip through the CRDT library
-(pycrdt/Yrs, what newcomers, snapshots and reloads are served from); the rest is refused
-(``UnsupportedContent``) before anything is stored. In process: no server needed."""
+(pycrdt/Yrs, what newcomers, snapshots and reloads are served from); the rest is neutralised (stored as
+deleted, ``sync/neutral.py``), and then the author, a live peer and a newcomer read the same document.
+In process: no server needed."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from pycrdt import Doc
 
 from crdt_server.sync.exact import check_json
+from crdt_server.sync.neutral import neutralise
 from crdt_server.sync.protocol import ProtocolError, Reader, UnsupportedContent, write_var_bytes, write_var_uint
 from crdt_server.sync.updates import decode
 
@@ -30,9 +32,16 @@ def node(*args: str, stdin: str = "") -> list[Any]:
     return [json.loads(line) for line in out.splitlines()]
 
 
-def yjs_reads(updates: list[bytes]) -> list[str]:
-    """What a Yjs client reads from each update (``content.mjs read``)."""
-    return node("read", stdin="".join(base64.b64encode(u).decode() + "\n" for u in updates))
+def yjs_reads(docs: list[bytes | tuple[bytes, ...]]) -> list[str]:
+    """What a Yjs client reads from each document: an update, or updates applied in order (``content.mjs read``)."""
+    lines = [" ".join(base64.b64encode(u).decode() for u in (d if isinstance(d, tuple) else (d,))) for d in docs]
+    return node("read", stdin="".join(line + "\n" for line in lines))
+
+
+def refusal(update: bytes) -> str | None:
+    """The first reason the exact reading finds to neutralise something in ``update``, if any."""
+    inexact = decode(update, exact=True).inexact
+    return inexact[0].reason.split(" (")[0] if inexact else None
 
 
 def through_yrs(update: bytes) -> bytes:
@@ -42,17 +51,19 @@ def through_yrs(update: bytes) -> bytes:
 
 
 @pytest.mark.usefixtures("js_deps")
-def test_what_the_check_accepts_reads_back_exactly_and_the_rest_is_refused() -> None:
+def test_what_the_check_accepts_reads_back_exactly_and_the_rest_is_deleted_for_every_reader() -> None:
     made = node("gen", "7", "3000")
     accepted: list[tuple[str, bytes]] = []
     refused: Counter[str] = Counter()
+    neutralised: list[tuple[bytes, bytes]] = []
     for item in made:
         update = base64.b64decode(item["update"])
         decode(update)  # the guard's own reading of server-made updates never refuses content
-        try:
-            decode(update, exact=True)
-        except UnsupportedContent as exc:
-            refused[str(exc).split(" (")[0]] += 1
+        if (reason := refusal(update)) is not None:
+            refused[reason] += 1
+            neutral = neutralise(update, decode(update, exact=True))
+            assert refusal(neutral) is None
+            neutralised.append((update, neutral))
             continue
         accepted.append((item["kind"], update))
     originals = yjs_reads([u for _, u in accepted])
@@ -66,20 +77,25 @@ def test_what_the_check_accepts_reads_back_exactly_and_the_rest_is_refused() -> 
     assert set(refused) >= {"an object with more than one key", "-0", "a BigInt", "a subdocument's meta",
                             "Y.XmlHook", "a lone UTF-16 surrogate escape",
                             "a number with more digits or a larger exponent than is kept exactly"}, refused
+    # the author (its update, then the neutralised one's delete set), a peer (the neutralised update as
+    # relayed) and a newcomer (served through the CRDT library) read the same
+    author = yjs_reads([(u, n) for u, n in neutralised])
+    peer = yjs_reads([n for _, n in neutralised])
+    newcomer = yjs_reads([through_yrs(n) for _, n in neutralised])
+    assert [i for i, (a, b, c) in enumerate(zip(author, peer, newcomer, strict=True)) if not a == b == c] == []
+    assert len(neutralised) > 500 and not any(r.startswith("ERR") for r in author)
 
 
 @pytest.mark.usefixtures("js_deps")
 def test_every_refusal_is_needed() -> None:
-    """For every class of refused content, some of what Yjs makes of it does not read back the same after
-    the CRDT library (or the library refuses it: a 1007 loop before this check). A single example may
-    survive by chance (two keys in the hash map's order, a float serde happens to round right)."""
+    """For every class of neutralised content, some of what Yjs makes of it does not read back the same
+    after the CRDT library (or the library refuses it: a 1007 loop before the check). A single example
+    may survive by chance (two keys in the hash map's order, a float serde happens to round right)."""
     examples: dict[str, list[bytes]] = {}
     for item in node("gen", "11", "3000"):
         update = base64.b64decode(item["update"])
-        try:
-            decode(update, exact=True)
-        except UnsupportedContent as exc:
-            examples.setdefault(str(exc).split(" (")[0], []).append(update)
+        if (reason := refusal(update)) is not None:
+            examples.setdefault(reason, []).append(update)
     assert len(examples) == 7, sorted(examples)
     for reason, updates in examples.items():
         readable, served = [], []
@@ -90,7 +106,7 @@ def test_every_refusal_is_needed() -> None:
                 break
             readable.append(update)
         else:
-            assert yjs_reads(readable) != yjs_reads(served), reason
+            assert yjs_reads(list(readable)) != yjs_reads(list(served)), reason
 
 
 def embed_update(json_text: str) -> bytes:

@@ -287,7 +287,7 @@ async def test_presence_of_a_silently_dropped_connection_is_removed(tmp_path):
 
     from .conftest import ServerProcess
 
-    srv = ServerProcess(tmp_path / "data", ["--ws-ping-interval", "0.5", "--ws-ping-timeout", "0.5"])
+    srv = ServerProcess(tmp_path / "data", ["--ws-ping-interval", "0.5", "--ws-ping-timeout", "3"])  # the watcher answers pings under load too
     srv.start()
     try:
         session = await create_session(srv)

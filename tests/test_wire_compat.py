@@ -1,6 +1,6 @@
 """Wire compatibility with clients nobody on the project wrote, against the real server: the WebSocket
 subprotocol handshake, frames the reference server ignores, and content the CRDT library cannot keep
-exactly (refused with 4415 before it reaches the log)."""
+exactly (stored as deleted, for its author too, on an open socket)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import time
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from pycrdt import Doc, Text
 from websockets.asyncio.client import connect
 
 from crdt_server.sync import protocol as p
 
-from .conftest import create_session, py_client, text_of, wait_for
+from .conftest import auth, create_session, py_client, text_of, wait_for
 from .jsclient import js_client, js_deps  # noqa: F401  (js_deps is a fixture)
 from .webpage import chromium_path, drive, driver  # noqa: F401  (driver is a fixture)
 
@@ -153,7 +154,7 @@ async def test_ignored_frames_beyond_their_budget_slow_only_that_socket(make_ser
         assert time.monotonic() - waited > 3  # read again only once the debt was paid
 
 
-# -- content the server would not keep exactly: refused for good, before the log --------------------
+# -- content the server would not keep exactly: deleted for everyone, the socket stays open -------------
 
 REFUSED = {
     "key order": ("mapSet", "o", {"b": 1, "a": 2}),
@@ -164,29 +165,36 @@ REFUSED = {
     "lone surrogate in a format": ("format", {"title": "\ud800"}),
     "float serde rounds": ("embed", {"x": 3.4028234663852886e38}),
 }
-EMPTY = "m= | a=[] | t=[] | x="
+EMPTY = {"m= | a=[] | t=[] | x=", "m= | a=[] | t=[{\"insert\":\"f\"}] | x="}  # a format's text stays
 
 
 @pytest.mark.usefixtures("js_deps")
 @pytest.mark.parametrize("case", sorted(REFUSED))
-async def test_content_not_kept_exactly_is_refused_for_good_and_nobody_sees_it(server, case):
+async def test_content_not_kept_exactly_is_deleted_for_everyone_and_the_author_edits_on(server, case):
     s = await create_session(server, code="base")
     token = s["tokens"]["candidate"]
     async with js_client(server.ws_url, s["id"], token) as author, \
             js_client(server.ws_url, s["id"], s["tokens"]["interviewer"]) as other:
         await author.put_content(*REFUSED[case])
-        closed = await author.wait_event("closed", timeout=10)
-        assert closed["code"] == 4415 and closed["reason"].startswith("unsupported content")
-        await anyio.sleep(1)  # final: y-websocket 3.1 does not reconnect
+        denied = await author.wait_event("permission-denied", timeout=10)
+        assert "cannot keep exactly" in denied["reason"]
+        with anyio.fail_after(10):  # its copy drops the content (the delete set comes with its confirmation)
+            while await author.read_content() not in EMPTY:
+                await anyio.sleep(0.05)
+        await author.append("+")  # the author's later edits arrive, on the same socket
+        await other.wait_text(equals="base+")
         status = await author.status()
-        assert not status["connected"] and not status["shouldConnect"] and len(status["closes"]) == 1
-        # nothing of it was stored or sent; the session goes on for everyone else
-        await other.append("+")
+        assert status["connected"] and status["closes"] == [] and status["syncedCount"] == 1
+        seen = await other.read_content()
+        assert seen in EMPTY and seen == await author.read_content()
         async with js_client(server.ws_url, s["id"], token) as newcomer:
             await newcomer.wait_text(equals="base+")
-            assert await newcomer.read_content() == EMPTY
-        assert await other.read_content() == EMPTY
-    assert "unsupported content" in server.log()
+            assert await newcomer.read_content() == seen
+    assert "cannot keep exactly" in server.log()
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        history = (await http.get(f"/api/sessions/{s['id']}/history", headers=auth(s["tokens"]["interviewer"]))).json()
+    events = [e for e in history["events"] if e["type"] == "content_deleted"]
+    assert len(events) == 1 and events[0]["data"]["role"] == "candidate" and events[0]["data"]["items"] == 1
 
 
 @pytest.mark.usefixtures("js_deps")

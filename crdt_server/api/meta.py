@@ -19,15 +19,18 @@ from .models import Health
 async def health(request: Request) -> Response:
     service = ctx(request).service
     db_ok = await service.store.ping()
+    bus = service.rooms.peers.state
     execution = service.execution
+    ok = db_ok and bus != "down"
     body = Health(
-        status="ok" if db_ok else "degraded",
+        status="ok" if ok else "degraded",
         version=__version__,
         database="ok" if db_ok else "error",
+        bus=bus,
         sandbox=execution.mode if execution is not None else "unavailable",
         editor=editor_status(request),
     )
-    return model_response(body, 200 if db_ok else 503)
+    return model_response(body, 200 if ok else 503)
 
 
 async def metrics(request: Request) -> Response:

@@ -247,6 +247,11 @@ class Health(Model):
     status: Literal["ok", "degraded"]
     version: str
     database: Literal["ok", "error"]
+    bus: Literal["ok", "down", "off"] = Field(
+        description="The Redis bus between processes (`--redis-url`): `off` without one; `down` while this process "
+                    "is not subscribed (it still serves its sockets and commits every write; the others catch up "
+                    "once it is back), which answers 503 so a load balancer sends new connections elsewhere."
+    )
     sandbox: str
     editor: Literal["building", "ready", "absent"] = Field(
         description="The built-in interview page: `ready`, `building` (first start), or `absent` (no Node to build it)."

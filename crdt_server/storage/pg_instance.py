@@ -43,6 +43,7 @@ class InstanceLock:
     def __init__(self, url: str, schema: str, timeout: float, shared: bool) -> None:
         self.url, self.schema, self.timeout, self.shared = url, schema, timeout, shared
         self.problem: str | None = None  # set while another process holds the lock we lost
+        self.pid: int | None = None  # the lock connection's backend pid: how the other processes see this one
         self._ready = threading.Event()
         self._error: Exception | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -75,7 +76,9 @@ class InstanceLock:
         if self._conn is not None:
             self._conn.terminate()
         self._conn = await connect(self.url, self.schema, self.timeout)
-        return await try_lock(self._conn, self.schema, self.shared)
+        held = await try_lock(self._conn, self.schema, self.shared)
+        self.pid = int(await self._conn.fetchval("SELECT pg_backend_pid()"))
+        return held
 
     async def _run(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
@@ -122,6 +125,16 @@ async def try_lock(c: Conn, schema: str, shared: bool) -> bool:
     """Take the schema's instance lock (session-level: held until the connection ends) if free."""
     fn = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
     return bool(await c.fetchval(f"SELECT {fn}(hashtextextended($1, 0))", lock_key(schema, "instances")))
+
+
+async def lock_holders(c: Conn, schema: str) -> set[int]:
+    """The backend pids holding the schema's instance lock: one per serving process."""
+    rows = await c.fetch(
+        "SELECT l.pid FROM pg_locks l, (SELECT hashtextextended($1, 0) AS k) key WHERE l.locktype = 'advisory' "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND l.objsubid = 1 "
+        "AND l.classid = ((key.k >> 32) & 4294967295)::oid AND l.objid = (key.k & 4294967295)::oid AND l.granted",
+        lock_key(schema, "instances"))
+    return {int(r[0]) for r in rows}
 
 
 async def kept_secret(c: Conn, fresh: str) -> str:

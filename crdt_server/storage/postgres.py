@@ -35,7 +35,7 @@ from .base import (
     StoreClosed,
     UpdateRecord,
 )
-from .pg_instance import InstanceLock, kept_secret
+from .pg_instance import InstanceLock, kept_secret, lock_holders
 from .pg_schema import DATABASE_ERRORS, Conn, connect, describe, migrate, server_settings, text
 from .rows import DOCS
 from .rows import SESSION_COLUMNS as _COLUMNS
@@ -121,6 +121,11 @@ class PostgresStore:
             return bool(await self._read(lambda c: c.fetchval("SELECT 1")) == 1)
         except Exception:  # noqa: BLE001 - any failure means "not healthy"
             return False
+
+    async def instance_holders(self) -> set[int]:
+        """The serving processes (backend pids of their instance locks), for the cluster's check that
+        every one of them is on its bus."""
+        return await self._read(lambda c: lock_holders(c, self.schema))
 
     async def kept_secret(self, fresh: str) -> str:
         """The signing secret every process on this schema shares: ``fresh`` if none was kept yet."""

@@ -24,10 +24,11 @@ every newcomer receives, so it needs the same care as the document (docs/websock
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import presence
 from ..config import PRESENCE_FRAME_BYTES, PRESENCE_WORK_UNIT, Settings
@@ -45,6 +46,43 @@ TOMBSTONE_COST = 16  # a removed clientID's remembered clock
 FLOOD_WINDOW = 10.0  # seconds over which max_refused refusals (and bursts of entries_rate) are allowed
 WORK_UNIT = PRESENCE_WORK_UNIT  # entries per token of the entries_rate bucket
 NULL = b"null"
+
+
+MAX_REMOTE = 1000  # connections of other processes one room keeps presence of
+
+
+class Owner(Protocol):
+    """Who introduced a clientID: a ``Connection`` here, or a ``RemoteOwner``."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def connected_at(self) -> float: ...
+    name: str | None
+    client_ids: set[int]
+
+
+@dataclass(eq=False)
+class RemoteOwner:
+    """A connection on another process (docs/design/cluster.md, "Presence"): its states arrive over
+    the bus and go through the same checks as a local connection's."""
+
+    instance: bytes
+    id: str
+    role: str
+    connected_at: float
+    name: str | None = None
+    client_ids: set[int] = field(default_factory=set)
+    heard: float = field(default_factory=time.monotonic)  # its process last spoke of it
+
+
+Relay = Callable[["Connection", list[p.AwarenessEntry], bool], None]  # (who, accepted entries, left)
+
+
+def _no_relay(conn: Connection, entries: list[p.AwarenessEntry], left: bool) -> None:
+    return None
 
 
 class PresenceFlood(Exception):
@@ -75,7 +113,7 @@ class PresenceLimits:
 @dataclass
 class _Live:
     entry: p.AwarenessEntry
-    owner: Connection
+    owner: Owner
     summary: dict[str, Any]  # name/color/cursor, parsed once (the participants list reads it)
     announced: bool = False  # sent to anyone yet: a removal of an unannounced state need not be
 
@@ -105,9 +143,11 @@ class RoomPresence:
         self._log_limit = TokenBuckets(0.1, 3, max_keys=10_000)
         units = limits.entries_rate / WORK_UNIT
         self._work = TokenBuckets(units, int(units * FLOOD_WINDOW), max_keys=10_000)
+        self.relay: Relay = _no_relay  # tells the other processes (the cluster sets it)
+        self.remote: dict[tuple[bytes, str], RemoteOwner] = {}  # connections of other processes
 
     # -- reading ---------------------------------------------------------------------------
-    def summaries(self, conn: Connection) -> list[dict[str, Any]]:
+    def summaries(self, conn: Owner) -> list[dict[str, Any]]:
         """Cached summaries of the states a connection owns (oldest clientID first)."""
         return [self._live[c].summary for c in sorted(conn.client_ids) if c in self._live]
 
@@ -150,13 +190,14 @@ class RoomPresence:
             if accepted:
                 self._snapshot = None
                 self._publish(accepted)
+                self.relay(conn, accepted, False)
         for _ in range(count // WORK_UNIT + 1):
             wait = self._work.take(conn.id)
             if wait:
                 return wait
         return 0.0
 
-    def _accept(self, conn: Connection, entry: p.AwarenessEntry) -> p.AwarenessEntry | str | None:
+    def _accept(self, conn: Owner, entry: p.AwarenessEntry) -> p.AwarenessEntry | str | None:
         """The entry to broadcast, a refusal reason, or None for an entry silently ignored (an echo,
         an old clock, someone else's clientID)."""
         cid = entry.client_id
@@ -225,9 +266,11 @@ class RoomPresence:
             return None
         return p.AwarenessEntry(cid, clock, NULL)
 
-    def remove(self, conn: Connection) -> None:
+    def remove(self, conn: Owner) -> None:
         """``conn`` is gone: tell the others its clients left (same clock, null state, as the reference
         server does, so a client that reconnects is accepted at its next renewal)."""
+        if not isinstance(conn, RemoteOwner):
+            self.relay(conn, [], True)  # type: ignore[arg-type]  # a local Owner is a Connection
         removed = [
             gone for cid in sorted(conn.client_ids)
             if (live := self._live.get(cid)) is not None and live.owner is conn
@@ -238,12 +281,59 @@ class RoomPresence:
             self._out.pop(gone.client_id, None)
         if removed:
             self._broadcast(removed)
-        if not self._clients:
+        if not self._clients and not self.remote:
             self._live.clear()
             self._tombstones.clear()
             self._out.clear()
             self.bytes = 0
             self._snapshot = None
+
+    # -- other processes (docs/design/cluster.md, "Presence") -----------------------------------
+    def apply_remote(self, owner: RemoteOwner, frame: bytes, left: bool) -> None:
+        """States of a connection on another process: checked like a local one's (``_accept``),
+        relayed to this process's sockets; ``left``: it is gone."""
+        key = (owner.instance, owner.id)
+        known = self.remote.get(key)
+        if left:
+            if known is not None:
+                del self.remote[key]
+                self.remove(known)
+            return
+        if known is None:
+            if len(self.remote) >= MAX_REMOTE:
+                return
+            known = self.remote[key] = owner
+        known.heard = time.monotonic()
+        accepted = []
+        try:
+            for entry in p.iter_awareness(frame) if frame else ():
+                reason = self._accept(known, entry)
+                if isinstance(reason, p.AwarenessEntry):
+                    accepted.append(reason)
+        except p.ProtocolError:
+            log.warning("presence from another process dropped: malformed")
+        if accepted:
+            self._snapshot = None
+            self._publish(accepted)
+
+    def joined(self, conn: Connection) -> None:
+        """A connection opened here: the other processes list it (participants) before it has presence."""
+        self.relay(conn, [], False)
+
+    def drop_instance(self, instance: bytes, unheard_since: float | None = None) -> None:
+        """A process died: its connections leave, as if each had closed. With ``unheard_since``, only
+        those it did not mention since (it answered a query: the others closed while a message was lost)."""
+        for key in [k for k, o in self.remote.items() if k[0] == instance
+                    and (unheard_since is None or o.heard < unheard_since)]:
+            self.remove(self.remote.pop(key))
+
+    def local_states(self) -> dict[Connection, list[p.AwarenessEntry]]:
+        """This process's connections and their live states (answering another process's query)."""
+        out: dict[Connection, list[p.AwarenessEntry]] = {c: [] for c in self._clients}
+        for live in self._live.values():
+            if not isinstance(live.owner, RemoteOwner):
+                out.setdefault(live.owner, []).append(live.entry)  # type: ignore[arg-type]
+        return out
 
     # -- broadcasting ----------------------------------------------------------------------
     def _publish(self, entries: list[p.AwarenessEntry]) -> None:

@@ -1,20 +1,21 @@
-"""Which content the server's CRDT library keeps exactly, and the refusal of what it does not.
+"""Which content the server's CRDT library keeps exactly; what it does not is deleted (``neutral.py``).
 
 Why: the server keeps documents in Yrs (pycrdt) and serves newcomers, snapshots and reloads from Yrs's
 encoding, not from the bytes clients sent. Some content a Yjs client can send does not come back the
 same (measured with yjs 13.6.33 against pycrdt 0.14.13, the newest on PyPI; docs/websocket-protocol.md,
-"Content the server refuses"): object key order (Yrs keeps objects in a hash map), ``-0`` (read as an
+"Content the server does not keep"): object key order (Yrs keeps objects in a hash map), ``-0`` (read as an
 integer), BigInt (becomes a number), a subdocument's ``meta`` (dropped), ``Y.XmlHook`` (Yrs writes it
 without its name, which Yjs then fails to read: a newcomer gets nothing of the document), JSON text of
 text embeds and formatting attributes (serde_json: key order, lone surrogate escapes refused, floats
 outside its exact fast path rounded). Legacy JSON content and ``Y.XmlHook`` are also read differently by
 Yrs than by Yjs (one string more; no name), so the guard and the CRDT library would not agree on where the
-next struct starts. Such an update is refused whole, before it is stored (close 4415); the editors of the
-interview product (CodeMirror, Monaco: plain ``Y.Text``; ``meta`` strings; ``runs`` written by the server)
-never send any of it.
+next struct starts. Such a struct is stored as deleted content instead, for everyone, its author included
+(``sync/neutral.py``); the editors of the interview product (CodeMirror, Monaco: plain ``Y.Text``;
+``meta`` strings; ``runs`` written by the server) never send any of it.
 
-``updates.decode(update, exact=True)`` applies these rules while it walks a client's update; the lib0
-``any`` checks are inline there, the JSON text ones are ``check_json``.
+``updates.decode(update, exact=True)`` applies these rules while it walks a client's update and lists the
+structs they flag (``Update.inexact``); the lib0 ``any`` checks are inline there, the JSON text ones are
+``check_json``. They raise ``UnsupportedContent`` for ``decode`` to catch, never beyond it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 SEVERAL_KEYS = "an object with more than one key (their order is not kept)"
 NEGATIVE_ZERO = "-0 (read back as 0)"
+DEEP_JSON = f"JSON nested deeper than {MAX_JSON_DEPTH} levels (refused by the CRDT library beyond 128)"
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -73,7 +75,7 @@ def _constant(name: str) -> None:
 
 def _strings_exact(value: Any, depth: int = 0) -> None:
     if depth > MAX_JSON_DEPTH:
-        raise ProtocolError("JSON nested too deeply")
+        raise UnsupportedContent(DEEP_JSON)
     if isinstance(value, str):
         if _SURROGATE.search(value):
             raise UnsupportedContent("a lone UTF-16 surrogate escape (refused by the CRDT library)")
@@ -94,6 +96,8 @@ def check_json(raw: bytes) -> None:
                            parse_float=_float, parse_constant=_constant)
     except ProtocolError:  # UnsupportedContent too
         raise
-    except (ValueError, RecursionError):  # not UTF-8, not JSON, an integer of thousands of digits
+    except RecursionError:  # JSON.stringify writes it; the CRDT library would refuse it
+        raise UnsupportedContent(DEEP_JSON) from None
+    except ValueError:  # not UTF-8, not JSON, an integer of thousands of digits
         raise ProtocolError("embed or format value is not JSON") from None
     _strings_exact(value)

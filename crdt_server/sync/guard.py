@@ -14,16 +14,17 @@ updates it cannot clear take the room's guarded path, which watches what they re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pycrdt import Array, Doc, Map, Text, UndoManager, merge_updates
 
 from ..document import META, RUNS, TEXT
+from .neutral import neutralise
 from .pending import HeldBack, IdRanges
 from .surrogates import AstralChars, Split
-from .updates import SKIP, IdIndex, Update, decode, encode_delete_set
+from .updates import SKIP, IdIndex, Inexact, Update, decode, encode_delete_set
 
 CODE = TEXT  # the editors' text
 EDITOR_META_KEYS = frozenset({"language"})
@@ -39,6 +40,7 @@ class Verdict:
     code_frozen: bool = False  # its author may not change ``code`` now (locked candidate, ended session)
     noop: bool = False  # adds nothing: every struct already known, every delete of IDs already deleted
     splits: list[Split] | None = None  # astral characters it splits: repaired before it is applied
+    neutralised: Sequence[Inexact] | None = None  # content not kept exactly, stored as deleted (sync/neutral.py)
 
 
 def owned_by_server(root: str, key: str | None) -> bool:
@@ -63,8 +65,14 @@ class DocumentGuard:
     def check(self, update: bytes, own_clients: Iterable[int] = (), *, code_frozen: bool = False) -> Verdict:
         """Classify a client's update (``ProtocolError`` if it does not decode); with ``code_frozen``
         its changes to ``code`` are what may not change too. Content the server would not keep exactly
-        is refused here (``UnsupportedContent``), before anything is stored."""
+        is neutralised here, before anything is stored: the update goes on as if its author had
+        deleted that content at once (``sync/neutral.py``)."""
         decoded = decode(update, exact=True)
+        neutralised = None
+        if decoded.inexact:
+            neutralised = decoded.inexact
+            update = neutralise(update, decoded)
+            decoded = decode(update)
         index = self.index
         starts: dict[int, int] = {}  # per client: where its structs in this update start, and end
         ends: dict[int, int] = {}
@@ -72,7 +80,8 @@ class DocumentGuard:
             starts[s.client] = min(starts.get(s.client, s.clock), s.clock)
             ends[s.client] = max(ends.get(s.client, 0), s.end)
         # While structs wait in the CRDT, any update may integrate them: watch every one.
-        verdict = Verdict(update, decoded, guarded=bool(self._held) or self.held_back.structs, code_frozen=code_frozen)
+        verdict = Verdict(update, decoded, guarded=bool(self._held) or self.held_back.structs, code_frozen=code_frozen,
+                          neutralised=neutralised)
         if any(start > index.state(client) for client, start in starts.items()):
             verdict.pending = verdict.guarded = True  # a gap before them: they wait in the CRDT
         for _, place in index.places(decoded):
@@ -105,6 +114,22 @@ class DocumentGuard:
             verdict.splits = self.astral.splits(verdict.decoded, self.deleted)
             verdict.guarded = verdict.guarded or bool(verdict.splits)
         return verdict
+
+    def waits(self, decoded: Update) -> bool:
+        """Whether a committed update (another process's, trusted) has structs or deletes the CRDT
+        holds back: after a gap of their client's clock, attached to unknown IDs, or deleting them."""
+        index = self.index
+        starts: dict[int, int] = {}
+        ends: dict[int, int] = {}
+        for s in decoded.structs:
+            starts[s.client] = min(starts.get(s.client, s.clock), s.clock)
+            ends[s.client] = max(ends.get(s.client, 0), s.end)
+        if any(start > index.state(client) for client, start in starts.items()):
+            return True
+        if any(place is None for _, place in index.places(decoded)):
+            return True
+        return any(clock + length > max(index.state(client), ends.get(client, 0))
+                   for client, clock, length in decoded.deletes)
 
     def _adds_nothing(self, update: Update) -> bool:
         """Every struct is known (to the index) and every delete is of IDs already deleted: a

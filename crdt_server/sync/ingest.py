@@ -19,11 +19,13 @@ from ..document import META
 from ..domain import EventType
 from ..languages import canonical
 from ..storage import EventRecord, SessionChange, Store, UpdateRecord
+from ..storage.base import MAIN_DOC
 from . import protocol as p
 from .batch import Batch, Pending
 from .confirm import send_confirmations
 from .connection import SERVER, Connection, Origin
 from .guard import DocumentGuard, Guarded, apply_guarded
+from .neutral import notice
 from .surrogates import repair
 from .updates import decode
 
@@ -34,7 +36,9 @@ class GuardedIngest:
     """Mixed into ``SessionRoom``: the guarded path and the editor events (see the module docstring)."""
 
     session_id: str
+    doc_key: str
     last_seq: int
+    _committed: list[tuple[int, bytes]]
     ydoc: Doc[Any]
     store: Store
     guard: DocumentGuard
@@ -102,7 +106,7 @@ class GuardedIngest:
                 self.broken = True
                 return
             if failed:
-                await self._recover([self.last_seq - len(records) + 1 + i for i in failed])
+                await self._recover([self._committed[i][0] for i in failed])
             for sent, compensation, merged in sends:
                 if sent is None:  # a repair: everyone gets it first, the author included
                     assert compensation is not None
@@ -155,6 +159,22 @@ class GuardedIngest:
         item.applied = True
         item.held = self.guard.applied(item.decoded, item.verdict.pending, item.update, admitted=True)
         return result
+
+    def _neutralised(self, item: Pending) -> SessionChange | None:
+        """An editor's update held content the server cannot keep exactly, now stored as deleted
+        (``sync/neutral.py``): tell its author why (its copy drops the content when it applies the
+        confirmation's delete set) and record it in the shared document's history."""
+        verdict = item.verdict
+        assert verdict is not None and verdict.neutralised and item.conn is not None
+        reasons = sorted({bad.reason for bad in verdict.neutralised})
+        log.warning("session %s: a %s's update held %d item(s) the server cannot keep exactly (%s); stored as deleted",
+                    self.session_id, item.origin.role, len(verdict.neutralised), "; ".join(reasons))
+        item.conn.enqueue(p.permission_denied_frame(notice(verdict.neutralised)))
+        if self.doc_key != MAIN_DOC:  # the notes are private: nothing of them reaches the history
+            return None
+        event = self._editor_event(item, EventType.CONTENT_DELETED, {"items": len(verdict.neutralised),
+                                                                     "reasons": reasons})
+        return None if event is None else SessionChange(self.session_id, events=(event,))
 
     def _editor_event(self, item: Pending, kind: EventType, data: dict[str, Any]) -> EventRecord | None:
         """A history event caused by an editor's update, at most ``editor_events`` per connection."""

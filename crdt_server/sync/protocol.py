@@ -42,7 +42,6 @@ class CloseCode(IntEnum):
     SESSION_NOT_FOUND = 4404  # no such session, or it was deleted
     SESSION_EXPIRED = 4410  # expired and deleted by the sweeper
     DOCUMENT_TOO_LARGE = 4413  # an update past --max-document-size or --session-storage-quota
-    UNSUPPORTED_CONTENT = 4415  # content the CRDT library would not keep exactly (sync/exact.py)
 
 
 class ProtocolError(ValueError):
@@ -57,11 +56,8 @@ class ProtocolError(ValueError):
 
 
 class UnsupportedContent(ProtocolError):
-    """A well-formed update holding content the server would not keep exactly (``sync/exact.py``):
-    refused before it is stored, with a close code y-websocket (3.1 and later) does not retry."""
-
-    close_code = CloseCode.UNSUPPORTED_CONTENT
-    what = "unsupported content"
+    """Content the server would not keep exactly (``sync/exact.py``). Never reaches a connection:
+    ``updates.decode`` catches it and lists the struct, which is neutralised (``sync/neutral.py``)."""
 
 
 def write_var_uint(n: int) -> bytes:
@@ -147,6 +143,15 @@ def parse_sync(frame: bytes) -> SyncMessage:
 
 def sync_frame(kind: int, payload: bytes) -> bytes:
     return bytes((MSG_SYNC, kind)) + write_var_bytes(payload)
+
+
+AUTH_PERMISSION_DENIED = 0  # y-protocols auth: the only auth message there is
+
+
+def permission_denied_frame(reason: str) -> bytes:
+    """A y-protocols auth message ``permission denied``: y-websocket (every version) logs the reason
+    with ``console.warn`` and stays connected; pycrdt's provider ignores it."""
+    return bytes((MSG_AUTH, AUTH_PERMISSION_DENIED)) + write_var_bytes(reason.encode())
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -37,8 +36,10 @@ from .awareness import PresenceFlood, RoomPresence
 from .batch import Batch, Pending
 from .confirm import complete_step2, send_confirmations
 from .connection import SERVER, Connection, Origin, wire_frame
+from .follow import Following, NoPeers, Peers
 from .guard import DocumentGuard
 from .ingest import GuardedIngest
+from .lifecycle import RoomLifecycle
 from .loader import load_document
 from .options import RoomOptions
 from .pending import HeldBack
@@ -48,7 +49,7 @@ from .updates import decode
 log = logging.getLogger(__name__)
 
 
-class SessionRoom(GuardedIngest, YRoom):
+class SessionRoom(Following, GuardedIngest, RoomLifecycle, YRoom):
     clients: set[Connection]  # type: ignore[assignment]  # YRoom's are pycrdt Channels; ours are Connections
     doc_key = MAIN_DOC  # which of the session's documents (and update logs) this room holds
 
@@ -66,13 +67,16 @@ class SessionRoom(GuardedIngest, YRoom):
         metrics: Metrics | None = None,
         doc_size: int | None = None,
         held: HeldBack | None = None,
+        peers: Peers | None = None,
     ) -> None:
         super().__init__(ready=True, ydoc=doc, log=log, exception_handler=log_exception)
         # No server-side presence entry: JS clients would show it as a ghost user.
         self.awareness.set_local_state(None)
         self.session_id = session_id
         self.store = store
-        self.last_seq = last_seq
+        self._init_following(last_seq)
+        self.peers = peers or NoPeers()  # the other processes (sync/follow.py)
+        self._committed: list[tuple[int, bytes]] = []  # (seq, row) of the last commit, for the peers
         self.snapshot_seq = snapshot_seq
         self.options = options
         self.persist = options.persist
@@ -82,6 +86,7 @@ class SessionRoom(GuardedIngest, YRoom):
         self.locked = locked  # candidates do not edit code
         self._timer: asyncio.TimerHandle | None = None  # the presence's next coalesced broadcast
         self.presence = RoomPresence(self.clients, options.presence, options.presence_interval, self._later)
+        self.presence.relay = lambda conn, entries, left: self.peers.presence(self, conn, entries, left)
         self.holds = 0  # WebSocket handlers and REST operations that keep the room loaded
         self.gone = False  # the session was deleted: nothing more is committed or snapshotted
         self._batch = Batch()
@@ -105,33 +110,7 @@ class SessionRoom(GuardedIngest, YRoom):
         self.diverged = False  # the log holds rows this document never applied: never snapshot it
         self.bad_seqs: set[int] = set()  # rows the CRDT library refused: left out of every rebuild
 
-    def _later(self, delay: float, func: Callable[[], None]) -> bool:
-        if self._task_group is not None:  # a stopped room schedules nothing
-            self._timer = asyncio.get_running_loop().call_later(delay, func)
-        return self._task_group is not None
-
-    # -- YRoom overrides ---------------------------------------------------------------------
-    def send_server_awareness(self, type: str, changes: Any) -> None:
-        """The server has no presence of its own."""
-
-    async def _start(self, task_status: Any) -> None:
-        """One task, the ingest loop; not YRoom's five (a stop watcher, an observer, a provider and
-        pycrdt's awareness ticker, waking every 3 s for a presence ``RoomPresence`` keeps instead)."""
-        if not self.started.is_set():  # YRoom's start calls this again after a failure
-            task_status.started()
-            self.started.set()
-        self.ydoc_observed.set()  # never observed: broadcasts happen after commit in ``_broadcast_updates``
-        self._task_group.start_soon(self._broadcast_updates)  # type: ignore[union-attr]  # set by ``start``
-
-    async def stop(self) -> None:
-        """YRoom's stop, less the awareness ticker and observer ``_start`` never started."""
-        if self._task_group is None:
-            raise RuntimeError("YRoom not running")
-        self._task_group.cancel_scope.cancel()
-        self._task_group = None
-        if self._timer is not None:  # a coalesced presence broadcast to nobody
-            self._timer.cancel()
-
+    # -- YRoom overrides: sync/lifecycle.py -------------------------------------------------
     async def _broadcast_updates(self) -> None:
         """The ingest loop: commit a batch, then apply and broadcast it (write-ahead)."""
         try:
@@ -171,7 +150,7 @@ class SessionRoom(GuardedIngest, YRoom):
                 failed.append(position)
         send_confirmations(batch)
         if failed:
-            await self._recover([self.last_seq - len(records) + 1 + i for i in failed])
+            await self._recover([self._committed[i][0] for i in failed])
         await self._after_commit(batch)
 
     async def _recover(self, seqs: list[int]) -> None:
@@ -184,7 +163,8 @@ class SessionRoom(GuardedIngest, YRoom):
             return
         settled, self._settled = self._settled, asyncio.Event()
         try:
-            doc, _, _, held = await load_document(self.store, self.session_id, self.doc_key, self.bad_seqs)
+            doc, last, _, held = await load_document(self.store, self.session_id, self.doc_key, self.bad_seqs)
+            self._mark(range(self.last_seq + 1, last + 1))  # the rebuild holds every row up to ``last``
             self.ydoc = doc
             self._meta = doc.get(META, type=Map)
             self.guard = DocumentGuard(doc, held)
@@ -219,11 +199,8 @@ class SessionRoom(GuardedIngest, YRoom):
             self.broken = True
             self.close_all(CloseCode.INTERNAL_ERROR, "storage failure")
             return False
-        if seqs and seqs[0] != self.last_seq + 1 and not self.diverged:
-            self.diverged = True  # another writer committed rows in between (two servers on one database)
-            log.error("session %s: rows %d..%d of the log were not applied here; no snapshot will be taken",
-                      self.session_id, self.last_seq + 1, seqs[0] - 1)
-        self.last_seq = seqs[-1]
+        self._committed = list(zip(seqs, (r.data for r in records), strict=True))
+        self.committed_here(seqs)  # a hole below them: another process's rows (sync/follow.py)
         self._count_updates(len(records))
         return True
 
@@ -255,6 +232,7 @@ class SessionRoom(GuardedIngest, YRoom):
 
     async def _after_commit(self, batch: Batch) -> None:
         batch.done.set()
+        self.peers.committed(self, self._committed)  # after this process's sockets got them
         await self._language_changes()
         if self.last_seq - self.snapshot_seq >= self.options.snapshot_every:
             try:
@@ -281,7 +259,7 @@ class SessionRoom(GuardedIngest, YRoom):
                 decoded = decode(update)
             get_state(update)  # the CRDT library decodes it too: garbage never reaches the log
         except BaseException as exc:
-            if (not p.is_crdt_failure(exc) or isinstance(exc, (AttributeError, TypeError, NameError, p.UnsupportedContent))):
+            if not p.is_crdt_failure(exc) or isinstance(exc, (AttributeError, TypeError, NameError)):
                 raise
             raise p.ProtocolError("malformed Yjs update") from None
         if conn is not None and verdict is not None:
@@ -302,7 +280,10 @@ class SessionRoom(GuardedIngest, YRoom):
         self._check_size(update)
         if verdict is not None:
             self.guard.admit(verdict)
-        batch.items.append(Pending(update, conn, conn.origin if conn else origin, change, decoded, verdict))
+        item = Pending(update, conn, conn.origin if conn else origin, change, decoded, verdict)
+        if verdict is not None and verdict.neutralised:
+            item.change = self._neutralised(item)
+        batch.items.append(item)
         self._wakeup.set()
         return batch
 
@@ -336,8 +317,8 @@ class SessionRoom(GuardedIngest, YRoom):
     async def snapshot(self) -> None:
         """Store the full state at ``last_seq`` so loading reads a short tail."""
         seq = self.last_seq
-        if seq <= self.snapshot_seq or not self.options.persist or self.gone or self.diverged:
-            return
+        if seq <= self.snapshot_seq or not self.options.persist or self.gone or self.diverged or self.ahead:
+            return  # (``ahead``: the state holds rows past ``seq``, which a checkpoint at ``seq`` must not)
         state = self.guard.held_back.full_state(self.ydoc)  # with what waits for a dependency
         try:
             await self.store.write_snapshot(self.session_id, seq, state, doc=self.doc_key)
@@ -345,6 +326,8 @@ class SessionRoom(GuardedIngest, YRoom):
             self.doc_size = len(state) + sum(len(i.update) for i in self._batch.items)  # exact again
         except SessionGone:
             pass
+        except ValueError:  # another process wrote a newer one (sync/follow.py): it serves loads as well
+            self.snapshot_seq = seq
 
     async def flush(self) -> None:
         """Wait for the batch being committed and the queued one, then snapshot."""
@@ -365,6 +348,7 @@ class SessionRoom(GuardedIngest, YRoom):
         try:
             conn.enqueue(p.sync_frame(p.SYNC_STEP1, self.ydoc.get_state()))
             self.presence.send_snapshot(conn)  # a newcomer sees everyone at once
+            self.presence.joined(conn)
             async for frame in conn.frames():
                 try:
                     await self.handle_frame(conn, frame)
@@ -388,8 +372,8 @@ class SessionRoom(GuardedIngest, YRoom):
             self.presence.remove(conn)
 
     async def handle_frame(self, conn: Connection, frame: bytes) -> None:
-        if not frame:
-            raise p.ProtocolError("empty frame")
+        """One frame ``Connection.frames`` passed on: sync, awareness or query awareness (it drops the
+        frames the protocol ignores: empty, auth, unknown types and sync sub-types)."""
         kind = frame[0]
         if kind == p.MSG_SYNC:
             msg = p.parse_sync(frame)
@@ -416,12 +400,8 @@ class SessionRoom(GuardedIngest, YRoom):
             delay = self.presence.apply(conn, frame)
             if delay:  # over --presence-entries-rate: read this socket more slowly
                 await anyio.sleep(delay)
-        elif kind == p.MSG_QUERY_AWARENESS:
+        else:  # p.MSG_QUERY_AWARENESS
             self.presence.send_snapshot(conn)
-        elif kind == p.MSG_AUTH:
-            pass  # clients never need to send auth messages; ignore like the reference server
-        else:
-            raise p.ProtocolError(f"unknown message type {kind}")
 
     def mark_gone(self) -> None:
         """The session was deleted: refuse further updates and never snapshot again."""

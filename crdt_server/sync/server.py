@@ -30,6 +30,7 @@ from ..languages import canonical
 from ..metrics import Metrics
 from ..storage import SessionChange, SessionNotFound, SessionRecord, Store
 from ..storage.base import MAIN_DOC, NOTES_DOC
+from .follow import NoPeers, Peers
 from .loader import load_document
 from .options import RoomOptions
 from .protocol import CloseCode
@@ -54,6 +55,7 @@ class SessionServer(WebsocketServer):
         self._locks: dict[str, anyio.Lock] = {}
         self._unload_scopes: dict[str, anyio.CancelScope] = {}
         self._unloading: dict[str, anyio.Event] = {}
+        self.peers: Peers = NoPeers()  # the other processes (the cluster sets itself here)
 
     async def get_room(self, name: str) -> SessionRoom:
         room = self.rooms.get(name)
@@ -71,29 +73,37 @@ class SessionServer(WebsocketServer):
                     await unloading.wait()
                 room = self.rooms.get(name)
                 if room is None:
-                    sid, notes = name.removesuffix(f"/{NOTES_DOC}"), name.endswith(f"/{NOTES_DOC}")
-                    session = await self.store.get_session(sid)
-                    if session is None:
-                        raise SessionNotFound(sid)
-                    doc, last_seq, snapshot_seq, held = await load_document(self.store, sid, NOTES_DOC if notes else MAIN_DOC)
-                    if not notes:
-                        await self._language_follows(session, doc)
-                    size = await anyio.to_thread.run_sync(lambda: len(held.full_state(doc)))
-                    # Notes stay writable after the session ends: the interviewer writes them up then.
-                    room = (NotesRoom if notes else SessionRoom)(
-                        sid, doc, self.store, self.options,
-                        last_seq=last_seq, snapshot_seq=snapshot_seq, ended=not notes and session.status == "ended",
-                        locked=not notes and session.locked,
-                        metrics=self.metrics,
-                        doc_size=size, held=held,
-                    )
-                    assert self._task_group is not None, "SessionServer is not running"
-                    await self._task_group.start(room.start)
-                    self.rooms[name] = room
+                    room = await self._load(name)
         finally:
             if self._locks.get(name) is lock and not lock.locked():
                 self._locks.pop(name, None)
         self._cancel_unload(name)
+        return room
+
+    async def _load(self, name: str) -> SessionRoom:
+        """Load and start a room. Rows other processes commit meanwhile are kept from before the read
+        and applied after it (those it already holds are skipped): no window between the two."""
+        with self.peers.buffering(name) as early:
+            sid, notes = name.removesuffix(f"/{NOTES_DOC}"), name.endswith(f"/{NOTES_DOC}")
+            session = await self.store.get_session(sid)
+            if session is None:
+                raise SessionNotFound(sid)
+            doc, last_seq, snapshot_seq, held = await load_document(self.store, sid, NOTES_DOC if notes else MAIN_DOC)
+            if not notes:
+                await self._language_follows(session, doc)
+            size = await anyio.to_thread.run_sync(lambda: len(held.full_state(doc)))
+            # Notes stay writable after the session ends: the interviewer writes them up then.
+            room = (NotesRoom if notes else SessionRoom)(
+                sid, doc, self.store, self.options,
+                last_seq=last_seq, snapshot_seq=snapshot_seq, ended=not notes and session.status == "ended",
+                locked=not notes and session.locked,
+                metrics=self.metrics,
+                doc_size=size, held=held, peers=self.peers,
+            )
+            assert self._task_group is not None, "SessionServer is not running"
+            await self._task_group.start(room.start)
+            self.rooms[name] = room  # from here on, the bus finds the room itself
+        room.receive(early)
         return room
 
     async def _language_follows(self, session: SessionRecord, doc: Doc[Any]) -> None:

@@ -11,6 +11,7 @@ bounds-checked: a crafted update raises ``ProtocolError``, never anything else.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from . import exact as exact_rules
@@ -23,7 +24,8 @@ _YJS_TYPES = frozenset((0, 1, 2, 3, 4, 6))  # Array, Map, Text, XmlElement, XmlF
 _SAFE_INTEGER = 2**53 - 1  # Number.MAX_SAFE_INTEGER: lib0 reads no larger integer
 _UNSAFE_INTEGER = _SAFE_INTEGER + 1
 _NEGATIVE_ZERO = b"\x80" + bytes(7)  # an IEEE 754 -0.0, big-endian (a float32 is its first 4 bytes)
-MAX_DEPTH = 64  # nesting of lib0 "any" values
+MAX_DEPTH = 64  # nesting of lib0 "any" values a client's update may hold (deeper ones are neutralised)
+MAX_READ_DEPTH = 512  # nesting read at all (a bounded recursion; Yjs writes any depth, no editor sends it)
 
 
 Place = tuple[str, str | None]  # (root name, top-level key in that root, for a map)
@@ -50,11 +52,24 @@ class Struct:
         return self.clock + self.length
 
 
+@dataclass(frozen=True)
+class Inexact:
+    """A struct whose content the server would not keep exactly (``sync/exact.py``): its byte spans in
+    the update, so ``sync/neutral.py`` can rewrite it as deleted content, and why."""
+
+    index: int  # in ``Update.structs``
+    info_at: int  # its info byte
+    content_at: int  # where its content starts (after origin, right origin, parent)
+    end: int  # where it ends
+    reason: str
+
+
 @dataclass
 class Update:
     structs: list[Struct]
     deletes: list[tuple[int, int, int]]  # (client, clock, length)
     delete_set_offset: int  # where the delete set starts in the update's bytes
+    inexact: Sequence[Inexact] = ()  # with ``decode(exact=True)`` only
     # each struct's place, once resolved against an index (the guard's check; reused when recording)
     placed: list[tuple[Struct, Place | None]] | None = field(default=None, compare=False, repr=False)
 
@@ -102,7 +117,10 @@ def _any(r: Reader, depth: int = 0, exact: bool = False) -> None:
     """Skip one lib0 ``any`` value; with ``exact``, refuse what Yrs would not write back the same
     (``sync/exact.py``)."""
     if depth > MAX_DEPTH:
-        raise ProtocolError("value nested too deeply")
+        if exact:
+            raise UnsupportedContent(f"a value nested deeper than {MAX_DEPTH} levels")
+        if depth > MAX_READ_DEPTH:
+            raise ProtocolError("value nested too deeply")
     if r.pos >= len(r.buf):
         raise ProtocolError("truncated value")
     kind = r.buf[r.pos]
@@ -209,9 +227,11 @@ def decode(update: bytes, *, exact: bool = False) -> Update:
     """The structs and the delete set of a v1 update (``ProtocolError`` if it does not decode).
 
     ``exact``: a client's update, checked for content the server would not keep exactly
-    (``UnsupportedContent``, ``sync/exact.py``); updates the server made or Yrs encoded are not."""
+    (``sync/exact.py``); such structs are listed in ``inexact``. Updates the server made or Yrs
+    encoded are not checked."""
     r = Reader(update)
     structs: list[Struct] = []
+    inexact: list[Inexact] | None = None  # made only when needed: nothing more to allocate per update
     for _ in range(r.var_uint()):
         count, client, clock = r.var_uint(), r.var_uint(), r.var_uint()
         if count > len(update):
@@ -219,7 +239,8 @@ def decode(update: bytes, *, exact: bool = False) -> Update:
         for _ in range(count):
             if r.pos >= len(update):
                 raise ProtocolError("truncated update")
-            info = update[r.pos]
+            info_at = r.pos
+            info = update[info_at]
             r.pos += 1
             ref = info & 0x1F
             if ref in (GC, SKIP):
@@ -236,7 +257,14 @@ def decode(update: bytes, *, exact: bool = False) -> Update:
                         parent_id = _id(r)
                     if info & 0x20:
                         parent_sub = _var_string(r)
-                length, text = _content(r, ref, exact)
+                content_at = r.pos
+                try:
+                    length, text = _content(r, ref, exact)
+                except UnsupportedContent as exc:  # read it again, as Yjs does, to find where it ends
+                    r.pos = content_at
+                    length, text = _content(r, ref, False)
+                    inexact = inexact or []
+                    inexact.append(Inexact(len(structs), info_at, content_at, r.pos, str(exc)))
                 structs.append(Struct(client, clock, length, ref, origin, right, parent_root, parent_id, parent_sub, text))
             if length <= 0:
                 raise ProtocolError("empty struct")
@@ -249,7 +277,7 @@ def decode(update: bytes, *, exact: bool = False) -> Update:
             clock, length = r.var_uint(), r.var_uint()
             deletes.append((client, clock, length))
     # Bytes after the delete set are ignored, as Yjs and Yrs ignore them.
-    return Update(structs, deletes, offset)
+    return Update(structs, deletes, offset, inexact or ())
 
 
 def encode_delete_set(deletes: list[tuple[int, int, int]]) -> bytes:

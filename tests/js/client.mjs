@@ -16,11 +16,12 @@ import { createInterface } from 'node:readline'
 import { readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { readContent, revive } from './content.mjs'
+import { readContent, revive, useYjs } from './content.mjs'
 
 const flavourUrl = process.argv[2] ? pathToFileURL(resolve(process.argv[2])).href : new URL('./yjs13.mjs', import.meta.url).href
 const { Y, WebsocketProvider, auth: authProtocol, WebSocket, packages } = await import(flavourUrl)
 const yjs14 = typeof Y.Doc.prototype.getText !== 'function'
+useYjs(Y)
 
 // ---------------------------------------------------------------- stdout hygiene
 for (const level of ['log', 'info', 'debug', 'warn', 'trace']) {
@@ -396,14 +397,15 @@ const COMMANDS = {
   setMeta: ({ key, value }) => { shared.map('meta').set(String(key), value); return {} },
   getRuns: () => ({ runs: shared.array('runs').toJSON() }),
   // a value in any root map: kind 'json' (value as given), 'doc' (a subdocument with `value` as its meta),
-  // 'xmlhook' (a Y.XmlHook named `value`, Yjs 13 only)
+  // 'xmlhook' (a Y.XmlHook named `value`, Yjs 13 only); answers what the map holds then (as mapGet),
+  // before any message from the server could change it
   mapSet: ({ root, key, value, kind = 'json' }) => {
     let v = value
     if (kind === 'doc') v = new Y.Doc({ meta: value })
     else if (kind === 'xmlhook') v = new Y.XmlHook(String(value))
     else if (kind !== 'json') throw new Error('unknown kind ' + kind)
     shared.map(String(root)).set(String(key), v)
-    return {}
+    return describeValue(shared.map(String(root)).get(String(key)))
   },
   mapGet: ({ root, key }) => describeValue(shared.map(String(root)).get(String(key))),
   // sync messages received since index `since`: {sub: 0 step 1 | 1 step 2 | 2 update, size, update}

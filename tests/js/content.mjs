@@ -3,14 +3,19 @@
 //   node content.mjs gen SEED N   prints N lines {"kind", "update"}: random content made with the Yjs API
 //                                  (map and array values, text embeds and formats, subdocuments, XML), as
 //                                  base64 v1 updates
-//   node content.mjs read          reads base64 updates (one a line) and prints, one a line, what a Yjs
-//                                  client reads from each: `canon` of the roots m, a, t, x (or "ERR …")
+//   node content.mjs read          reads base64 updates (one document a line: its updates, applied in
+//                                  order, separated by spaces) and prints, one a line, what a Yjs client
+//                                  reads from each: `canon` of the roots m, a, t, x (or "ERR …")
 //
 // `canon` tells apart what JSON.stringify does not: key order, -0, BigInt, undefined, Uint8Array,
 // subdocument options. client.mjs uses `revive` and `readContent` for the same values over the wire.
 
-import * as Y from 'yjs'
 import { createInterface } from 'node:readline'
+
+// The Yjs these work with is the caller's (`useYjs`): a client flavour's Yjs, never a second copy
+// resolved from this directory (instanceof checks need one Yjs, and tests/peers has its own packages).
+let Y
+export const useYjs = (y) => { Y = y }
 
 export const canon = (x) => {
   if (x === undefined) return 'undefined'
@@ -108,6 +113,7 @@ const KINDS = {
 }
 
 const main = async () => {
+  useYjs(await import('yjs'))
   const [command, seedArg, countArg] = process.argv.slice(2)
   if (command === 'gen') {
     seed = Number(seedArg)
@@ -128,7 +134,7 @@ const main = async () => {
       const doc = new Y.Doc()
       let out
       try {
-        Y.applyUpdate(doc, new Uint8Array(Buffer.from(line, 'base64')))
+        for (const part of line.split(' ')) Y.applyUpdate(doc, new Uint8Array(Buffer.from(part, 'base64')))
         out = readContent(doc)
       } catch (e) {
         out = 'ERR ' + e.message
