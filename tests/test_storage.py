@@ -81,6 +81,26 @@ async def test_small_appends_commit_on_the_event_loop_unless_a_commit_fsyncs(tmp
         assert len(tail) == 21  # the creation update and the 20 appends, all committed
 
 
+async def test_an_append_waiting_for_another_process_lock_never_blocks_the_event_loop(tmp_path):
+    """The write lock held elsewhere (a backup, a shell): the append waits in the writer thread, and the
+    event loop keeps running meanwhile; the append is stored once the lock is released."""
+    path = tmp_path / "db.sqlite"
+    async with SQLiteStore(path) as store:
+        sid = await make(store)
+        lock = sqlite3.connect(path, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(store.append_updates, [UpdateRecord(sid, b"x", "candidate", "c")])
+                started = time.monotonic()
+                await anyio.sleep(0.2)
+                assert time.monotonic() - started < 1.0  # the loop was not stuck in a 30 s busy wait
+                lock.execute("ROLLBACK")
+        finally:
+            lock.close()
+        assert len((await store.load(sid))[1]) == 2
+
+
 async def test_one_failing_operation_does_not_roll_back_its_batch(make_store):
     async with make_store() as store:
         sid = await make(store)

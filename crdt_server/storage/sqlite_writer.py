@@ -10,7 +10,8 @@ frequent writes (``inline=True``: a keystroke's update, a join event) are collec
 event loop and committed there, as one transaction, without leaving the loop thread. That is only done
 when a commit never waits for the disk (``--durability normal``: WAL without fsync per commit; the WAL
 checkpoints, which fsync, run in their own thread) and when the writer thread is not in a transaction;
-anything else goes to the thread. Each operation runs under its own SAVEPOINT so one failing operation
+anything else goes to the thread; so does a batch whose ``BEGIN`` would have to wait for a lock another
+process holds (a backup, a shell): the loop never waits on a lock. Each operation runs under its own SAVEPOINT so one failing operation
 does not roll back its neighbours in the batch.
 """
 
@@ -59,9 +60,11 @@ class Writer:
         self._busy = threading.Lock()  # held for each transaction, whichever thread runs it
         self._inline: list[Op] = []  # collected during this turn of the event loop
         self._inline_scheduled = False
+        self._busy_timeout_ms = 30_000  # the connection's own, read at start
 
     def start(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
         self.conn, self._loop = conn, loop
+        self._busy_timeout_ms = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
         self._thread = threading.Thread(target=self._run_thread, name="sqlite-writer", daemon=True)
         self._thread.start()
 
@@ -89,14 +92,33 @@ class Writer:
         if not ops:
             return
         if not self._busy.acquire(blocking=False):
-            for op in ops:
-                self._queue.put(op)
-            return
+            return self._hand_over(ops)
         try:
-            self._commit(ops)
+            if not self._begin_now():  # another process holds the write lock: the thread waits for it
+                return self._hand_over(ops)
+            self._commit(ops, begun=True)
         finally:
             self._busy.release()
         _wake(ops)
+
+    def _hand_over(self, ops: list[Op]) -> None:
+        for op in ops:
+            self._queue.put(op)
+
+    def _begin_now(self) -> bool:
+        """``BEGIN IMMEDIATE`` without waiting for a lock (the event loop never waits on one); False if
+        the write lock is held elsewhere (a backup, an administrator's shell), or on any error."""
+        conn = self.conn
+        assert conn is not None
+        try:
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        except sqlite3.Error:
+            return False
+        return True
 
     def stop(self) -> None:
         """Commit everything queued, then end the thread (blocking: call it in a worker thread)."""
@@ -129,9 +151,9 @@ class Writer:
             except RuntimeError:  # the event loop is gone (interpreter shutdown): nobody waits
                 return
 
-    def _commit(self, ops: list[Op]) -> None:
+    def _commit(self, ops: list[Op], *, begun: bool = False) -> None:
         try:
-            self._run_batch(ops)
+            self._run_batch(ops, begun)
             failed = [op.error for op in ops if isinstance(op.error, (sqlite3.Error, OSError))]
             self.write_error = repr(failed[-1]) if failed else None
         except BaseException as exc:  # noqa: BLE001 - the whole transaction failed; logged with its cause
@@ -140,11 +162,12 @@ class Writer:
             for op in ops:
                 op.error = op.error or exc
 
-    def _run_batch(self, ops: list[Op]) -> None:
+    def _run_batch(self, ops: list[Op], begun: bool = False) -> None:
         conn = self.conn
         assert conn is not None
         started = time.perf_counter()
-        conn.execute("BEGIN IMMEDIATE")
+        if not begun:
+            conn.execute("BEGIN IMMEDIATE")
         try:
             for op in ops:
                 conn.execute("SAVEPOINT op")
