@@ -18,7 +18,8 @@ import logging
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from .oversize import OversizeProtocol
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,10 @@ class ConnectionCounter:
             self._warned.discard(address)
 
 
-def protocol_classes(counter: ConnectionCounter, header_timeout: float) -> tuple[type[asyncio.Protocol], type[asyncio.Protocol]]:
-    """The HTTP and WebSocket protocol classes for ``uvicorn.Config`` (``header_timeout`` 0 = none)."""
+def protocol_classes(counter: ConnectionCounter, header_timeout: float, drain_bytes: int,
+                     drain_timeout: float) -> tuple[type[asyncio.Protocol], type[asyncio.Protocol]]:
+    """The HTTP and WebSocket protocol classes for ``uvicorn.Config`` (``header_timeout`` 0 = none;
+    ``drain_*``: how an oversized message is refused, ``oversize.py``)."""
 
     class AdmittedHttpProtocol(HttpToolsProtocol):
         _header_timer: asyncio.TimerHandle | None = None
@@ -117,15 +120,18 @@ def protocol_classes(counter: ConnectionCounter, header_timeout: float) -> tuple
             if not self.transport.is_closing():
                 self.transport.close()
 
-    class AdmittedWebSocketProtocol(WebSocketsSansIOProtocol):
+    class AdmittedWebSocketProtocol(OversizeProtocol):
         def connection_lost(self, exc: Exception | None) -> None:
             counter.release(self.transport)
             super().connection_lost(exc)
 
+    AdmittedWebSocketProtocol.drain_bytes = drain_bytes
+    AdmittedWebSocketProtocol.drain_timeout = drain_timeout
     return AdmittedHttpProtocol, AdmittedWebSocketProtocol
 
 
-def uvicorn_protocols(max_per_address: int, header_timeout: float) -> dict[str, Any]:
+def uvicorn_protocols(max_per_address: int, header_timeout: float, drain_bytes: int,
+                      drain_timeout: float) -> dict[str, Any]:
     """``http=`` and ``ws=`` keyword arguments for ``uvicorn.Config``."""
-    http, ws = protocol_classes(ConnectionCounter(max_per_address), header_timeout)
+    http, ws = protocol_classes(ConnectionCounter(max_per_address), header_timeout, drain_bytes, drain_timeout)
     return {"http": http, "ws": ws}

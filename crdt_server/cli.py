@@ -38,8 +38,10 @@ def uvicorn_config(settings: Settings, instance: InstanceLock | None = None) -> 
         log_level=settings.log_level,
         log_config=logs.logging_config(settings.log_level, settings.log_format),
         loop="uvloop",
-        # httptools and websockets-sansio, wrapped: per-address connection cap, header deadline
-        **uvicorn_protocols(settings.max_connections_per_ip, settings.header_timeout),
+        # httptools and websockets-sansio, wrapped: per-address connection cap, header deadline,
+        # an oversized message refused with a close the client receives (oversize.py)
+        **uvicorn_protocols(settings.max_connections_per_ip, settings.header_timeout,
+                            settings.oversize_drain_bytes, settings.oversize_drain_timeout),
         ws_max_size=settings.max_message_size,
         # Off, as in the reference server: deflate would run once per *recipient* for every
         # broadcast frame, and Yjs updates are small and already compact.

@@ -182,7 +182,13 @@ class Settings:
         "'write-ahead': every update is committed before it is broadcast; 'off': edits are kept in memory only (benchmarks, throwaway servers).",
         ("write-ahead", "off"),
     )
-    max_message_size: int = _opt(4 * 1024 * 1024, "Largest WebSocket message in bytes; larger ones close the socket with 1009.", check=positive)
+    max_message_size: int = _opt(4 * 1024 * 1024, "Largest WebSocket message in bytes; a larger one closes its socket with 4413 (final for y-websocket 3.1+).", check=positive)
+    oversize_drain_bytes: int = _opt(
+        64 * 1024 * 1024,
+        "Bytes of a message over --max-message-size read and discarded after its 4413 close, so the client receives the close rather than a reset (0 = close at once: the client sees 1006 and retries).",
+        check=non_negative,
+    )
+    oversize_drain_timeout: float = _opt(10.0, "Seconds the rest of a refused oversized message is read and discarded before its connection is closed.", check=positive)
     send_queue_messages: int = _opt(4096, "Messages queued for one slow WebSocket before it is closed (1013).", check=positive)
     send_queue_bytes: int = _opt(16 * 1024 * 1024, "Bytes queued for one slow WebSocket before it is closed (1013).", check=positive)
     max_document_size: int = _opt(

@@ -33,7 +33,6 @@ class CloseCode(IntEnum):
     NORMAL = 1000
     MALFORMED = 1007  # a frame or update that does not decode
     POLICY_VIOLATION = 1008  # a presence flood: refused awareness entries over --presence-max-refused
-    TOO_BIG = 1009  # over --max-message-size (sent by uvicorn)
     INTERNAL_ERROR = 1011  # storage failed; the client reconnects and re-sends its edits
     RESTARTING = 1012  # the server is shutting down (sent by uvicorn on SIGTERM)
     SLOW_CONSUMER = 1013  # the send queue of a client that does not read overflowed
@@ -41,7 +40,9 @@ class CloseCode(IntEnum):
     FORBIDDEN = 4403  # token of another session, or an origin that is not allowed
     SESSION_NOT_FOUND = 4404  # no such session, or it was deleted
     SESSION_EXPIRED = 4410  # expired and deleted by the sweeper
-    DOCUMENT_TOO_LARGE = 4413  # an update past --max-document-size or --session-storage-quota
+    # an update past --max-document-size or --session-storage-quota, or a message over --max-message-size
+    # (oversize.py: in place of uvicorn's 1009, which every y-websocket retries)
+    DOCUMENT_TOO_LARGE = 4413
 
 
 class ProtocolError(ValueError):
