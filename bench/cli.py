@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 
 from . import procs
-from .scenarios import Sizes, log, quick_sizes, scenario_table
+from .scenarios import OPT_IN, Sizes, log, quick_sizes, scenario_table
 from .servers import (
     BENCH_DIR,
     DEFAULT_OURS_CMD,
@@ -201,7 +201,7 @@ def main(argv=None) -> int:
         for k, (d, _) in table.items():
             print(f"{k:14s} {d}")
         return 0
-    selected = list(table)
+    selected = [k for k in table if k not in OPT_IN]
     if args.only:
         want = [w.strip() for w in args.only.split(",") if w.strip()]
         # bigroom-200/-500 name the full sizes; with --quick they map to the quick sizes by position

@@ -38,6 +38,9 @@ class Sizes:
     idle_sockets: int = 5000
     idle_rooms: int = 1000
     idle_window: float = 15.0
+    # crowd: many open sockets in one process, typing beside them (bench/crowd.py)
+    crowd_sockets: int = 10_000
+    crowd_rooms: int = 2_500
     # join storm
     storm_doc_bytes: int = 1 * MB
     storm_joiners: int = 100
@@ -56,7 +59,7 @@ def quick_sizes() -> Sizes:
     return Sizes(
         typing_rooms=5, typing_clients=5, typing_duration=5.0,
         bigroom_observers=(50, 100), bigroom_duration=5.0,
-        idle_sockets=500, idle_rooms=100, idle_window=5.0,
+        idle_sockets=500, idle_rooms=100, idle_window=5.0, crowd_sockets=1000, crowd_rooms=250,
         storm_doc_bytes=256 * 1024, storm_joiners=20, storm_rounds=2,
         presence_clients=50, presence_duration=5.0,
         drain=3.0,
@@ -244,10 +247,9 @@ def base_common(ph: Phase, args) -> dict:
 
 
 # ------------------------------------------------------------------------------------ scenarios
-def _rooms_scenario(server, args, logdir, tag, *, n_rooms, observers, rate, duration, presence_hz=0.0,
-                    workers=1, concurrency=50):
-    rooms = server.create_rooms(n_rooms)
-    base = {
+def rooms_spec(server, args, *, rate, duration, presence_hz=0.0, concurrency=50) -> dict:
+    """A `rooms` worker's spec (writers and observers), without its rooms."""
+    return {
         "mode": "rooms",
         "url": server.ws_url,
         "editsPerSec": rate,
@@ -259,6 +261,27 @@ def _rooms_scenario(server, args, logdir, tag, *, n_rooms, observers, rate, dura
         "deflate": not args.no_deflate,
         "deadlineS": 120 + duration + args.sizes.drain + 60,
     }
+
+
+def idle_specs(server, args, rooms, per_room: int, duration: float, workers: int) -> list[dict]:
+    """`idle` workers' specs: `per_room` synced, silent clients in each of `rooms`, for `duration` s."""
+    return [{
+        "mode": "idle",
+        "url": server.ws_url,
+        "rooms": [r.spec() for r in chunk],
+        "clientsPerRoom": per_room,
+        "durationS": duration,
+        "connectConcurrency": 100,
+        "connectTimeoutS": IDLE_CONNECT_DEADLINE_S,
+        "deflate": not args.no_deflate,
+        "deadlineS": 300 + duration,
+    } for chunk in split(rooms, workers)]
+
+
+def _rooms_scenario(server, args, logdir, tag, *, n_rooms, observers, rate, duration, presence_hz=0.0,
+                    workers=1, concurrency=50):
+    rooms = server.create_rooms(n_rooms)
+    base = rooms_spec(server, args, rate=rate, duration=duration, presence_hz=presence_hz, concurrency=concurrency)
     specs = []
     if n_rooms >= workers:
         # whole rooms per worker: every worker has writers and measures latency
@@ -337,19 +360,7 @@ def scenario_idle(server, args, logdir, tag):
     s = args.sizes
     per_room = max(1, s.idle_sockets // s.idle_rooms)
     rooms = server.create_rooms(s.idle_rooms)
-    specs = []
-    for chunk in split(rooms, args.workers or 1):
-        specs.append({
-            "mode": "idle",
-            "url": server.ws_url,
-            "rooms": [r.spec() for r in chunk],
-            "clientsPerRoom": per_room,
-            "durationS": s.idle_window,
-            "connectConcurrency": 100,
-            "connectTimeoutS": IDLE_CONNECT_DEADLINE_S,
-            "deflate": not args.no_deflate,
-            "deadlineS": 300 + s.idle_window,
-        })
+    specs = idle_specs(server, args, rooms, per_room, s.idle_window, args.workers or 1)
     n = per_room * s.idle_rooms
     ph = run_phase(server, specs, logdir, tag, ready_timeout=IDLE_CONNECT_DEADLINE_S + 30,
                    result_timeout=s.idle_window + 30)
@@ -428,7 +439,14 @@ def scenario_table(sizes: Sizes):
                       scenario_joinstorm)
     t["presence"] = (f"1 room: {s.presence_clients} clients updating awareness at {s.presence_hz:g} Hz "
                      f"+ 1 writer at {s.presence_rate:g} edits/s, {s.presence_duration:g}s", scenario_presence)
+    from .crowd import scenario_crowd  # it builds on this module's specs
+
+    t["crowd"] = (f"{s.crowd_sockets} idle sockets over {s.crowd_rooms} rooms, typing ({s.typing_rooms} x "
+                  f"{s.typing_clients}) beside them for {s.typing_duration:g}s; only with --only crowd", scenario_crowd)
     return t
+
+
+OPT_IN = {"crowd"}  # scenarios a full run leaves out (each takes minutes per server)
 
 
 def log(msg: str) -> None:

@@ -200,6 +200,7 @@ class OursServer(ServerSide):
         env.setdefault("CRDT_SERVER_LOG_LEVEL", "warning")
         env.setdefault("CRDT_SERVER_CREATE_RATE", "0")
         env.setdefault("CRDT_SERVER_CONNECT_RATE", "0")
+        env.setdefault("CRDT_SERVER_MAX_CONNECTIONS_PER_IP", "0")  # idle holds 5,000 sockets from 127.0.0.1
         env.setdefault("CRDT_SERVER_WEB_BUILD", "off")  # no page build competing with the measurement
         return shlex.split(cmd), env, REPO_DIR
 

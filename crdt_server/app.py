@@ -9,6 +9,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.routing import Match, WebSocketRoute
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from .api import openapi
 from .api.access_log import AccessLogMiddleware
@@ -52,6 +55,35 @@ def watch_gauges(metrics: Metrics, service: SessionService) -> None:
         rooms_loaded=lambda: len(service.rooms.rooms),
         run_queue_depth=lambda: service.execution.queue_depth if service.execution is not None else 0,
     )
+
+
+class App(Starlette):
+    """Starlette, except that a WebSocket goes straight to its endpoint.
+
+    The HTTP middleware (access log, CORS) and the router's wrappers pass a WebSocket scope through
+    untouched, but each is a coroutine frame held for the socket's whole life: about 2.7 KB per open
+    socket (bench/RESULTS.md, "Profile"). An exception is handed to the same handlers Starlette
+    would call for a WebSocket (whose answer it ignores, as Starlette does)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return await super().__call__(scope, receive, send)
+        scope["app"] = self
+        for route in self.router.routes:
+            if isinstance(route, WebSocketRoute):
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    scope.update(child)
+                    websocket = WebSocket(scope, receive, send)
+                    try:
+                        await route.endpoint(websocket)
+                    except Exception as exc:  # the most specific handler, as Starlette looks it up
+                        handler = next((EXCEPTION_HANDLERS[c] for c in type(exc).__mro__ if c in EXCEPTION_HANDLERS), None)
+                        if handler is None:
+                            raise
+                        await handler(websocket, exc)  # type: ignore[arg-type]
+                    return None
+        return await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings, instance: InstanceLock | None = None) -> Starlette:
@@ -128,6 +160,6 @@ def create_app(settings: Settings, instance: InstanceLock | None = None) -> Star
         Middleware(AccessLogMiddleware),  # outermost: refused requests are logged too
         Middleware(ApiCORSMiddleware, **cors_options(settings)),
     ]
-    app = Starlette(routes=routes(web_routes()), middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    app = App(routes=routes(web_routes()), middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
     app.state.openapi = openapi.document()
     return app

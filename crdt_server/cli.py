@@ -13,7 +13,8 @@ import sys
 from typing import TYPE_CHECKING
 
 from . import logs
-from .config import ConfigError, Settings, load_settings, requested_log_format, url_password
+from .config import ConfigError, Settings, load_settings, requested_log_format
+from .config_checks import url_password
 from .preflight import bind_listener, check_storage
 
 if TYPE_CHECKING:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import jwt
 
-from .config import MIN_SECRET_LENGTH, SECRET_FILE
+from .config import SECRET_FILE
+from .config_checks import MIN_SECRET_LENGTH
 from .domain import ROLES, Role
 from .logs import add_secret
 from .storage import PostgresStore, SQLiteStore

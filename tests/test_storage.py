@@ -5,6 +5,7 @@ Tests taking ``make_store`` run on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from typing import Any
 
@@ -59,6 +60,45 @@ async def test_concurrent_appends_are_group_committed_in_sequence(make_store):
                 tg.start_soon(append, i)
         assert sorted(seqs) == list(range(2, 502))  # seq 1 is the creation update
         assert store.commits - before < 50  # many appends share one transaction
+
+
+@pytest.mark.parametrize("durability", ["normal", "full"])
+async def test_small_appends_commit_on_the_event_loop_unless_a_commit_fsyncs(tmp_path, durability):
+    """A keystroke's append commits in the event loop's thread (no hop to the writer thread and back)
+    when a commit never waits for the disk; with ``full`` (fsync per commit) it stays in the thread."""
+    async with SQLiteStore(tmp_path / "db.sqlite", durability=durability) as store:
+        sid = await make(store)
+        loop_thread = threading.get_ident()
+        ran_in = await store._write(lambda c: threading.get_ident(), inline=True)
+        assert (ran_in == loop_thread) == (durability == "normal")
+        before = store.commits
+        async with anyio.create_task_group() as tg:  # one turn of the loop: one transaction
+            for i in range(20):
+                tg.start_soon(store.append_updates, [UpdateRecord(sid, bytes([i]), "candidate", f"c{i}")])
+        if durability == "normal":
+            assert store.commits - before == 1
+        snapshot, tail, _ = await store.load(sid)
+        assert len(tail) == 21  # the creation update and the 20 appends, all committed
+
+
+async def test_an_append_waiting_for_another_process_lock_never_blocks_the_event_loop(tmp_path):
+    """The write lock held elsewhere (a backup, a shell): the append waits in the writer thread, and the
+    event loop keeps running meanwhile; the append is stored once the lock is released."""
+    path = tmp_path / "db.sqlite"
+    async with SQLiteStore(path) as store:
+        sid = await make(store)
+        lock = sqlite3.connect(path, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(store.append_updates, [UpdateRecord(sid, b"x", "candidate", "c")])
+                started = time.monotonic()
+                await anyio.sleep(0.2)
+                assert time.monotonic() - started < 1.0  # the loop was not stuck in a 30 s busy wait
+                lock.execute("ROLLBACK")
+        finally:
+            lock.close()
+        assert len((await store.load(sid))[1]) == 2
 
 
 async def test_one_failing_operation_does_not_roll_back_its_batch(make_store):

@@ -64,8 +64,13 @@ def test_constructor_keywords_we_pass() -> None:
 
 
 def test_start_path_still_runs_the_methods_we_replace() -> None:
-    """Read the source: the room's start path spawns ``_watch_ready`` and ``_broadcast_updates``,
-    and the constructor subscribes ``send_server_awareness`` to the awareness."""
+    """Read the source: ``start`` opens the room's task group and runs ``_start`` in it (SessionRoom
+    replaces ``_start``: one task per room, no awareness ticker), whose upstream version spawns
+    ``_watch_ready`` and ``_broadcast_updates``; the constructor subscribes ``send_server_awareness``
+    to the awareness."""
+    start = inspect.getsource(YRoom.start)
+    assert re.search(r"create_task_group\(\) as self\._task_group", start)
+    assert "await self._start(task_status)" in start
     start_path = inspect.getsource(YRoom._start)
     assert "self._watch_ready" in start_path
     assert "self._broadcast_updates" in start_path

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import time
-from contextlib import AsyncExitStack
 
 import anyio
 from starlette.websockets import WebSocket
@@ -103,12 +102,12 @@ async def _socket(websocket: WebSocket, roles: tuple[Role, ...], room_name: str,
     if claims is None:
         return
     sid = claims.session_id
-    async with AsyncExitStack() as stack:
-        try:  # loaded before accepting (a broken session is refused cleanly), and held loaded
-            # until this handler ends, however it ends: the idle unload is scheduled then
-            room = await stack.enter_async_context(c.service.rooms.room(room_name))
-        except SessionNotFound as exc:
-            return await refuse(websocket, *_close_for(exc))
+    try:  # loaded before accepting (a broken session is refused cleanly), and held loaded until this
+        # handler ends, however it ends: the idle unload is scheduled then
+        room = await c.service.rooms.hold(room_name)
+    except SessionNotFound as exc:
+        return await refuse(websocket, *_close_for(exc))
+    try:
         await accept(websocket)
         conn = Connection(websocket, session_id=sid, role=claims.role,
                           max_messages=c.settings.send_queue_messages, max_bytes=c.settings.send_queue_bytes,
@@ -120,6 +119,8 @@ async def _socket(websocket: WebSocket, roles: tuple[Role, ...], room_name: str,
                 code, reason = _close_for(exc)
                 return await websocket.close(code=code, reason=reason)  # before any document data
             await _serve(c.service, conn, room, announce)
+    finally:
+        c.service.rooms.release(room_name, room)
 
 
 async def _serve(service: SessionService, conn: Connection, room: SessionRoom, announce: bool) -> None:
@@ -128,21 +129,16 @@ async def _serve(service: SessionService, conn: Connection, room: SessionRoom, a
         await service.joined(conn)
     log_socket_opened(conn.session_id, conn.role, conn.id)
     try:
-        async with anyio.create_task_group() as tg:
-
-            async def sender() -> None:
-                await conn.run_sender()
-                tg.cancel_scope.cancel()  # closed or broken: stop reading too
-
-            tg.start_soon(sender)
-            try:
-                await room.serve(conn)
-            finally:
-                if not conn.closed.is_set():
-                    conn.close(CloseCode.NORMAL, "")
-                # let the sender send a pending close frame, but never wait long for a dead peer
-                tg.cancel_scope.deadline = anyio.current_time() + 2
+        with anyio.CancelScope() as reading:  # cancelled once the socket is closed or broken
+            conn.stop_reading = reading.cancel  # a no-op once this block is left
+            await room.serve(conn)
+        if not conn.is_closed:
+            conn.close(CloseCode.NORMAL, "")  # a no-op if a close was asked for already
+            # let the sender send a pending close frame, but never wait long for a dead peer
+            with anyio.move_on_after(2):
+                await conn.wait_closed()
     finally:
+        conn.abort()
         log_socket_closed(conn.session_id, conn.role, conn.id, time.time() - conn.connected_at, conn.close_code)
         if announce:
             with anyio.CancelScope(shield=True):

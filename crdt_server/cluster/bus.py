@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from ..config import redact_url
+from ..config_checks import redact_url
 
 log = logging.getLogger(__name__)
 

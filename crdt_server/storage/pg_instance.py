@@ -20,7 +20,7 @@ from contextlib import suppress
 
 import asyncpg
 
-from ..config import url_password
+from ..config_checks import url_password
 from .pg_schema import DATABASE_ERRORS, Conn, SchemaTooNew, connect, describe, lock_key, migrate
 
 log = logging.getLogger("crdt_server.storage.postgres")

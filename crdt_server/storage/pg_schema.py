@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from ..config import redact_url
+from ..config_checks import redact_url
 
 # A failure of the database or of the way to it (not of one statement's data): fails a whole batch.
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)

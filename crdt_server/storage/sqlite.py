@@ -1,12 +1,7 @@
-"""SQLite store: WAL mode, one writer thread with group commit, readers on worker threads.
+"""SQLite store: WAL mode, one write connection with group commit, readers on worker threads.
 
-Why group commit: the sync layer awaits every append before it broadcasts (write-ahead), so
-commits are on the latency path. A dedicated writer thread takes *everything* queued while
-the previous transaction was in flight and commits it in one transaction, so the event loop
-never blocks. Operations reach it through a thread-safe queue and their waiters are woken with
-one ``call_soon_threadsafe`` per batch: no event-loop round trip between an append and its
-commit. Each operation runs under its own SAVEPOINT so one failing operation does not roll
-back its neighbours in the batch.
+Writes (``sqlite_writer.py``): group commit in a writer thread, or for small frequent writes inline
+on the event loop when a commit never waits for the disk; each operation under its own SAVEPOINT.
 """
 
 from __future__ import annotations
@@ -19,9 +14,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 import anyio
 
@@ -50,24 +45,12 @@ from .rows import session_record as _session
 from .rows import updates as _updates
 from .schema import MIGRATIONS, StorageCorrupted, check_integrity, migrate
 from .sqlite_lifetimes import next_generation, refresh_all, refresh_expiry
+from .sqlite_writer import INLINE_BYTES, Writer
 
 __all__ = ["MIGRATIONS", "SQLiteStore", "SessionGone", "StorageCorrupted"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass
-class _Op:
-    fn: Callable[[sqlite3.Connection], Any]
-    done: anyio.Event = field(default_factory=anyio.Event)
-    result: Any = None
-    error: BaseException | None = None
-
-
-def _wake(ops: list[_Op]) -> None:
-    for op in ops:
-        op.done.set()
 
 
 class SQLiteStore:
@@ -80,24 +63,36 @@ class SQLiteStore:
         self.checkpoint_every = checkpoint_every  # 0: keep only the newest snapshot
         self.path = Path(path)
         self.session_quota = session_quota  # bytes of log + snapshots per session (0 = unlimited)
-        # The newest failed write's cause, until a later commit succeeds: /health reports it.
-        self.write_error: str | None = None
         self.durability = durability
         self.lifetimes = lifetimes or Lifetimes()
-        self._writer: sqlite3.Connection | None = None
         # Reader connections are pooled, not per thread: anyio retires idle worker threads, and
         # per-thread connections would then leak. The pool never exceeds peak read concurrency.
         self._idle_readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._w = Writer(durability)
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
         self._closed = False
-        self.commits = 0  # transactions committed (for benchmarks and tests)
-        self.observe_commit: Callable[[float], None] = lambda seconds: None  # metrics; called in the writer thread
+
+    @property
+    def write_error(self) -> str | None:
+        """The newest failed write's cause, until a later commit succeeds: /health reports it."""
+        return self._w.write_error
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed (for benchmarks and tests)."""
+        return self._w.commits
+
+    @property
+    def observe_commit(self) -> Callable[[float], None]:
+        """Metrics: called with each commit's seconds, in whichever thread committed."""
+        return self._w.observe_commit
+
+    @observe_commit.setter
+    def observe_commit(self, fn: Callable[[float], None]) -> None:
+        self._w.observe_commit = fn
 
     # lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> SQLiteStore:
@@ -109,10 +104,7 @@ class SQLiteStore:
 
     async def open(self) -> None:
         private_dir(self.path.parent)
-        self._writer = await anyio.to_thread.run_sync(self._open_writer)
-        self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._writer_thread, name="sqlite-writer", daemon=True)
-        self._thread.start()
+        self._w.start(await anyio.to_thread.run_sync(self._open_writer), asyncio.get_running_loop())
         self._checkpointer = threading.Thread(target=self._checkpoint_thread, name="sqlite-checkpoint", daemon=True)
         self._checkpointer.start()
 
@@ -141,17 +133,16 @@ class SQLiteStore:
             return
         self._closed = True
         with anyio.CancelScope(shield=True):
-            if self._thread is not None:
-                self._queue.put(None)  # after everything already queued
-                await anyio.to_thread.run_sync(self._thread.join)
+            self._w.commit_inline()  # what this turn collected, before the thread's last batch
+            await anyio.to_thread.run_sync(self._w.stop)
             if self._checkpointer is not None:
                 self._stop_checkpoints.set()
                 await anyio.to_thread.run_sync(self._checkpointer.join)
             await anyio.to_thread.run_sync(self._close_connections)
 
     def _close_connections(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        if self._w.conn is not None:
+            self._w.conn.close()
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
@@ -167,11 +158,11 @@ class SQLiteStore:
             return False
 
     # plumbing ----------------------------------------------------------------------------
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closed or self._thread is None:
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, inline: bool = False) -> T:
+        """``inline``: a small write the event loop may commit itself (``sqlite_writer.py``)."""
+        if self._closed or not self._w.running:
             raise StoreClosed("store is closed")
-        op = _Op(fn)
-        self._queue.put(op)
+        op = self._w.submit(fn, inline=inline)
         # A queued operation is committed even if its caller goes away meanwhile.
         with anyio.CancelScope(shield=True):
             await op.done.wait()
@@ -179,68 +170,8 @@ class SQLiteStore:
             raise _unavailable(op.error) from op.error
         return cast(T, op.result)
 
-    def _writer_thread(self) -> None:
-        """Take everything queued, commit it in one transaction, wake the waiters; repeat."""
-        assert self._loop is not None
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is None:
-                break
-            ops = [first]
-            while True:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                ops.append(nxt)
-            try:
-                self._run_batch(ops)
-                failed = [op.error for op in ops if isinstance(op.error, (sqlite3.Error, OSError))]
-                self.write_error = repr(failed[-1]) if failed else None
-            except BaseException as exc:  # noqa: BLE001 - the whole transaction failed; logged with its cause
-                log.error("storage commit of %d operations failed: %r", len(ops), exc)
-                self.write_error = repr(exc)
-                for op in ops:
-                    op.error = op.error or exc
-            try:
-                self._loop.call_soon_threadsafe(_wake, ops)
-            except RuntimeError:  # the event loop is gone (interpreter shutdown): nobody waits
-                return
-
     def _checkpoint_thread(self) -> None:
         checkpoint_loop(self.path, self.durability, self._stop_checkpoints, lambda: self.commits)
-
-    def _run_batch(self, ops: list[_Op]) -> None:
-        conn = self._writer
-        assert conn is not None
-        started = time.perf_counter()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for op in ops:
-                conn.execute("SAVEPOINT op")
-                try:
-                    op.result = op.fn(conn)
-                    conn.execute("RELEASE op")
-                except Exception as exc:  # noqa: BLE001 - one failing operation must not fail its batch
-                    if not conn.in_transaction:  # SQLite rolled everything back (disk full, I/O error)
-                        raise
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    op.error = exc
-            conn.execute("COMMIT")
-            self.commits += 1
-            self.observe_commit(time.perf_counter() - started)
-        except BaseException as exc:
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error as rollback_error:  # never hide the real cause behind this one
-                    log.warning("rollback after %r failed: %r", exc, rollback_error)
-            raise
 
     def _with_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
@@ -364,7 +295,7 @@ class SQLiteStore:
                     raise SessionGone(change.session_id)
             return seqs
 
-        return await self._write(op)
+        return await self._write(op, inline=sum(len(u.data) for u in updates) <= INLINE_BYTES)
 
     async def load(self, session_id: str, doc: str = MAIN_DOC) -> tuple[bytes | None, list[UpdateRecord], int]:
         def fn(c: sqlite3.Connection) -> tuple[bytes | None, list[UpdateRecord], int]:
@@ -422,7 +353,7 @@ class SQLiteStore:
 
     # events ------------------------------------------------------------------------------
     async def append_events(self, events: Sequence[EventRecord]) -> None:
-        await self._write(lambda c: _insert_events(c, events))
+        await self._write(lambda c: _insert_events(c, events), inline=True)
 
     async def read_events(self, session_id: str, after: int, limit: int) -> list[EventRecord]:
         rows = await self._read(

@@ -30,8 +30,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-import anyio
-
 from .. import presence
 from ..config import PRESENCE_FRAME_BYTES, PRESENCE_WORK_UNIT, Settings
 from ..limits import TokenBuckets
@@ -129,12 +127,12 @@ class RoomPresence:
 
     def __init__(
         self, clients: set[Connection], limits: PresenceLimits, interval: float,
-        start_soon: Callable[[Callable[[], Any]], bool],
+        later: Callable[[float, Callable[[], None]], bool],
     ) -> None:
         self._clients = clients  # the room's live connections (the same set)
         self.limits = limits
         self._interval = interval
-        self._start_soon = start_soon  # runs a coroutine function in the room's task group, False if none
+        self._later = later  # calls a function after a delay while the room runs (a loop timer, not a task); False if it does not
         self._live: dict[int, _Live] = {}
         self._tombstones: dict[int, int] = {}  # removed clientID -> clock, oldest first (echoes must not revive)
         self.bytes = 0  # counted against max_room_bytes: live states and tombstones
@@ -347,14 +345,11 @@ class RoomPresence:
             return
         for entry in entries:
             self._out[entry.client_id] = entry
-        if not self._flush_scheduled and self._start_soon(self._flush_later):
+        if not self._flush_scheduled and self._later(self._interval, self._flush):
             self._flush_scheduled = True
 
-    async def _flush_later(self) -> None:
-        try:
-            await anyio.sleep(self._interval)
-        finally:  # also if the room's task group restarts meanwhile
-            self._flush_scheduled = False
+    def _flush(self) -> None:
+        self._flush_scheduled = False
         entries = list(self._out.values())
         self._out.clear()
         if entries:

@@ -6,9 +6,8 @@ loop then commits, applies and broadcasts the batch's updates and confirms them 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-
-import anyio
 
 from ..storage import SessionChange
 from .connection import Connection, Origin
@@ -32,5 +31,5 @@ class Batch:
     def __init__(self) -> None:
         self.items: list[Pending] = []
         self.noops: list[tuple[Connection, Update, bytes]] = []  # updates that add nothing: confirmed, never stored
-        self.done = anyio.Event()
+        self.done = asyncio.Event()  # not anyio's: a tenth of the cost, made once per batch
         self.error: BaseException | None = None

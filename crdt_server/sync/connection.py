@@ -1,4 +1,4 @@
-"""One WebSocket connection: who it is, the frames it sends, and a bounded send queue drained by its own task.
+"""One WebSocket connection: who it is, the frames it sends, and a bounded send queue.
 
 Why: pycrdt-websocket sends with one task per message and lets a failed send raise into the room
 (docs/design/pycrdt-websocket.md, "A failed send breaks the room" and "No send queue or
@@ -8,11 +8,14 @@ its queue and is closed with 1013 instead of making the server buffer without bo
 Fan-out fast path: a broadcast is framed once (``wire_frame``) and, for every recipient whose
 queue is empty and whose socket is writable, written straight to its transport — one
 ``write`` per recipient instead of a task wake-up and four ASGI/WebSocket layers. Anything
-else (backpressure, a send in flight, another server implementation) takes the queue.
+else (backpressure, a send in flight, another server implementation) takes the queue, which a
+sender task drains; that task exists only while the queue holds something, so an idle socket
+costs no task (5,000 idle sockets were 5,000 parked sender tasks, task groups and events).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -72,9 +75,14 @@ def _direct_protocol(websocket: WebSocket) -> object | None:
     """
     send = getattr(websocket, "_send", None)
     for _ in range(6):
-        proto = getattr(send, "__self__", None)
+        proto: object | None = getattr(send, "__self__", None)
         if proto is not None and all(hasattr(proto, a) for a in ("transport", "conn", "writable", "close_sent")):
-            return None if getattr(proto.conn, "extensions", None) else proto
+            if getattr(getattr(proto, "conn", None), "extensions", None):
+                return None
+            for done in ("request", "response"):  # the handshake's, read only until accept: ~2 KB a socket
+                if hasattr(proto, done):
+                    setattr(proto, done, None)
+            return proto
         inner = [c.cell_contents for c in (getattr(send, "__closure__", None) or ()) if callable(_contents(c))]
         if len(inner) != 1:
             return None
@@ -94,7 +102,18 @@ def _contents(cell: object) -> object:
 
 
 class Connection:
-    """A Starlette WebSocket seen as a room member: ``frames()`` is its read half, ``enqueue`` its write half."""
+    """A Starlette WebSocket seen as a room member: ``frames()`` is its read half, ``enqueue`` its write half.
+
+    An idle socket costs no task: messages are written straight to the transport, and a sender task
+    exists only while something waits in the queue (backpressure, a close to send); see the module
+    docstring."""
+
+    __slots__ = (
+        "websocket", "session_id", "role", "id", "connected_at", "name", "client_ids", "authored",
+        "editor_events", "close_code", "on_slow_consumer", "stop_reading", "_queue", "_queued_bytes",
+        "_max_messages", "_max_bytes", "_close_request", "_sender", "_closed", "_closed_event", "_direct",
+        "_ignored_rate", "_ignored_tokens", "_ignored_at", "_ignored_logged",
+    )
 
     def __init__(
         self,
@@ -119,13 +138,14 @@ class Connection:
         self._queued_bytes = 0
         self._max_messages = max_messages
         self._max_bytes = max_bytes
-        self._wakeup = anyio.Event()
         self._close_request: tuple[int, str] | None = None
         self.close_code: int | None = None  # how it ended: the code we sent, or the client's
-        self._sending = False
+        self._sender: asyncio.Task[None] | None = None  # only while the queue is drained
+        self._closed = False  # closed or broken: nothing more is sent
+        self._closed_event: asyncio.Event | None = None  # made by the first ``wait_closed``
         self._direct = _direct_protocol(websocket)
-        self.closed = anyio.Event()
         self.on_slow_consumer: Callable[[], object] = _nothing  # the room counts these closes
+        self.stop_reading: Callable[[], object] = _nothing  # set by the handler: ends the read half
         self._ignored_rate = ignored_rate  # bytes/s of ignored frames read on average (see ``frames``)
         self._ignored_tokens = ignored_rate * IGNORED_WINDOW
         self._ignored_at = time.monotonic()
@@ -143,6 +163,11 @@ class Connection:
     @property
     def origin(self) -> Origin:
         return Origin(self.role, self.id, self.name or "")
+
+    @property
+    def is_closed(self) -> bool:
+        """The socket is closed (our close frame went out) or broken."""
+        return self._closed
 
     async def frames(self) -> AsyncIterator[bytes]:
         """The binary frames the room handles, until the client disconnects.
@@ -181,11 +206,13 @@ class Connection:
 
     def enqueue(self, message: bytes, wire: bytes | None = None) -> None:
         """Send one message to this client: written at once when nothing is pending (``wire`` is
-        its pre-built frame), else queued; a client too far behind is closed. Never raises."""
-        if self._close_request is not None or self.closed.is_set():
+        its pre-built frame, else it is framed here), else queued; a client too far behind is
+        closed. Never raises."""
+        if self._close_request is not None or self._closed:
             return
-        if wire is not None and not self._queue and not self._sending and self._write_now(wire):
-            return
+        if self._sender is None and self._direct is not None and not self._queue:
+            if self._write_now(wire if wire is not None else wire_frame(message)):
+                return
         if len(self._queue) >= self._max_messages or self._queued_bytes + len(message) > self._max_bytes:
             log.warning("closing connection %s: send queue full (client not reading)", self.id)
             self.close(CloseCode.SLOW_CONSUMER, "send queue full: client too slow")
@@ -193,7 +220,7 @@ class Connection:
             return
         self._queue.append(message)
         self._queued_bytes += len(message)
-        self._wakeup.set()
+        self._start_sender()
 
     def _write_now(self, wire: bytes) -> bool:
         proto = self._direct
@@ -215,28 +242,51 @@ class Connection:
             self.close_code = code
             self._queue.clear()
             self._queued_bytes = 0
-            self._wakeup.set()
+            self._start_sender()
 
-    async def run_sender(self) -> None:
-        """Drain the queue until closed. Returns when the socket is closed or broken."""
+    def _start_sender(self) -> None:
+        if self._sender is None and not self._closed:
+            self._sender = asyncio.get_running_loop().create_task(self._send_queued())
+
+    async def _send_queued(self) -> None:
+        """Drain the queue, then send the close if one was asked for; the task ends when the queue
+        is empty (a later ``enqueue`` starts another). A closed or broken socket ends the read half too."""
         ws = self.websocket
         try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup = anyio.Event()
-                while self._queue and self._close_request is None:
-                    message = self._queue.popleft()
-                    self._queued_bytes -= len(message)
-                    self._sending = True
-                    try:
-                        await ws.send_bytes(message)
-                    finally:
-                        self._sending = False
-                if self._close_request is not None:
-                    code, reason = self._close_request
-                    await ws.close(code=code, reason=reason)
-                    return
+            while self._queue and self._close_request is None:
+                message = self._queue.popleft()
+                self._queued_bytes -= len(message)
+                await ws.send_bytes(message)
+            if self._close_request is not None:
+                code, reason = self._close_request
+                await ws.close(code=code, reason=reason)
+                self._finish()
         except Exception as exc:  # noqa: BLE001 - a dead peer must never affect anyone else
             log.debug("send to connection %s failed: %r", self.id, exc)
+            self._finish()
         finally:
-            self.closed.set()
+            self._sender = None
+
+    def _finish(self) -> None:
+        self._closed = True
+        self._queue.clear()
+        self._queued_bytes = 0
+        if self._closed_event is not None:
+            self._closed_event.set()
+        self.stop_reading()
+
+    async def wait_closed(self) -> None:
+        """Until the socket is closed or broken."""
+        if self._closed:
+            return
+        if self._closed_event is None:
+            self._closed_event = asyncio.Event()
+        await self._closed_event.wait()
+
+    def abort(self) -> None:
+        """The handler is done: stop a sender still waiting on a dead peer."""
+        sender = self._sender
+        if sender is not None:
+            sender.cancel()
+        if not self._closed:
+            self._finish()

@@ -19,6 +19,7 @@ described in docs/design/pycrdt-websocket.md:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -38,6 +39,7 @@ from .connection import SERVER, Connection, Origin, wire_frame
 from .follow import Following, NoPeers, Peers
 from .guard import DocumentGuard
 from .ingest import GuardedIngest
+from .lifecycle import RoomLifecycle
 from .loader import load_document
 from .options import RoomOptions
 from .pending import HeldBack
@@ -47,7 +49,7 @@ from .updates import decode
 log = logging.getLogger(__name__)
 
 
-class SessionRoom(Following, GuardedIngest, YRoom):
+class SessionRoom(Following, GuardedIngest, RoomLifecycle, YRoom):
     clients: set[Connection]  # type: ignore[assignment]  # YRoom's are pycrdt Channels; ours are Connections
     doc_key = MAIN_DOC  # which of the session's documents (and update logs) this room holds
 
@@ -82,7 +84,8 @@ class SessionRoom(Following, GuardedIngest, YRoom):
         # What editors may change now; set by the service, which owns the row (status, lock).
         self.ended = ended  # nobody edits code (their updates are compensated, never dropped)
         self.locked = locked  # candidates do not edit code
-        self.presence = RoomPresence(self.clients, options.presence, options.presence_interval, self._spawn)
+        self._timer: asyncio.TimerHandle | None = None  # the presence's next coalesced broadcast
+        self.presence = RoomPresence(self.clients, options.presence, options.presence_interval, self._later)
         self.presence.relay = lambda conn, entries, left: self.peers.presence(self, conn, entries, left)
         self.holds = 0  # WebSocket handlers and REST operations that keep the room loaded
         self.gone = False  # the session was deleted: nothing more is committed or snapshotted
@@ -90,13 +93,13 @@ class SessionRoom(Following, GuardedIngest, YRoom):
         self._inflight: Batch | None = None
         # connections whose last sync step 2 answer held every update queued so far (sync/confirm.py)
         self._answered: set[Connection] = set()
-        self._wakeup = anyio.Event()
+        self._wakeup = asyncio.Event()  # asyncio's (anyio's costs ten times more): one per batch
         # Editors may switch meta.language; the session row follows (see _language_changes).
         self._meta = doc.get(META, type=Map)  # kept: pycrdt drops observers of collected type objects
         self._languages: list[tuple[Origin, str, str]] = []  # (who, from, to)
         self.guard = DocumentGuard(doc, held)  # held: what the stored document holds back (sync/pending.py)
         self.broken = False  # the document holds updates that failed to commit: reload it from storage
-        self._settled = anyio.Event()  # no guarded batch is between apply and commit
+        self._settled = asyncio.Event()  # no guarded batch is between apply and commit
         self._settled.set()
         m = metrics or Metrics()  # unlabelled counters: two additions per update on the hot path
         self._count_updates, self._count_bytes = m.updates.inc, m.broadcast_bytes.inc
@@ -107,29 +110,13 @@ class SessionRoom(Following, GuardedIngest, YRoom):
         self.diverged = False  # the log holds rows this document never applied: never snapshot it
         self.bad_seqs: set[int] = set()  # rows the CRDT library refused: left out of every rebuild
 
-    def _spawn(self, func: Any) -> bool:
-        if self._task_group is None:
-            return False
-        self._task_group.start_soon(func)
-        return True
-
-    # -- YRoom overrides ---------------------------------------------------------------------
-    def send_server_awareness(self, type: str, changes: Any) -> None:
-        """The server has no presence of its own."""
-
-    async def _watch_ready(self) -> None:
-        """Do not observe the document: broadcasts happen after commit in ``_broadcast_updates``."""
-        self.ydoc_observed.set()
-
+    # -- YRoom overrides: sync/lifecycle.py -------------------------------------------------
     async def _broadcast_updates(self) -> None:
         """The ingest loop: commit a batch, then apply and broadcast it (write-ahead)."""
-        # YRoom's start created a memory stream for its observer-driven broadcast, which we replace.
-        self._update_send_stream.close()
-        self._update_receive_stream.close()
         try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup = anyio.Event()
+            while self._task_group is not None:  # ``stop`` clears it: what is queued then is refused
+                await self._wakeup.wait()  # (asyncio's wait of a set event never yields to a cancel)
+                self._wakeup = asyncio.Event()
                 batch, self._batch = self._batch, Batch()
                 if batch.items or batch.noops:
                     self._inflight = batch
@@ -174,7 +161,7 @@ class SessionRoom(Following, GuardedIngest, YRoom):
         log.error("session %s: rebuilding the document without update(s) %s", self.session_id, seqs)
         if not self.persist:  # nothing stored to rebuild from
             return
-        settled, self._settled = self._settled, anyio.Event()
+        settled, self._settled = self._settled, asyncio.Event()
         try:
             doc, last, _, held = await load_document(self.store, self.session_id, self.doc_key, self.bad_seqs)
             self._mark(range(self.last_seq + 1, last + 1))  # the rebuild holds every row up to ``last``
@@ -423,8 +410,6 @@ class SessionRoom(Following, GuardedIngest, YRoom):
     def close_all(self, code: int, reason: str) -> None:
         for conn in list(self.clients):
             conn.close(code, reason)
-
-
 
 
 class NotesRoom(SessionRoom):

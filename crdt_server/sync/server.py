@@ -117,13 +117,22 @@ class SessionServer(WebsocketServer):
     @asynccontextmanager
     async def room(self, name: str) -> AsyncIterator[SessionRoom]:
         """Hold a session's room loaded (a WebSocket for its lifetime, a REST operation for one request)."""
-        room = await self.get_room(name)
-        room.holds += 1
+        room = await self.hold(name)
         try:
             yield room
         finally:
-            room.holds -= 1
-            self._maybe_schedule_unload(name, room)
+            self.release(name, room)
+
+    async def hold(self, name: str) -> SessionRoom:
+        """``room`` without a context manager object (a WebSocket holds one for its whole life):
+        every ``hold`` is paired with one ``release``."""
+        room = await self.get_room(name)
+        room.holds += 1
+        return room
+
+    def release(self, name: str, room: SessionRoom) -> None:
+        room.holds -= 1
+        self._maybe_schedule_unload(name, room)
 
     # -- unloading -----------------------------------------------------------------------------
     def _cancel_unload(self, name: str) -> None:

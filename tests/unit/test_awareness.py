@@ -23,7 +23,7 @@ def frame(*entries: tuple[int, int, bytes]) -> bytes:
 
 
 def room(*conns: Conn, **limits: int) -> RoomPresence:
-    return RoomPresence(set(conns), PresenceLimits(**limits), 0.0, lambda f: False)  # type: ignore[arg-type]
+    return RoomPresence(set(conns), PresenceLimits(**limits), 0.0, lambda d, f: False)  # type: ignore[arg-type]
 
 
 def test_a_takeover_by_the_same_role_survives_the_old_connections_close() -> None:
@@ -50,7 +50,7 @@ def test_another_role_cannot_take_over_or_remove() -> None:
 
 def test_a_state_added_and_removed_before_anyone_saw_it_is_never_sent() -> None:
     a, b = Conn("candidate"), Conn("observer")
-    presence = RoomPresence({a, b}, PresenceLimits(), 10.0, lambda f: True)  # type: ignore[arg-type]
+    presence = RoomPresence({a, b}, PresenceLimits(), 10.0, lambda d, f: True)  # type: ignore[arg-type]
     presence.apply(a, frame((7, 1, b"{}")))  # type: ignore[arg-type]  # coalesced: not sent yet
     presence.apply(a, frame((7, 2, b"null")))  # type: ignore[arg-type]
     assert not b.sent and not presence._out

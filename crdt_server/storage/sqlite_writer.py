@@ -1,0 +1,192 @@
+"""The SQLite store's one write connection: group commit, in its own thread or inline on the event loop.
+
+Why two ways: the sync layer awaits every append before it broadcasts (write-ahead), so commits are
+on the latency path. The writer thread takes *everything* queued while the previous transaction was in
+flight and commits it in one transaction, so the event loop never waits on the disk. But each hop to
+that thread and back (a queue, a futex wake-up, the GIL handed over twice, a self-pipe write to wake the
+loop) costs more CPU than a small commit itself, and on a busy machine each hop waits for a time slice:
+the typing benchmark's p50 was 10-20 ms under other load (bench/RESULTS.md, "Profile"). So the small,
+frequent writes (``inline=True``: a keystroke's update, a join event) are collected for one turn of the
+event loop and committed there, as one transaction, without leaving the loop thread. That is only done
+when a commit never waits for the disk (``--durability normal``: WAL without fsync per commit; the WAL
+checkpoints, which fsync, run in their own thread) and when the writer thread is not in a transaction;
+anything else goes to the thread; so does a batch whose ``BEGIN`` would have to wait for a lock another
+process holds (a backup, a shell): the loop never waits on a lock. Each operation runs under its own SAVEPOINT so one failing operation
+does not roll back its neighbours in the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("crdt_server.storage.sqlite")
+INLINE_BYTES = 64 * 1024  # appends up to this size may commit inline: a paste beyond goes to the thread
+
+
+@dataclass
+class Op:
+    fn: Callable[[sqlite3.Connection], Any]
+    done: asyncio.Event = field(default_factory=asyncio.Event)  # anyio's costs ten times more
+    result: Any = None
+    error: BaseException | None = None
+
+
+def _wake(ops: list[Op]) -> None:
+    for op in ops:
+        op.done.set()
+
+
+class Writer:
+    """The write connection and what commits through it (see the module docstring)."""
+
+    def __init__(self, durability: str) -> None:
+        self.conn: sqlite3.Connection | None = None
+        self.inline_allowed = durability != "full"  # a commit that fsyncs never runs on the event loop
+        # The newest failed write's cause, until a later commit succeeds: /health reports it.
+        self.write_error: str | None = None
+        self.commits = 0  # transactions committed (for benchmarks, tests and the checkpointer)
+        self.observe_commit: Callable[[float], None] = lambda seconds: None  # metrics; any thread
+        self._queue: queue.SimpleQueue[Op | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._busy = threading.Lock()  # held for each transaction, whichever thread runs it
+        self._inline: list[Op] = []  # collected during this turn of the event loop
+        self._inline_scheduled = False
+        self._busy_timeout_ms = 30_000  # the connection's own, read at start
+
+    def start(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
+        self.conn, self._loop = conn, loop
+        self._busy_timeout_ms = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
+        self._thread = threading.Thread(target=self._run_thread, name="sqlite-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def submit(self, fn: Callable[[sqlite3.Connection], Any], *, inline: bool = False) -> Op:
+        """Queue an operation; its ``done`` is set once its transaction committed (or failed)."""
+        op = Op(fn)
+        if inline and self.inline_allowed and self._loop is not None:
+            self._inline.append(op)
+            if not self._inline_scheduled:
+                self._inline_scheduled = True
+                self._loop.call_soon(self.commit_inline)
+        else:
+            self._queue.put(op)
+        return op
+
+    def commit_inline(self) -> None:
+        """Commit what was collected this turn, here, unless the writer thread is in a transaction
+        (then it goes to the thread, behind what is queued there)."""
+        self._inline_scheduled = False
+        ops, self._inline = self._inline, []
+        if not ops:
+            return
+        if not self._busy.acquire(blocking=False):
+            return self._hand_over(ops)
+        try:
+            if not self._begin_now():  # another process holds the write lock: the thread waits for it
+                return self._hand_over(ops)
+            self._commit(ops, begun=True)
+        finally:
+            self._busy.release()
+        _wake(ops)
+
+    def _hand_over(self, ops: list[Op]) -> None:
+        for op in ops:
+            self._queue.put(op)
+
+    def _begin_now(self) -> bool:
+        """``BEGIN IMMEDIATE`` without waiting for a lock (the event loop never waits on one); False if
+        the write lock is held elsewhere (a backup, an administrator's shell), or on any error."""
+        conn = self.conn
+        assert conn is not None
+        try:
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        except sqlite3.Error:
+            return False
+        return True
+
+    def stop(self) -> None:
+        """Commit everything queued, then end the thread (blocking: call it in a worker thread)."""
+        if self._thread is not None:
+            self._queue.put(None)  # after everything already queued
+            self._thread.join()
+
+    def _run_thread(self) -> None:
+        """Take everything queued, commit it in one transaction, wake the waiters; repeat."""
+        assert self._loop is not None
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            ops = [first]
+            while True:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                ops.append(nxt)
+            with self._busy:
+                self._commit(ops)
+            try:
+                self._loop.call_soon_threadsafe(_wake, ops)
+            except RuntimeError:  # the event loop is gone (interpreter shutdown): nobody waits
+                return
+
+    def _commit(self, ops: list[Op], *, begun: bool = False) -> None:
+        try:
+            self._run_batch(ops, begun)
+            failed = [op.error for op in ops if isinstance(op.error, (sqlite3.Error, OSError))]
+            self.write_error = repr(failed[-1]) if failed else None
+        except BaseException as exc:  # noqa: BLE001 - the whole transaction failed; logged with its cause
+            log.error("storage commit of %d operations failed: %r", len(ops), exc)
+            self.write_error = repr(exc)
+            for op in ops:
+                op.error = op.error or exc
+
+    def _run_batch(self, ops: list[Op], begun: bool = False) -> None:
+        conn = self.conn
+        assert conn is not None
+        started = time.perf_counter()
+        if not begun:
+            conn.execute("BEGIN IMMEDIATE")
+        try:
+            for op in ops:
+                conn.execute("SAVEPOINT op")
+                try:
+                    op.result = op.fn(conn)
+                    conn.execute("RELEASE op")
+                except Exception as exc:  # noqa: BLE001 - one failing operation must not fail its batch
+                    if not conn.in_transaction:  # SQLite rolled everything back (disk full, I/O error)
+                        raise
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    op.error = exc
+            conn.execute("COMMIT")
+            self.commits += 1
+            self.observe_commit(time.perf_counter() - started)
+        except BaseException as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error as rollback_error:  # never hide the real cause behind this one
+                    log.warning("rollback after %r failed: %r", exc, rollback_error)
+            raise
