@@ -70,11 +70,14 @@ class IdRanges:
         ends[i:j] = [end]
 
     def add_all(self, ranges: Iterable[tuple[int, int, int]]) -> None:
-        """``add`` each (client, clock, length); a repeated delete set costs a bisect per range."""
+        """``add`` each (client, clock, length); a repeated delete set costs a bisect per range.
+        New ranges are merged in per client at once: one by one, a crafted delete set of many ranges in
+        descending order costs a list insertion at the front each (quadratic: a minute for 1 MB)."""
         all_starts, all_ends = self._starts, self._ends
         client_of: int | None = None
         starts: list[int] = []
         ends: list[int] = []
+        fresh: dict[int, list[tuple[int, int]]] = {}
         for client, clock, length in ranges:
             if client != client_of:
                 client_of = client
@@ -83,7 +86,33 @@ class IdRanges:
             j = bisect.bisect_right(starts, end)
             if j and ends[j - 1] >= end and starts[j - 1] <= clock:
                 continue
-            self.add(client, clock, end)
+            fresh.setdefault(client, []).append((clock, end))
+        for client, new in fresh.items():
+            self._merge(client, new)
+
+    def _merge(self, client: int, new: list[tuple[int, int]]) -> None:
+        """Merge ``new`` (start, end) ranges of ``client`` in: one by one while that is cheaper (a few
+        ranges: a bisect and a list insertion each), else by rebuilding the window of held ranges they
+        reach (linear in that window, in Python)."""
+        starts = self._starts.setdefault(client, [])
+        ends = self._ends.setdefault(client, [])
+        lo = bisect.bisect_left(ends, min(new)[0])
+        hi = bisect.bisect_right(starts, max(end for _, end in new))
+        if len(new) * (len(starts) + len(new)) < 500 * (hi - lo + len(new)):  # an insertion moves ~1 ns a pointer
+            for start, end in new:
+                self.add(client, start, end)
+            return
+        out_starts: list[int] = []
+        out_ends: list[int] = []
+        for start, end in sorted([*zip(starts[lo:hi], ends[lo:hi], strict=True), *new]):
+            if out_ends and start <= out_ends[-1]:
+                if end > out_ends[-1]:
+                    out_ends[-1] = end
+            else:
+                out_starts.append(start)
+                out_ends.append(end)
+        starts[lo:hi] = out_starts
+        ends[lo:hi] = out_ends
 
     def drop_below(self, client: int, clock: int) -> None:
         """Forget the IDs of ``client`` below ``clock``."""
@@ -96,6 +125,20 @@ class IdRanges:
             starts[0] = clock
         if not starts:
             del self._starts[client], self._ends[client]
+
+    def within(self, client: int, start: int, end: int) -> list[tuple[int, int, int]]:
+        """(client, clock, length) for the parts of [start, end) in this set."""
+        starts = self._starts.get(client)
+        if not starts:
+            return []
+        ends = self._ends[client]
+        out = []
+        i = bisect.bisect_right(ends, start)  # the first range ending after start
+        while i < len(starts) and starts[i] < end:
+            lo, hi = max(start, starts[i]), min(end, ends[i])
+            out.append((client, lo, hi - lo))
+            i += 1
+        return out
 
     def clients(self) -> list[int]:
         return list(self._starts)
@@ -118,7 +161,7 @@ class HeldBack:
     update with an empty delete set) and its deletes (``IdRanges``, so a delete set sent again and
     again is held once)."""
 
-    __slots__ = ("_structs", "_deletes", "_update", "_sv_bytes", "_sv")
+    __slots__ = ("_structs", "_deletes", "_update", "_sv_bytes", "_sv", "_clients")
 
     def __init__(self, structs: bytes | None = None, deletes: IdRanges | None = None) -> None:
         self._structs = structs
@@ -126,6 +169,7 @@ class HeldBack:
         self._update: bytes | None = None  # the two as one update, built when asked for
         self._sv_bytes = b""  # the document's state vector when last settled, and decoded
         self._sv: dict[int, int] = {}
+        self._clients: set[int] | None = None  # the clients of the held structs, once needed
 
     @property
     def empty(self) -> bool:
@@ -153,8 +197,9 @@ class HeldBack:
         sv_bytes = doc.get_state()
         if sv_bytes != self._sv_bytes:
             sv = decode_state_vector(sv_bytes)
-            if self._structs is not None:
+            if self._structs is not None and self._moved(sv):
                 self._structs = _structs_beyond(self._structs, len(self._structs) - 1, sv_bytes)
+                self._clients = None
             for client in self._deletes.clients():
                 if sv.get(client, 0) != self._sv.get(client, 0):
                     self._deletes.drop_below(client, sv.get(client, 0))
@@ -162,16 +207,35 @@ class HeldBack:
             self._update = None
         own = _structs_beyond(update, decoded.delete_set_offset, sv_bytes)
         if own is not None:
-            self._structs = own if self._structs is None else merge_updates(self._structs, own)
+            clients = {s.client for s in decoded.structs}  # those of ``own`` and maybe more: a superset will do
+            if self._structs is None:
+                self._structs, self._clients = own, clients
+            else:
+                self._structs = merge_updates(self._structs, own)
+                if self._clients is not None:
+                    self._clients |= clients
         waits = own is not None
+        beyond = []
         for client, clock, length in decoded.deletes:
             known = self._sv.get(client, 0)
             if clock + length > known:
-                self._deletes.add(client, max(clock, known), clock + length)
-                waits = True
+                start = max(clock, known)
+                beyond.append((client, start, clock + length - start))
+        if beyond:
+            self._deletes.add_all(beyond)
+            waits = True
         if waits:
             self._update = None
         return waits
+
+    def _moved(self, sv: dict[int, int]) -> bool:
+        """Whether ``sv`` moved for a client of the held structs: only then can some of them have
+        integrated. Re-encoding what is held after every keystroke of anyone cost a crafted update
+        that never integrates about its size in CPU per keystroke."""
+        if self._clients is None:
+            assert self._structs is not None
+            self._clients = {s.client for s in decode(self._structs).structs}
+        return any(sv.get(client, 0) != self._sv.get(client, 0) for client in self._clients)
 
     def full_state(self, doc: Doc[Any]) -> bytes:
         """The document as a Yjs peer would encode it: its integrated state and what waits."""

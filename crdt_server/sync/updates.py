@@ -343,44 +343,73 @@ class IdIndex:
     def places(self, update: Update) -> list[tuple[Struct, Place | None]]:
         """Each struct with its place, resolved through the index and earlier structs of the same
         update (in any order); None when it depends on IDs nobody has seen yet (pending).
-        Remembered on the update, so the check and the recording after apply resolve it once."""
+        Remembered on the update, so the check and the recording after apply resolve it once.
+
+        Each struct is resolved once, following its origin (else right origin, or its parent) into
+        the update or the index: an update's structs may depend on each other in any order, and a
+        pass over all of them per step of a chain was cubic (20,000 scattered inserts: 20 s)."""
         if update.placed is not None and all(place is not None for _, place in update.placed):
             return update.placed
-        local: dict[int, list[tuple[int, int, Place]]] = {}
+        structs = [s for s in update.structs if s.ref != SKIP]
+        starts: dict[int, list[int]] = {}  # per client: the clocks of its structs here, ascending
+        at: dict[int, list[int]] = {}  # and their positions in ``structs``
+        for i, s in enumerate(structs):
+            client_starts = starts.setdefault(s.client, [])
+            if client_starts and client_starts[-1] > s.clock:  # not in clock order: crafted
+                j = bisect.bisect_left(client_starts, s.clock)
+                client_starts.insert(j, s.clock)
+                at[s.client].insert(j, i)
+            else:
+                client_starts.append(s.clock)
+                at.setdefault(s.client, []).append(i)
+        todo, busy, done = 0, 1, 2
+        state = [done if s.ref == GC else todo for s in structs]
+        result: list[Place | None] = [GC_PLACE if s.ref == GC else None for s in structs]
 
-        def lookup(ref: tuple[int, int]) -> Place | None:
-            for start, end, place in local.get(ref[0], ()):
-                if start <= ref[1] < end:
-                    return place
-            return self.find(*ref)
+        def local(ref: tuple[int, int]) -> int | None:
+            clocks = starts.get(ref[0])
+            if not clocks:
+                return None
+            j = bisect.bisect_right(clocks, ref[1]) - 1
+            if j < 0:
+                return None
+            k = at[ref[0]][j]
+            return k if structs[k].clock <= ref[1] < structs[k].end else None
 
-        todo = [s for s in update.structs if s.ref not in (GC, SKIP)]
-        resolved: list[tuple[Struct, Place | None]] = [(s, GC_PLACE) for s in update.structs if s.ref == GC]
-        for s, _ in resolved:
-            local.setdefault(s.client, []).append((s.clock, s.end, GC_PLACE))
-        progress = True
-        while todo and progress:
-            progress = False
-            rest = []
-            for s in todo:
-                place: Place | None = None
-                if s.parent_root is not None:
-                    place = (s.parent_root, s.parent_sub)
-                elif s.parent_id is not None:
-                    parent = lookup(s.parent_id)
-                    place = parent if parent is None or parent[1] is not None else (parent[0], s.parent_sub)
-                else:
-                    for ref in (s.origin, s.right_origin):
-                        if ref is not None and (place := lookup(ref)) is not None:
-                            break
-                if place is None:
-                    rest.append(s)
+        def attempt(s: Struct) -> tuple[int | None, Place | None]:
+            """(a struct of the update to resolve first, None) or (None, the place of ``s``)."""
+            if s.parent_root is not None:
+                return None, (s.parent_root, s.parent_sub)
+            for ref in ((s.parent_id,) if s.parent_id is not None else (s.origin, s.right_origin)):
+                if ref is None:
                     continue
-                local.setdefault(s.client, []).append((s.clock, s.end, place))
-                resolved.append((s, place))
-                progress = True
-            todo = rest
-        resolved.extend((s, None) for s in todo)
+                k = local(ref)
+                if k is not None and state[k] == todo:
+                    return k, None
+                place = result[k] if k is not None and state[k] == done else None
+                if place is None:  # not in the update, pending there, or a cycle
+                    place = self.find(*ref)
+                if s.parent_id is not None:
+                    return None, place if place is None or place[1] is not None else (place[0], s.parent_sub)
+                if place is not None:
+                    return None, place
+            return None, None
+
+        for i in range(len(structs)):
+            stack = [i]
+            while stack:
+                j = stack[-1]
+                if state[j] == done:
+                    stack.pop()
+                    continue
+                state[j] = busy
+                first, place = attempt(structs[j])
+                if first is not None:
+                    stack.append(first)
+                    continue
+                result[j], state[j] = place, done
+                stack.pop()
+        resolved = list(zip(structs, result, strict=True))
         update.placed = resolved
         return resolved
 

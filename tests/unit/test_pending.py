@@ -97,3 +97,18 @@ def test_a_delete_set_sent_again_and_again_is_held_once() -> None:
         assert held.update is not None
         sizes.add(len(held.update))
     assert len(sizes) == 1
+
+
+def test_id_ranges_take_many_ranges_in_any_order_at_once() -> None:
+    """``add_all`` of many ranges (merged in at once) holds the same set as adding them one by one."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(20):
+        one, bulk = IdRanges(), IdRanges()
+        for _ in range(3):
+            batch = [(rng.choice((1, 2)), rng.randrange(0, 3000), rng.randrange(1, 6)) for _ in range(rng.randrange(1, 2000))]
+            for client, clock, length in batch:
+                one.add(client, clock, clock + length)
+            bulk.add_all(batch)
+            assert bulk.ranges() == one.ranges()
