@@ -12,12 +12,12 @@ import anyio
 import asyncpg
 import httpx
 import pytest
-from pycrdt import Text
+from pycrdt import Map, Text
 
 from crdt_server.sync.protocol import CloseCode
 
 from .cluster import Deployment, PrivateRedis, deployment, redis_command
-from .conftest import auth, create_session, py_client, text_of
+from .conftest import auth, create_session, py_client, text_of, wait_for
 from .jsclient import js_client, js_deps  # noqa: F401  (js_deps is a fixture)
 from .pg import URL
 from .test_cluster import stored_text, wait_equal
@@ -120,6 +120,26 @@ async def test_every_message_lost_is_repaired_from_the_database(dep, private_red
                 assert (await http.delete(f"{a.base_url}/api/sessions/{s['id']}")).status_code == 204
             event = await watcher.wait_close(timeout=10)
             assert event["code"] == CloseCode.SESSION_NOT_FOUND
+
+
+async def test_an_end_whose_message_is_lost_is_enforced_from_the_log(dep, private_redis):
+    """The session's status and lock are in the document's meta too: a process that learns of an end
+    only through the log (its CONTROL message lost, or later than the row) enforces it at once, so a
+    candidate who was shown "ended" cannot still edit there."""
+    d = dep
+    b = d.server()
+    a = d.server(CRDT_SERVER_REDIS_URL=private_redis.url)  # B never hears A's messages
+    s = await create_session(a, code="x = 1\n")
+    async with py_client(b, s) as cand:
+        async with httpx.AsyncClient(headers=auth(s["tokens"]["interviewer"])) as http:
+            r = await http.patch(f"{a.base_url}/api/sessions/{s['id']}", json={"status": "ended"})
+            assert r.status_code == 200, r.text
+        await wait_for(lambda: cand.get("meta", type=Map).get("status") == "ended", timeout=10)
+        cand.get("code", type=Text).insert(0, "late ")  # undone by B, never stored
+        await wait_for(lambda: text_of(cand) == "x = 1\n", timeout=10)
+        await anyio.sleep(0.5)
+        assert text_of(cand) == "x = 1\n"
+        assert stored_text(d, s["id"]) == "x = 1\n"
 
 
 async def test_postgresql_refusing_writes_closes_the_author_and_applies_nothing(dep):

@@ -21,8 +21,9 @@ from contextlib import contextmanager
 from typing import Any, Literal, Protocol
 
 import anyio
-from pycrdt import Doc
+from pycrdt import Doc, Map
 
+from ..document import META_KEYS
 from ..storage import Store
 from . import protocol as p
 from .awareness import RoomPresence
@@ -99,6 +100,9 @@ class Following:
     diverged: bool
     doc_size: int
     bad_seqs: set[int]
+    ended: bool
+    locked: bool
+    _meta: Map[Any]
     peers: Peers
     presence: RoomPresence
     _inflight: Batch | None
@@ -155,6 +159,7 @@ class Following:
 
     def apply_rows(self, rows: Iterable[tuple[int, bytes]]) -> None:
         failed = []
+        applied = False
         for seq, data in sorted(rows):
             if self.has_row(seq) or self.gone:
                 continue
@@ -176,8 +181,22 @@ class Following:
             self.doc_size += len(data)
             self._mark([seq])
             self._broadcast(data, None)
+            applied = True
+        if applied:
+            self._follow_meta()  # before this turn ends, so before any client answers what it was sent
         if failed:
             self._spawn(lambda: self._recover(failed))
+
+    def _follow_meta(self) -> None:
+        """The session's status and lock travel in the document's meta as well as in its row: the room
+        enforces what its clients were just shown, without waiting for the CONTROL message that re-reads
+        the row (it can come later). Committed rows carry only server-written meta (clients' are reverted)."""
+        status = self._meta.get(META_KEYS["status"])
+        if status is not None:
+            self.ended = status == "ended"
+        locked = self._meta.get(META_KEYS["locked"])
+        if locked is not None:
+            self.locked = bool(locked)
 
 
     def schedule_catch_up(self, delay: float = GAP_GRACE) -> None:
