@@ -18,11 +18,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from crdt_server.testing import ServerProcess, free_port
 
-from .pg import URL, new_schema, pg_sql, require_postgres
+from .pg import URL, new_schema, pg_sql, require, require_postgres
 
 REDIS_URL = os.environ.get("CRDT_SERVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -54,12 +52,7 @@ def _unreachable() -> str | None:
 
 
 def require_redis() -> None:
-    why = _unreachable()
-    if why is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{why}; CI needs it (.ci/run starts it)")
-    pytest.skip(why)
+    require(_unreachable())
 
 
 class Deployment:
@@ -115,9 +108,7 @@ class PrivateRedis:
     def start(self) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
-            if os.environ.get("CI") == "true":
-                pytest.fail("redis-server is not installed; CI needs it (.ci/run installs it)")
-            pytest.skip("redis-server is not installed")
+            require("redis-server is not installed (.ci/run installs it)")
         self.proc = subprocess.Popen([exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                                       "--appendonly", "no", "--dir", str(self.root)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -44,13 +44,17 @@ def _unreachable() -> str | None:
     return None
 
 
-def require_postgres() -> None:
-    why = _unreachable()
+def require(why: str | None) -> None:
+    """A service the test needs is unreachable (``why``): fail under CI=true, skip with the reason otherwise."""
     if why is None:
         return
     if os.environ.get("CI") == "true":
         pytest.fail(f"{why}; CI needs it (.ci/run starts it)")
     pytest.skip(why)
+
+
+def require_postgres() -> None:
+    require(_unreachable())
 
 
 def pg_sql(sql: str, *args: Any, schema: str = "public", url: str = URL) -> list[tuple[Any, ...]]:
