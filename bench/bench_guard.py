@@ -58,6 +58,19 @@ def big_document() -> Doc[Any]:
     return doc
 
 
+def guarded_apply_us(base: Doc[Any], updates: list[bytes]) -> float:
+    """µs per update for the guard's check and the apply of what it lets through, on a copy of ``base``."""
+    doc: Doc[Any] = Doc()
+    doc.apply_update(base.get_update())
+    guard = DocumentGuard(doc)
+    t = time.perf_counter()
+    for u in updates:
+        verdict = guard.check(u)
+        doc.apply_update(verdict.update)
+        guard.applied(verdict.decoded, verdict.pending)
+    return (time.perf_counter() - t) / len(updates) * 1e6
+
+
 def measure(label: str, doc: Doc[Any], n: int) -> None:
     updates = keystrokes(doc, n)
     live: Doc[Any] = Doc()
@@ -67,15 +80,7 @@ def measure(label: str, doc: Doc[Any], n: int) -> None:
         get_state(u)
         live.apply_update(u)
     baseline = (time.perf_counter() - t) / n * 1e6
-    guarded: Doc[Any] = Doc()
-    guarded.apply_update(doc.get_update())
-    guard = DocumentGuard(guarded)
-    t = time.perf_counter()
-    for u in updates:
-        verdict = guard.check(u)
-        guarded.apply_update(verdict.update)
-        guard.applied(verdict.decoded, verdict.pending)
-    checked = (time.perf_counter() - t) / n * 1e6
+    checked = guarded_apply_us(doc, updates)
     print(f"| {label} | {baseline:.1f} | {checked:.1f} | +{checked - baseline:.1f} | {checked / baseline:.2f}x |")
 
 
@@ -125,15 +130,7 @@ def measure_neutral(base: Doc[Any], n: int, rounds: int = 5) -> None:
     best = dict.fromkeys(cases, float("inf"))
     for _ in range(rounds):
         for label, updates in cases.items():
-            doc: Doc[Any] = Doc()
-            doc.apply_update(base.get_update())
-            guard = DocumentGuard(doc)
-            t = time.perf_counter()
-            for u in updates:
-                verdict = guard.check(u)
-                doc.apply_update(verdict.update)
-                guard.applied(verdict.decoded, verdict.pending)
-            best[label] = min(best[label], (time.perf_counter() - t) / len(updates) * 1e6)
+            best[label] = min(best[label], guarded_apply_us(base, updates))
     kept = best["kept: {'ab': 1}"]
     for label, us in best.items():
         print(f"| {label} | {us:.2f} | {us / kept:.2f}x |")
