@@ -86,15 +86,7 @@ def measure(label: str, doc: Doc[Any], n: int) -> None:
 
 def language_writes(base: Doc[Any], n: int) -> list[bytes]:
     """``n`` writes of ``meta.language`` by one editor (a lib0 ``any`` string each)."""
-    editor: Doc[Any] = Doc(client_id=4_242_424_242)
-    editor.apply_update(base.get_update())
-    meta = editor.get("meta", type=Map)
-    out = []
-    for i in range(n):
-        before = editor.get_state()
-        meta["language"] = ("python", "go")[i % 2]
-        out.append(editor.get_update(before))
-    return out
+    return map_writes(base, n, lambda i: ("python", "go")[i % 2], root="meta", key="language")
 
 
 def measure_exact(label: str, updates: list[bytes], rounds: int = 7) -> None:
@@ -109,15 +101,15 @@ def measure_exact(label: str, updates: list[bytes], rounds: int = 7) -> None:
     print(f"| {label} | {best[False]:.2f} | {best[True]:.2f} | {added:+.2f} | {best[True] / best[False]:.3f}x |")
 
 
-def map_writes(base: Doc[Any], n: int, value: Any) -> list[bytes]:
-    """``n`` writes of ``value`` to one key of a root map ``extra`` by one editor."""
+def map_writes(base: Doc[Any], n: int, value: Any, root: str = "extra", key: str = "v") -> list[bytes]:
+    """``n`` writes to one key of a root map by one editor; ``value`` may be a function of the write's index."""
     editor: Doc[Any] = Doc(client_id=4_242_424_242)
     editor.apply_update(base.get_update())
-    extra = editor.get("extra", type=Map)
+    target = editor.get(root, type=Map)
     out = []
-    for _ in range(n):
+    for i in range(n):
         before = editor.get_state()
-        extra["v"] = value
+        target[key] = value(i) if callable(value) else value
         out.append(editor.get_update(before))
     return out
 
