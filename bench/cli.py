@@ -17,6 +17,7 @@ from .scenarios import OPT_IN, Sizes, log, quick_sizes, scenario_table
 from .servers import (
     BENCH_DIR,
     DEFAULT_OURS_CMD,
+    FloorServer,
     HocuspocusAsOurs,
     HocuspocusServer,
     OursServer,
@@ -29,8 +30,9 @@ from .servers import (
 )
 
 # The servers, in column order; SHORT names the ratio columns.
-SIDES = ("ours", "reference", "hocuspocus")
-SHORT = {"ours": "ours", "reference": "ref", "hocuspocus": "hp"}
+SIDES = ("ours", "reference", "hocuspocus", "floor")
+DEFAULT_SIDES = ("ours", "reference", "hocuspocus")  # floor: opt-in (bench/floor_server.py)
+SHORT = {"ours": "ours", "reference": "ref", "hocuspocus": "hp", "floor": "floor"}
 
 
 def parse_args(argv=None):
@@ -58,7 +60,7 @@ def parse_args(argv=None):
                    help="token role of the non-writing clients on our server (default: observer)")
     p.add_argument("--no-deflate", action="store_true",
                    help="clients do not offer permessage-deflate (browsers do; default is to offer it)")
-    p.add_argument("--servers", metavar="LIST", default=",".join(SIDES),
+    p.add_argument("--servers", metavar="LIST", default=",".join(DEFAULT_SIDES),
                    help="the servers to run, comma separated, in column order (default: %(default)s)")
     p.add_argument("--skip-ours", action="store_true", help="do not run our server")
     p.add_argument("--skip-reference", action="store_true", help="do not run the reference server")
@@ -94,11 +96,12 @@ def fmt(v) -> str:
 def ratio_columns(sides: list[str]) -> list[tuple[str, str]]:
     """(numerator, denominator) pairs: ours against each peer run; without ours, Hocuspocus against
     the reference."""
-    if "ours" in sides:
-        return [("ours", d) for d in sides if d != "ours"]
-    if "hocuspocus" in sides and "reference" in sides:
-        return [("hocuspocus", "reference")]
-    return []
+    pairs = [("ours", d) for d in sides if d != "ours"] if "ours" in sides else []
+    if "floor" in sides and "reference" in sides:  # the stack's own floor against the reference
+        pairs.append(("floor", "reference"))
+    if not pairs and "hocuspocus" in sides and "reference" in sides:
+        pairs.append(("hocuspocus", "reference"))
+    return pairs
 
 
 def ratio(o, r) -> str:
@@ -220,7 +223,7 @@ def main(argv=None) -> int:
     if not sides or any(w not in SIDES for w in sides) or len(set(sides)) != len(sides):
         print(f"bench: --servers {args.servers!r}: name each of {', '.join(SIDES)} at most once", file=sys.stderr)
         return 2
-    sides = [s for s in sides if not getattr(args, f"skip_{s}")]
+    sides = [s for s in sides if not getattr(args, f"skip_{s}", False)]
     if not sides:
         print("bench: every server is skipped; nothing to run", file=sys.stderr)
         return 2
@@ -249,6 +252,8 @@ def main(argv=None) -> int:
             return ReferenceServer(logdir)
         if label == "hocuspocus":
             return HocuspocusServer(logdir)
+        if label == "floor":
+            return FloorServer(logdir)
         if args.ours_cmd.strip() == "reference":
             return ReferenceAsOurs(logdir)
         if args.ours_cmd.strip() == "hocuspocus":

@@ -10,6 +10,8 @@ y-websocket connect parameters for it, and which process tree to measure.
 * ``HocuspocusServer``: ``@hocuspocus/server`` (Node), started by ``hocuspocus_server.mjs``. Any
   document name works; clients connect to ``ws://127.0.0.1:P`` and name the document in every
   message (the load generator's ``hocuspocus`` protocol).
+* ``FloorServer``: ``floor_server.py``, a bare relay on our stack with write-ahead (opt-in column
+  ``floor``): a lower bound for what any server built on the stack costs. Rooms as the reference's.
 """
 
 from __future__ import annotations
@@ -245,6 +247,20 @@ class HocuspocusServer(ServerSide):
     def command(self):
         env = dict(os.environ, HOST=HOST, PORT=str(self.port))
         return [shutil.which("node") or "node", str(BENCH_DIR / "hocuspocus_server.mjs")], env, BENCH_DIR
+
+    def create_rooms(self, n: int) -> list[Room]:
+        return named_rooms(n)
+
+
+class FloorServer(ServerSide):
+    """``bench/floor_server.py``: the least a server on this stack does per message (its docstring)."""
+
+    label = "floor"
+
+    def command(self):
+        argv = [sys.executable, "-P", str(BENCH_DIR / "floor_server.py"),
+                "--host", HOST, "--port", str(self.port), "--data-dir", str(self.tmpdir)]
+        return argv, dict(os.environ), REPO_DIR
 
     def create_rooms(self, n: int) -> list[Room]:
         return named_rooms(n)

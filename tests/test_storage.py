@@ -258,3 +258,45 @@ async def test_one_batch_keeps_each_append_to_its_own_fate(make_store):
         assert [u.seq for u in await store.read_updates(full, 0, 10)] == [1, 2, 3, 4]
         [stored] = await store.read_updates(other, 1, 10)
         assert stored.name in ("Eve\x00", "Eve\ufffd")
+
+
+async def test_a_read_the_event_loop_cannot_make_at_once_waits_for_the_lock_in_a_thread(tmp_path):
+    """Point reads run on the event loop (a WebSocket connect makes two). One that finds SQLite busy
+    must neither fail nor stall the loop: it waits for the lock in a worker thread. (In WAL mode a
+    plain SELECT is rarely busy; a read that takes the write lock is, while another process holds it.)"""
+    path = tmp_path / "db.sqlite"
+    async with SQLiteStore(path) as store:
+        sid = await make(store)
+        assert (await store.get_session(sid)) is not None  # the loop's own reader exists now
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await anyio.sleep(0.01)
+                ticks += 1
+
+        def release() -> None:
+            time.sleep(0.5)
+            other.execute("ROLLBACK")
+            other.close()
+
+        def locked_read(c: sqlite3.Connection) -> str:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                return str(c.execute("SELECT title FROM sessions WHERE id = ?", (sid,)).fetchone()[0])
+            finally:
+                c.execute("ROLLBACK")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            threading.Thread(target=release).start()
+            started = time.monotonic()
+            title = await store._read(locked_read, inline=True)
+            waited = time.monotonic() - started
+            tg.cancel_scope.cancel()
+        assert title == "t"
+        assert waited >= 0.4  # it did wait for the lock...
+        assert ticks >= 10  # ...and the event loop ran meanwhile

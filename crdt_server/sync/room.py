@@ -206,7 +206,11 @@ class SessionRoom(Following, GuardedIngest, RoomLifecycle, YRoom):
 
     def _apply(self, item: Pending) -> bool:
         """Apply a committed (or server-made) update; False if the CRDT library refused it."""
-        before = self._meta.get("language")
+        verdict = item.verdict
+        # A cleared update cannot set the language (an insert into meta.language makes it guarded);
+        # it can only delete it, which ``_note_language`` ignores: two map reads saved per keystroke.
+        watch = verdict is None or verdict.guarded
+        before = self._meta.get("language") if watch else None
         try:
             self.ydoc.apply_update(item.update)
         except BaseException as exc:  # stored but unusable: loading skips it the same way
@@ -214,9 +218,9 @@ class SessionRoom(Following, GuardedIngest, RoomLifecycle, YRoom):
                 raise
             log.warning("session %s: stored update could not be applied: %r", self.session_id, exc)
             return False
-        self._note_language(item.origin, before)
+        if watch:
+            self._note_language(item.origin, before)
         item.applied = True
-        verdict = item.verdict
         item.held = self.guard.applied(item.decoded, verdict is not None and verdict.pending, item.update,
                                        admitted=verdict is not None)
         return True
