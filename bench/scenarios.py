@@ -160,6 +160,7 @@ class Phase:
     rss_after: int  # server RSS at the end of the measured phase
     rss_peak: int  # peak sampled over the whole scenario
     other_cpu_s: float  # CPU used by everything else on the machine during the phase
+    connect_cpu_s: float = 0.0  # server CPU seconds from the first client's connect until all were synced
 
 
 def run_phase(server: ServerSide, specs: list[dict], logdir: Path, tag: str,
@@ -171,6 +172,7 @@ def run_phase(server: ServerSide, specs: list[dict], logdir: Path, tag: str,
     `extra_specs` are spawned only once the first workers are ready (e.g. after the document fill).
     """
     rss_before = server.rss_bytes()
+    cpu_connect0 = server.cpu_seconds()
     sampler = procs.RssSampler(server.measured_pid)
     sampler.start()
     workers: list[Worker] = []
@@ -181,6 +183,7 @@ def run_phase(server: ServerSide, specs: list[dict], logdir: Path, tag: str,
         for i, spec in enumerate(extra_specs, start=len(workers)):
             workers.append(Worker(dict(spec, protocol=server.protocol), logdir, tag, i))
         readies += [w.expect("ready", ready_timeout) for w in workers[len(readies):]]
+        connect_cpu_s = server.cpu_seconds() - cpu_connect0
         time.sleep(settle)  # let join-time traffic (awareness fan-out to every peer) settle
         rss_ready = server.rss_bytes()
         cpu0, t0, busy0, own0 = (server.cpu_seconds(), time.monotonic(), procs.system_busy_seconds(),
@@ -209,7 +212,7 @@ def run_phase(server: ServerSide, specs: list[dict], logdir: Path, tag: str,
     client_cpu = sum(r.get("client", {}).get("cpuS", 0.0) for r in results)
     other = max(0.0, (busy1 - busy0) - (cpu1 - cpu0) - client_cpu - (own1 - own0))
     return Phase(readies, results, cpu1 - cpu0, t1 - t0, rss_before, rss_ready, rss_after, max(peak, rss_after),
-                 other)
+                 other, connect_cpu_s)
 
 
 def split(xs: list, n: int) -> list[list]:
@@ -368,6 +371,7 @@ def scenario_idle(server, args, logdir, tag):
     out = {
         "sockets connected": connected,
         "connect+sync all (s)": max(r["connectMs"] for r in ph.readies) / 1000,
+        "server CPU per connect (us)": 1e6 * ph.connect_cpu_s / connected if connected else None,
         "server RSS before (MB)": ph.rss_before / MB,
         "server RSS with sockets (MB)": ph.rss_after / MB,
         "RSS per socket (KB)": (ph.rss_after - ph.rss_before) / 1024 / connected if connected else None,

@@ -44,10 +44,9 @@ class OversizeProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        plain = self.conn
-        self.conn = RefusingServerProtocol(extensions=plain.available_extensions,
-                                           max_size=(plain.max_message_size, plain.max_fragment_size),
-                                           logger=plain.logger)
+        # The same object as a refusing one (a subclass that only overrides a method): not a second
+        # parser built and the first thrown away, once per connection.
+        self.conn.__class__ = RefusingServerProtocol
         self.draining = False
         self.drained = 0
 

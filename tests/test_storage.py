@@ -17,6 +17,7 @@ from pycrdt import Doc, Text
 from crdt_server.document import initial_document, read_text
 from crdt_server.lifetimes import Lifetimes
 from crdt_server.storage import EventRecord, SessionRecord, SQLiteStore, UpdateRecord
+from crdt_server.storage.base import SMALL_LOAD_BYTES, SMALL_LOAD_ROWS
 from crdt_server.storage.sqlite import MIGRATIONS, SessionGone
 from crdt_server.sync import load_document
 
@@ -140,10 +141,28 @@ async def test_load_is_latest_snapshot_plus_tail(make_store):
             await edit(ch)
         snapshot, tail, base = await store.load(sid)
         assert snapshot is not None and base == 4 and [u.seq for u in tail] == [5, 6]
-        loaded, last, snap_seq, _ = await load_document(store, sid)
+        loaded, last, snap_seq, *_ = await load_document(store, sid)
         assert (read_text(loaded), last, snap_seq) == ("abcdef", 6, 4)
         # the full log is kept for history and playback
         assert len(await store.read_updates(sid, 0, 100)) == 6
+
+
+@pytest.mark.parametrize("rows, chunk", [(3, 10), (SMALL_LOAD_ROWS + 5, 10), (3, SMALL_LOAD_BYTES)],
+                         ids=["small", "many-rows", "many-bytes"])
+async def test_a_document_loads_the_same_on_the_event_loop_or_in_a_thread(make_store, rows, chunk):
+    """Small documents load on the event loop, others in worker threads: the same text and seq either way."""
+    async with make_store() as store:
+        sid = await make(store, code="a")
+        doc: Doc[Any] = Doc()
+        doc.apply_update((await store.read_updates(sid, 0, 1))[0].data)
+        text = doc.get("code", type=Text)
+        for i in range(rows):
+            before = doc.get_state()
+            text.insert(len(text), str(i % 10) * chunk)
+            await store.append_updates([UpdateRecord(sid, doc.get_update(before), "candidate", "c")])
+        loaded, last, *_, small = await load_document(store, sid)
+        assert small == (rows <= SMALL_LOAD_ROWS and chunk < SMALL_LOAD_BYTES)
+        assert (read_text(loaded), last) == (read_text(doc), rows + 1)
 
 
 async def test_delete_removes_everything_and_later_appends_fail(make_store):
@@ -222,9 +241,9 @@ async def test_the_notes_document_has_a_log_of_its_own(make_store):
             await store.write_snapshot(sid, 3, notes.get_update(), doc="notes")
         await store.write_snapshot(sid, 2, notes.get_update(), doc="notes")
         assert [u.seq for u in await store.read_updates(sid, 0, 10)] == [1]  # the main log: the starter only
-        loaded, last, snap_seq, _ = await load_document(store, sid, "notes")
+        loaded, last, snap_seq, *_ = await load_document(store, sid, "notes")
         assert (str(loaded.get("notes", type=Text)), last, snap_seq) == ("ab", 2, 2)
-        main, main_last, _, _ = await load_document(store, sid)
+        main, main_last, *_ = await load_document(store, sid)
         assert (read_text(main), main_last, str(main.get("notes", type=Text))) == ("main", 1, "")
         assert [u.seq for u in await store.read_updates(sid, 0, 10, doc="notes")] == [1, 2]
         assert await store.last_seqs([sid, "gone"], doc="notes") == {sid: 2}

@@ -11,6 +11,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+# A document this small is loaded and rebuilt on the event loop (well under a millisecond) instead of
+# in worker threads: each hop to a thread and back costs about 150 µs of CPU, and loading a room took
+# three of them — the most of a WebSocket connect after a restart (bench/RESULTS.md, "connect").
+SMALL_LOAD_ROWS = 32  # updates after the snapshot (each is applied in its own transaction)
+SMALL_LOAD_BYTES = 64 * 1024  # snapshot + those updates
+
+
+def small_load(rows: int, size: int) -> bool:
+    return rows <= SMALL_LOAD_ROWS and size <= SMALL_LOAD_BYTES
+
 
 @dataclass(frozen=True)
 class SessionRecord:

@@ -33,6 +33,7 @@ from .base import (
     StorageUnavailable,
     StoreClosed,
     UpdateRecord,
+    small_load,
 )
 from .connections import checkpoint_loop
 from .connections import connect as _connect
@@ -326,19 +327,30 @@ class SQLiteStore:
         return await self._write(op, inline=sum(len(u.data) for u in updates) <= INLINE_BYTES)
 
     async def load(self, session_id: str, doc: str = MAIN_DOC) -> tuple[bytes | None, list[UpdateRecord], int]:
-        def fn(c: sqlite3.Connection) -> tuple[bytes | None, list[UpdateRecord], int]:
+        def fn(c: sqlite3.Connection, small_only: bool = False) -> tuple[bytes | None, list[UpdateRecord], int] | None:
             c.execute("BEGIN")  # one consistent read of snapshot + tail
             try:
                 snap = c.execute(
                     f"SELECT seq, data FROM {DOCS[doc][1]} WHERE session_id = ? ORDER BY seq DESC LIMIT 1", (session_id,)
                 ).fetchone()
                 base = snap[0] if snap else 0
+                if small_only:  # sizes only (SQLite reads a blob's length from the row header)
+                    rows, size = c.execute(f"SELECT count(*), coalesce(sum(length(data)), 0) FROM {DOCS[doc][0]} "
+                                           "WHERE session_id = ? AND seq > ?", (session_id, base)).fetchone()
+                    if not small_load(rows, size + (len(snap[1]) if snap else 0)):
+                        return None
                 tail = _updates(c, session_id, base, -1, doc)
             finally:
                 c.execute("COMMIT")
             return (snap[1] if snap else None), tail, base
 
-        return await self._read(fn)
+        # A small document is read on the event loop (most sessions: a snapshot and a short tail), a
+        # big one in a worker thread; the same goes for its rebuild (``sync/loader.py``).
+        loaded = await self._read(lambda c: fn(c, small_only=True), inline=True)
+        if loaded is None:
+            loaded = await self._read(fn)
+        assert loaded is not None
+        return loaded
 
     async def write_snapshot(self, session_id: str, seq: int, state: bytes, doc: str = MAIN_DOC) -> None:
         """Store the state at ``seq``; drop older snapshots of its block of ``checkpoint_every`` rows

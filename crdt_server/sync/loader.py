@@ -16,7 +16,7 @@ import anyio
 from pycrdt import Doc
 
 from ..storage import Store, UpdateRecord
-from ..storage.base import MAIN_DOC
+from ..storage.base import MAIN_DOC, small_load
 from .pending import HeldBack
 from .protocol import is_crdt_failure
 
@@ -30,6 +30,7 @@ class Loaded(NamedTuple):
     last_seq: int  # the last stored sequence number
     snapshot_seq: int  # the sequence number of the snapshot it started from
     held: HeldBack  # what of the stored updates the CRDT holds back (waiting for a dependency)
+    small: bool = False  # small enough to handle on the event loop (``storage.base.small_load``)
 
 
 async def load_document(
@@ -38,8 +39,8 @@ async def load_document(
     """Rebuild a session's document: newest snapshot + the updates after it, never re-seeded from text.
 
     ``doc`` names which of the session's documents (the shared one, or the notes). Rows in ``skip``
-    are left out, and rows found to fail are added to it. The replay runs in a worker thread: a big
-    log takes most of a second, which would stall every other session on the event loop.
+    are left out, and rows found to fail are added to it. The replay runs in a worker thread (a big log takes most of
+    a second, which would stall every other session on the event loop) unless the document is small.
     """
     snapshot, tail, base = await store.load(session_id, doc=doc)
     bad = skip if skip is not None else set()
@@ -49,9 +50,10 @@ async def load_document(
         pieces = ([snapshot] if snapshot is not None else []) + [r.data for r in tail if r.seq not in bad]
         return ydoc, HeldBack.of_stored(ydoc, pieces)
 
-    ydoc, held = await anyio.to_thread.run_sync(load)
+    small = small_load(len(tail), sum(len(r.data) for r in tail) + len(snapshot or b""))
+    ydoc, held = load() if small else await anyio.to_thread.run_sync(load)
     last = tail[-1].seq if tail else base
-    return Loaded(ydoc, last, base, held)
+    return Loaded(ydoc, last, base, held, small)
 
 
 def rebuild(session_id: str, snapshot: bytes | None, tail: list[UpdateRecord], bad: set[int] | None = None) -> Doc[Any]:

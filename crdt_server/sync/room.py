@@ -163,7 +163,7 @@ class SessionRoom(Following, GuardedIngest, RoomLifecycle, YRoom):
             return
         settled, self._settled = self._settled, asyncio.Event()
         try:
-            doc, last, _, held = await load_document(self.store, self.session_id, self.doc_key, self.bad_seqs)
+            doc, last, _, held, _ = await load_document(self.store, self.session_id, self.doc_key, self.bad_seqs)
             self._mark(range(self.last_seq + 1, last + 1))  # the rebuild holds every row up to ``last``
             self.ydoc = doc
             self._meta = doc.get(META, type=Map)

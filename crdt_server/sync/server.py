@@ -88,10 +88,12 @@ class SessionServer(WebsocketServer):
             session = await self.store.get_session(sid)
             if session is None:
                 raise SessionNotFound(sid)
-            doc, last_seq, snapshot_seq, held = await load_document(self.store, sid, NOTES_DOC if notes else MAIN_DOC)
+            doc, last_seq, snapshot_seq, held, small = await load_document(self.store, sid,
+                                                                           NOTES_DOC if notes else MAIN_DOC)
             if not notes:
                 await self._language_follows(session, doc)
-            size = await anyio.to_thread.run_sync(lambda: len(held.full_state(doc)))
+            size = len(held.full_state(doc)) if small else await anyio.to_thread.run_sync(
+                lambda: len(held.full_state(doc)))
             # Notes stay writable after the session ends: the interviewer writes them up then.
             room = (NotesRoom if notes else SessionRoom)(
                 sid, doc, self.store, self.options,
