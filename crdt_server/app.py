@@ -12,6 +12,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Match, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
+from uvicorn.protocols.utils import ClientDisconnected
 
 from .api import openapi
 from .api.access_log import AccessLogMiddleware
@@ -77,8 +78,13 @@ class App(Starlette):
                     websocket = WebSocket(scope, receive, send)
                     try:
                         await route.endpoint(websocket)
-                    except Exception as exc:  # the most specific handler, as Starlette looks it up
-                        handler = next((EXCEPTION_HANDLERS[c] for c in type(exc).__mro__ if c in EXCEPTION_HANDLERS), None)
+                    except ClientDisconnected:  # gone while its handler sent (e.g. before the accept): a disconnect
+                        log.debug("WebSocket client on %s went away", scope.get("path"))
+                    except Exception as exc:  # the most specific handler, as Starlette's ExceptionMiddleware
+                        # looks it up; not the one for ``Exception`` (an HTTP 500 page: Starlette's
+                        # ServerErrorMiddleware leaves a WebSocket's error to the server, which closes it 1011)
+                        handler = next((EXCEPTION_HANDLERS[c] for c in type(exc).__mro__
+                                        if c in EXCEPTION_HANDLERS and c is not Exception), None)
                         if handler is None:
                             raise
                         await handler(websocket, exc)  # type: ignore[arg-type]

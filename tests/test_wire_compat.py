@@ -7,8 +7,10 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import struct
 import time
 from typing import Any
+from urllib.parse import urlparse
 
 import anyio
 import httpx
@@ -220,3 +222,25 @@ async def test_content_the_server_accepts_reaches_newcomers_exactly_also_after_a
     async with js_client(url, room, token) as after:
         assert await after.get_text() == "base!"
         assert await after.read_content() == relayed
+
+
+async def test_a_client_gone_before_its_socket_is_accepted_is_no_server_error(server):
+    """A client that sends the handshake and goes away at once (a browser tab closed, a reconnect
+    given up while the server was busy) is an ordinary disconnect: nothing logged as an error, no
+    traceback, and the server serves the next client as before."""
+    s = await create_session(server)
+    url = urlparse(f"{server.ws_url}/{s['id']}?token={s['tokens']['candidate']}")
+    before = len(server.log())
+    request = (f"GET {url.path}?{url.query} HTTP/1.1\r\nHost: {url.hostname}:{url.port}\r\n"
+               "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+               f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n\r\n").encode()
+    for _ in range(20):
+        sock = socket.create_connection((url.hostname, url.port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+        sock.sendall(request)
+        sock.close()
+    async with connect(f"{url.scheme}://{url.netloc}{url.path}?{url.query}") as ws:  # still served
+        assert (await ws.recv())[0] == 0
+    await anyio.sleep(0.5)
+    logged = server.log()[before:]
+    assert "Traceback" not in logged and " ERROR " not in logged, logged[-3000:]
