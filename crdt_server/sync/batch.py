@@ -6,9 +6,9 @@ loop then commits, applies and broadcasts the batch's updates and confirms them 
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
+from ..primitives import Event
 from ..storage import SessionChange
 from .connection import Connection, Origin
 from .guard import Verdict
@@ -31,5 +31,5 @@ class Batch:
     def __init__(self) -> None:
         self.items: list[Pending] = []
         self.noops: list[tuple[Connection, Update, bytes]] = []  # updates that add nothing: confirmed, never stored
-        self.done = asyncio.Event()  # not anyio's: a tenth of the cost, made once per batch
+        self.done = Event()  # made once per batch: without a deque (crdt_server/primitives.py)
         self.error: BaseException | None = None

@@ -29,6 +29,7 @@ from websockets.protocol import State
 
 from ..config import Settings
 from ..domain import Role
+from ..primitives import Event
 from . import protocol as p
 from .protocol import CloseCode
 
@@ -134,7 +135,7 @@ class Connection:
         self.client_ids: set[int] = set()  # awareness clientIDs this connection introduced
         self.authored: set[int] = set()  # Yjs clientIDs of the structs this connection sent
         self.editor_events = 0  # history events its edits caused (bounded per connection)
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[bytes] | None = None  # made when a message first has to wait
         self._queued_bytes = 0
         self._max_messages = max_messages
         self._max_bytes = max_bytes
@@ -142,7 +143,7 @@ class Connection:
         self.close_code: int | None = None  # how it ended: the code we sent, or the client's
         self._sender: asyncio.Task[None] | None = None  # only while the queue is drained
         self._closed = False  # closed or broken: nothing more is sent
-        self._closed_event: asyncio.Event | None = None  # made by the first ``wait_closed``
+        self._closed_event: Event | None = None  # made by the first ``wait_closed``
         self._direct = _direct_protocol(websocket)
         self.on_slow_consumer: Callable[[], object] = _nothing  # the room counts these closes
         self.stop_reading: Callable[[], object] = _nothing  # set by the handler: ends the read half
@@ -210,15 +211,18 @@ class Connection:
         closed. Never raises."""
         if self._close_request is not None or self._closed:
             return
-        if self._sender is None and self._direct is not None and not self._queue:
+        queue = self._queue
+        if self._sender is None and self._direct is not None and not queue:
             if self._write_now(wire if wire is not None else wire_frame(message)):
                 return
-        if len(self._queue) >= self._max_messages or self._queued_bytes + len(message) > self._max_bytes:
+        if queue is None:
+            queue = self._queue = deque()
+        if len(queue) >= self._max_messages or self._queued_bytes + len(message) > self._max_bytes:
             log.warning("closing connection %s: send queue full (client not reading)", self.id)
             self.close(CloseCode.SLOW_CONSUMER, "send queue full: client too slow")
             self.on_slow_consumer()
             return
-        self._queue.append(message)
+        queue.append(message)
         self._queued_bytes += len(message)
         self._start_sender()
 
@@ -240,7 +244,7 @@ class Connection:
         if self._close_request is None:
             self._close_request = (code, reason)
             self.close_code = code
-            self._queue.clear()
+            self._queue = None
             self._queued_bytes = 0
             self._start_sender()
 
@@ -255,6 +259,8 @@ class Connection:
         try:
             while self._queue and self._close_request is None:
                 message = self._queue.popleft()
+                if not self._queue:  # an idle socket keeps no deque
+                    self._queue = None
                 self._queued_bytes -= len(message)
                 await ws.send_bytes(message)
             if self._close_request is not None:
@@ -269,7 +275,7 @@ class Connection:
 
     def _finish(self) -> None:
         self._closed = True
-        self._queue.clear()
+        self._queue = None
         self._queued_bytes = 0
         if self._closed_event is not None:
             self._closed_event.set()
@@ -280,7 +286,7 @@ class Connection:
         if self._closed:
             return
         if self._closed_event is None:
-            self._closed_event = asyncio.Event()
+            self._closed_event = Event()
         await self._closed_event.wait()
 
     def abort(self) -> None:

@@ -8,7 +8,6 @@ then broadcast. Kept apart from ``room.py`` so the room reads as its lifecycle a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,6 +17,7 @@ from pycrdt import Doc, Map
 from ..document import META
 from ..domain import EventType
 from ..languages import canonical
+from ..primitives import Event
 from ..storage import EventRecord, SessionChange, Store, UpdateRecord
 from ..storage.base import MAIN_DOC
 from . import protocol as p
@@ -47,7 +47,7 @@ class GuardedIngest:
     editor_event_limit: int
     persist: bool
     _meta: Map[Any]
-    _settled: asyncio.Event
+    _settled: Event
     _languages: list[tuple[Origin, str, str]]
     _record: Callable[[Pending], UpdateRecord]
     _commit: Callable[[Batch, list[UpdateRecord], list[SessionChange]], Awaitable[bool]]
@@ -63,7 +63,7 @@ class GuardedIngest:
         Sync step 1 answers wait meanwhile (``_settled``), so nobody is sent an uncommitted state; if
         the commit fails the room is marked broken and reloaded from storage.
         """
-        self._settled = asyncio.Event()
+        self._settled = Event()
         try:
             records: list[UpdateRecord] = []
             changes = [i.change for i in batch.items if i.change is not None]
