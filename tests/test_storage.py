@@ -17,7 +17,7 @@ from pycrdt import Doc, Text
 from crdt_server.document import initial_document, read_text
 from crdt_server.lifetimes import Lifetimes
 from crdt_server.storage import EventRecord, SessionRecord, SQLiteStore, UpdateRecord
-from crdt_server.storage.base import SMALL_LOAD_BYTES, SMALL_LOAD_ROWS
+from crdt_server.storage.base import NOTES_DOC, SMALL_LOAD_BYTES, SMALL_LOAD_ROWS, StorageQuotaExceeded
 from crdt_server.storage.sqlite import MIGRATIONS, SessionGone
 from crdt_server.sync import load_document
 
@@ -277,6 +277,39 @@ async def test_one_batch_keeps_each_append_to_its_own_fate(make_store):
         assert [u.seq for u in await store.read_updates(full, 0, 10)] == [1, 2, 3, 4]
         [stored] = await store.read_updates(other, 1, 10)
         assert stored.name in ("Eve\x00", "Eve\ufffd")
+
+
+async def test_an_append_refused_on_its_own_leaves_no_trace(make_store):
+    """An append committed alone (no neighbours, so no savepoint of its own) that is refused is
+    rolled back whole: the session's sequence and stored bytes stay, and the next append that fits
+    gets the next number and still fits."""
+    async with make_store(session_quota=2000) as store:
+        sid = await make(store)
+
+        def update(size: int) -> list[UpdateRecord]:
+            return [UpdateRecord(sid, b"u" * size, "candidate", "c")]
+
+        assert await store.append_updates(update(1500)) == [2]
+        with pytest.raises(StorageQuotaExceeded):
+            await store.append_updates(update(600))
+        assert await store.append_updates(update(100)) == [3]
+        assert [u.seq for u in await store.read_updates(sid, 0, 10)] == [1, 2, 3]
+
+
+async def test_an_edit_postpones_the_sessions_expiry_and_a_notes_edit_does_not(make_store):
+    """The inactivity TTL counts from the last edit of the code, committed with the edit itself;
+    the interviewer's private notes are not activity the others could see."""
+    async with make_store(lifetimes=Lifetimes(session_ttl=100)) as store:
+        sid = await make(store)
+        await store.append_updates([UpdateRecord(sid, b"u", "candidate", "c")])
+        edited = await store.get_session(sid)
+        assert edited.updated_at > 0 and edited.expires_at == pytest.approx(edited.updated_at + 100)
+        await anyio.sleep(0.05)
+        await store.append_updates([UpdateRecord(sid, b"n", "interviewer", "i")], doc=NOTES_DOC)
+        assert (await store.get_session(sid)).expires_at == edited.expires_at
+        await store.append_updates([UpdateRecord(sid, b"v", "candidate", "c")])
+        later = await store.get_session(sid)
+        assert later.expires_at > edited.expires_at and later.expires_at == pytest.approx(later.updated_at + 100)
 
 
 async def test_a_read_the_event_loop_cannot_make_at_once_waits_for_the_lock_in_a_thread(tmp_path):

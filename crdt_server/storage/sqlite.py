@@ -1,7 +1,8 @@
 """SQLite store: WAL mode, one write connection with group commit, readers on worker threads.
 
 Writes (``sqlite_writer.py``): group commit in a writer thread, or for small frequent writes inline
-on the event loop when a commit never waits for the disk; each operation under its own SAVEPOINT.
+on the event loop when a commit never waits for the disk; each operation under its own SAVEPOINT
+(or alone in its transaction).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from .rows import insert_events as _insert_events
 from .rows import session_record as _session
 from .rows import updates as _updates
 from .schema import MIGRATIONS, StorageCorrupted, check_integrity, migrate
-from .sqlite_lifetimes import next_generation, refresh_all, refresh_expiry
+from .sqlite_lifetimes import EXPIRY_COLUMNS, next_generation, refresh_all, write_expiry
 from .sqlite_writer import INLINE_BYTES, Writer
 
 __all__ = ["MIGRATIONS", "SQLiteStore", "SessionGone", "StorageCorrupted"]
@@ -301,7 +302,7 @@ class SQLiteStore:
             for sid, n in counts.items():
                 row = c.execute(
                     f"UPDATE sessions SET {counter} = {counter} + ?, updated_at = COALESCE(?, updated_at), "
-                    f"stored_bytes = stored_bytes + ? WHERE id = ? RETURNING {counter}, stored_bytes",
+                    f"stored_bytes = stored_bytes + ? WHERE id = ? RETURNING {counter}, stored_bytes, {EXPIRY_COLUMNS}",
                     (n, stamp, sizes[sid], sid),
                 ).fetchone()
                 if row is None:
@@ -309,7 +310,7 @@ class SQLiteStore:
                 if quota and row[1] > quota:  # the savepoint rolls this back
                     raise StorageQuotaExceeded(f"session {sid} would store {row[1]} bytes, over {quota}")
                 if stamp is not None:
-                    refresh_expiry(c, self.lifetimes, sid)
+                    write_expiry(c, self.lifetimes, (row[2:],))
                 next_seq[sid] = row[0] - n + 1
             seqs = []
             rows = []

@@ -8,15 +8,23 @@ changing a session row must apply inside its own transaction; the rule itself is
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from ..lifetimes import Lifetimes
+
+EXPIRY_COLUMNS = "id, status, keep_until, updated_at, ended_at, expires_at"  # what ``Lifetimes.stale`` reads
 
 
 def refresh_expiry(c: sqlite3.Connection, lifetimes: Lifetimes, session_id: str | None = None) -> None:
     """Recompute ``expires_at`` of one session (or of all) from its row, by the one rule."""
     where, args = ("WHERE id = ?", (session_id,)) if session_id else ("", ())
-    rows = c.execute(f"SELECT id, status, keep_until, updated_at, ended_at, expires_at FROM sessions {where}",
-                     args).fetchall()
+    write_expiry(c, lifetimes, c.execute(f"SELECT {EXPIRY_COLUMNS} FROM sessions {where}", args).fetchall())
+
+
+def write_expiry(c: sqlite3.Connection, lifetimes: Lifetimes, rows: Iterable[Sequence[Any]]) -> None:
+    """Write back the ``expires_at`` of those rows (``EXPIRY_COLUMNS``, as read in this transaction)
+    that no longer follow the rule; an append passes its UPDATE's RETURNING row and saves a SELECT."""
     c.executemany("UPDATE sessions SET expires_at = ? WHERE id = ?", lifetimes.stale(rows))
 
 

@@ -12,7 +12,7 @@ when a commit never waits for the disk (``--durability normal``: WAL without fsy
 checkpoints, which fsync, run in their own thread) and when the writer thread is not in a transaction;
 anything else goes to the thread; so does a batch whose ``BEGIN`` would have to wait for a lock another
 process holds (a backup, a shell): the loop never waits on a lock. Each operation runs under its own SAVEPOINT so one failing operation
-does not roll back its neighbours in the batch.
+does not roll back its neighbours in the batch (an operation alone in its transaction needs none).
 """
 
 from __future__ import annotations
@@ -169,20 +169,24 @@ class Writer:
         if not begun:
             conn.execute("BEGIN IMMEDIATE")
         try:
-            for op in ops:
-                conn.execute("SAVEPOINT op")
-                try:
-                    op.result = op.fn(conn)
-                    conn.execute("RELEASE op")
-                except Exception as exc:  # noqa: BLE001 - one failing operation must not fail its batch
-                    if not conn.in_transaction:  # SQLite rolled everything back (disk full, I/O error)
-                        raise
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    op.error = exc
-            conn.execute("COMMIT")
-            self.commits += 1
-            self.observe_commit(time.perf_counter() - started)
+            if len(ops) == 1:  # alone in its transaction, which stands for its savepoint (2 statements less)
+                _run_alone(conn, ops[0])
+            else:
+                for op in ops:
+                    conn.execute("SAVEPOINT op")
+                    try:
+                        op.result = op.fn(conn)
+                        conn.execute("RELEASE op")
+                    except Exception as exc:  # noqa: BLE001 - one failing operation must not fail its batch
+                        if not conn.in_transaction:  # SQLite rolled everything back (disk full, I/O error)
+                            raise
+                        conn.execute("ROLLBACK TO op")
+                        conn.execute("RELEASE op")
+                        op.error = exc
+            if conn.in_transaction:  # not when the only operation failed and was rolled back
+                conn.execute("COMMIT")
+                self.commits += 1
+                self.observe_commit(time.perf_counter() - started)
         except BaseException as exc:
             if conn.in_transaction:
                 try:
@@ -190,3 +194,15 @@ class Writer:
                 except sqlite3.Error as rollback_error:  # never hide the real cause behind this one
                     log.warning("rollback after %r failed: %r", exc, rollback_error)
             raise
+
+
+def _run_alone(conn: sqlite3.Connection, op: Op) -> None:
+    """One operation in the open transaction: on its failure the transaction is rolled back (what
+    its savepoint would do in a batch) and the error is the operation's, not the batch's."""
+    try:
+        op.result = op.fn(conn)
+    except Exception as exc:  # noqa: BLE001 - the operation's error, reported to its caller
+        if not conn.in_transaction:  # SQLite rolled back already (disk full, I/O error): a failed commit
+            raise
+        conn.execute("ROLLBACK")
+        op.error = exc
