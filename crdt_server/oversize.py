@@ -19,10 +19,12 @@ from typing import Any
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import PayloadTooBig
 from websockets.frames import CloseCode as WsCloseCode
+from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 from .primitives import Event, Queue
 from .sync.protocol import CloseCode
+from .wsparser import shed_handshake
 
 
 class RefusingServerProtocol(ServerProtocol):
@@ -54,6 +56,10 @@ class OversizeProtocol(WebSocketsSansIOProtocol):
         self.writable.set()
         self.draining = False
         self.drained = 0
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        shed_handshake(self.conn)  # the parsed request is no longer held by the parser (wsparser.py)
 
     def data_received(self, data: bytes) -> None:
         if self.draining:  # the rest of the refused message: counted and dropped, never parsed or kept
