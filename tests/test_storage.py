@@ -4,6 +4,7 @@ Tests taking ``make_store`` run on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -18,7 +19,9 @@ from crdt_server.document import initial_document, read_text
 from crdt_server.lifetimes import Lifetimes
 from crdt_server.storage import EventRecord, SessionRecord, SQLiteStore, UpdateRecord
 from crdt_server.storage.base import NOTES_DOC, SMALL_LOAD_BYTES, SMALL_LOAD_ROWS, StorageQuotaExceeded
+from crdt_server.storage.connections import connect
 from crdt_server.storage.sqlite import MIGRATIONS, SessionGone
+from crdt_server.storage.sqlite_writer import Writer
 from crdt_server.sync import load_document
 
 from .pg import BACKENDS, query  # noqa: F401  (BACKENDS: conftest runs the make_store tests on both stores)
@@ -294,6 +297,52 @@ async def test_an_append_refused_on_its_own_leaves_no_trace(make_store):
             await store.append_updates(update(600))
         assert await store.append_updates(update(100)) == [3]
         assert [u.seq for u in await store.read_updates(sid, 0, 10)] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["writer-thread", "event-loop"])
+async def test_an_operation_whose_writes_sqlite_rolled_back_is_a_failure_not_a_success(tmp_path, inline):
+    """An operation alone in its transaction (no savepoint to release) that returns normally after
+    SQLite rolled the transaction back under it (``INSERT OR ROLLBACK`` on a conflict, an error the
+    operation caught) must fail, as it would in a batch; and the store reports the write error."""
+    writer = Writer("normal")
+    writer.start(connect(tmp_path / "db.sqlite", "normal"), asyncio.get_running_loop())
+    try:
+        writer.conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)")  # type: ignore[union-attr]
+
+        def hides_the_rollback(c: sqlite3.Connection) -> str:
+            c.execute("INSERT INTO t VALUES (1)")
+            try:
+                c.execute("INSERT OR ROLLBACK INTO t VALUES (1)")
+            except sqlite3.IntegrityError:
+                pass
+            return "ok"
+
+        op = writer.submit(hides_the_rollback, inline=inline)
+        await op.done.wait()
+        assert isinstance(op.error, sqlite3.OperationalError) and writer.write_error is not None
+        assert writer.conn.execute("SELECT count(*) FROM t").fetchone()[0] == 0  # type: ignore[union-attr]
+        assert not writer.conn.in_transaction  # type: ignore[union-attr]
+    finally:
+        await anyio.to_thread.run_sync(writer.stop)
+
+
+async def test_the_write_error_stays_until_a_commit_succeeds(tmp_path):
+    """/health reports the newest write failure until a later commit succeeds: an operation refused
+    for another reason (a deleted session, a quota) commits nothing and proves nothing."""
+    writer = Writer("normal")
+    writer.start(connect(tmp_path / "db.sqlite", "normal"), asyncio.get_running_loop())
+
+    def refused(c: sqlite3.Connection) -> None:
+        raise ValueError("refused")
+
+    try:
+        for fn, error_after in ((lambda c: c.execute("INSERT INTO missing VALUES (1)"), True), (refused, True),
+                                (lambda c: c.execute("CREATE TABLE t (k)"), False)):
+            op = writer.submit(fn, inline=True)
+            await op.done.wait()
+            assert (writer.write_error is not None) == error_after
+    finally:
+        await anyio.to_thread.run_sync(writer.stop)
 
 
 async def test_an_edit_postpones_the_sessions_expiry_and_a_notes_edit_does_not(make_store):

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
 from ..execution import ExecutionError, RateLimited
@@ -103,9 +103,14 @@ async def document_too_large_handler(request: Request, exc: Exception) -> JSONRe
                           "The document would exceed the server's --max-document-size; the change was not applied.")
 
 
+def _where(conn: HTTPConnection) -> str:
+    """``GET /path``, or ``WebSocket /path``: the same handlers serve sockets (``app.py``), which have no method."""
+    return f"{conn.scope.get('method', 'WebSocket')} {conn.url.path}"
+
+
 async def storage_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
     """Disk full, I/O error, locked database: the real cause goes to the log, the client may retry."""
-    log.error("storage failure on %s %s: %s", request.method, request.url.path, exc.__cause__ or exc)
+    log.error("storage failure on %s: %s", _where(request), exc.__cause__ or exc)
     return error_response(503, "storage_unavailable", "The server cannot reach its storage right now; retry later.",
                           {"Retry-After": "5"})
 
@@ -127,7 +132,7 @@ async def execution_error_handler(request: Request, exc: Exception) -> JSONRespo
     if status == 429:
         headers = {"Retry-After": retry_after_header(exc.retry_after if isinstance(exc, RateLimited) else 1.0)}
     if status == 500:
-        log.error("sandbox failure on %s %s", request.method, request.url.path, exc_info=exc)
+        log.error("sandbox failure on %s", _where(request), exc_info=exc)
     return error_response(status, exc.code if status != 500 else "sandbox_error", message.format(exc=exc), headers)
 
 
@@ -143,7 +148,7 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def internal_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    log.error("unhandled error on %s", _where(request), exc_info=exc)
     return error_response(500, "internal_error", "The server failed to handle this request.")
 
 

@@ -44,8 +44,8 @@ def offered_subprotocol(websocket: WebSocket) -> str | None:
 
 async def accept(websocket: WebSocket) -> None:
     await websocket.accept(subprotocol=offered_subprotocol(websocket))
-    # The handshake's headers and query were read for the checks above; an open socket does not
-    # keep them (and Starlette's parsed copies of them) for its life: about 1.2 KB per socket.
+    # The handshake's headers were read for the checks above; an open socket does not keep them, nor
+    # Starlette's parsed headers and query, for its life: about 1.2 KB per socket.
     websocket.scope["headers"] = []
     for parsed in ("_headers", "_query_params"):
         websocket.__dict__.pop(parsed, None)

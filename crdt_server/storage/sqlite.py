@@ -307,7 +307,7 @@ class SQLiteStore:
                 ).fetchone()
                 if row is None:
                     raise SessionGone(sid)
-                if quota and row[1] > quota:  # the savepoint rolls this back
+                if quota and row[1] > quota:  # its savepoint (alone: its transaction) rolls this back
                     raise StorageQuotaExceeded(f"session {sid} would store {row[1]} bytes, over {quota}")
                 if stamp is not None:
                     write_expiry(c, self.lifetimes, (row[2:],))

@@ -153,16 +153,20 @@ class Writer:
 
     def _commit(self, ops: list[Op], *, begun: bool = False) -> None:
         try:
-            self._run_batch(ops, begun)
+            committed = self._run_batch(ops, begun)
             failed = [op.error for op in ops if isinstance(op.error, (sqlite3.Error, OSError))]
-            self.write_error = repr(failed[-1]) if failed else None
+            if failed:
+                self.write_error = repr(failed[-1])
+            elif committed:  # only a commit shows the storage works again (a refused operation does not)
+                self.write_error = None
         except BaseException as exc:  # noqa: BLE001 - the whole transaction failed; logged with its cause
             log.error("storage commit of %d operations failed: %r", len(ops), exc)
             self.write_error = repr(exc)
             for op in ops:
                 op.error = op.error or exc
 
-    def _run_batch(self, ops: list[Op], begun: bool = False) -> None:
+    def _run_batch(self, ops: list[Op], begun: bool = False) -> bool:
+        """Run the operations in one transaction; True if it committed (not when a lone one failed)."""
         conn = self.conn
         assert conn is not None
         started = time.perf_counter()
@@ -183,10 +187,12 @@ class Writer:
                         conn.execute("ROLLBACK TO op")
                         conn.execute("RELEASE op")
                         op.error = exc
-            if conn.in_transaction:  # not when the only operation failed and was rolled back
-                conn.execute("COMMIT")
-                self.commits += 1
-                self.observe_commit(time.perf_counter() - started)
+            if not conn.in_transaction:  # the only operation failed and was rolled back
+                return False
+            conn.execute("COMMIT")
+            self.commits += 1
+            self.observe_commit(time.perf_counter() - started)
+            return True
         except BaseException as exc:
             if conn.in_transaction:
                 try:
@@ -206,3 +212,7 @@ def _run_alone(conn: sqlite3.Connection, op: Op) -> None:
             raise
         conn.execute("ROLLBACK")
         op.error = exc
+        return
+    if not conn.in_transaction:  # it returned, but SQLite had rolled its writes back (an error it caught):
+        # what ``RELEASE`` of its savepoint would report in a batch, never a silent success
+        raise sqlite3.OperationalError("the transaction was rolled back during the operation")
