@@ -69,6 +69,7 @@ def test_create_with_fields(http):
         {"language": "a" * 40},
         {"language": "py thon"},
         {"code": 5},
+        {"expiresAt": str(int(time.time()) + 3600)},  # a number as the schema says, not a numeric string
         {"title": None},
         {"unknown": 1},
         {"tokens": {}},
@@ -292,7 +293,9 @@ def test_patch_fields_and_events(http):
     assert http.patch(url, content=b"", headers=h).status_code == 200
     assert http.patch(url, json={"title": None}, headers=h).json()["title"] == "b"
     assert http.patch(url, json={"title": "b"}, headers=h).status_code == 200
-    for bad in ({"status": "paused"}, {"title": "x" * 201}, {"language": "C"}, {"id": "x"}, {"createdAt": 1}):
+    for bad in ({"status": "paused"}, {"title": "x" * 201}, {"language": "C"}, {"id": "x"}, {"createdAt": 1},
+                # JSON types as the schema gives them: no number or string taken for a boolean
+                {"locked": 0.0}, {"locked": 1}, {"locked": "true"}, {"runEnabled": "no"}):
         assert_error(http.patch(url, json=bad, headers=h), 422, "invalid_field")
     assert_error(http.patch(url, content=b"{", headers=h), 400, "malformed_json")
     events = http.get(url + "/history", headers=h).json()["events"]

@@ -64,7 +64,7 @@ async def read_model(request: Request, model: type[M], *, allow_empty: bool = Fa
     if not isinstance(data, dict):
         raise ApiError(422, "invalid_field", "The body must be a JSON object.")
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=True)  # JSON types as the schema says: no "1" for 1, 0 for false
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(x) for x in first["loc"]) or "body"
