@@ -17,7 +17,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 from .api import openapi
 from .api.access_log import AccessLogMiddleware
 from .api.context import AppContext
-from .api.errors import EXCEPTION_HANDLERS
+from .api.errors import EXCEPTION_HANDLERS, websocket_handler
 from .api.origins import ApiCORSMiddleware, cors_options
 from .api.routes import routes
 from .cluster import Cluster
@@ -80,11 +80,8 @@ class App(Starlette):
                         await route.endpoint(websocket)
                     except ClientDisconnected:  # gone while its handler sent (e.g. before the accept): a disconnect
                         log.debug("WebSocket client on %s went away", scope.get("path"))
-                    except Exception as exc:  # the most specific handler, as Starlette's ExceptionMiddleware
-                        # looks it up; not the one for ``Exception`` (an HTTP 500 page: Starlette's
-                        # ServerErrorMiddleware leaves a WebSocket's error to the server, which closes it 1011)
-                        handler = next((EXCEPTION_HANDLERS[c] for c in type(exc).__mro__
-                                        if c in EXCEPTION_HANDLERS and c is not Exception), None)
+                    except Exception as exc:
+                        handler = websocket_handler(exc)
                         if handler is None:
                             raise
                         await handler(websocket, exc)  # type: ignore[arg-type]

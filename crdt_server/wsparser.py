@@ -4,7 +4,7 @@
 it parses the HTTP request, then runs the frame loop (``Protocol.parse``) with ``yield from``, so
 its frame keeps the parsed ``Request`` (path, 18-odd header strings, the ``Headers`` index) as a
 local variable until the socket closes. uvicorn and Starlette drop their own references once the
-socket is accepted (``sync/connection.py``), but this one is out of reach: a generator's locals
+socket is accepted (``sync/connection.py``, ``api/websocket.py``), but this one is out of reach: a generator's locals
 cannot be cleared from outside.
 
 ``shed_handshake`` therefore swaps that generator for a new frame loop, and only when the swap is

@@ -8,6 +8,9 @@ import asyncio
 import sqlite3
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -299,14 +302,23 @@ async def test_an_append_refused_on_its_own_leaves_no_trace(make_store):
         assert [u.seq for u in await store.read_updates(sid, 0, 10)] == [1, 2, 3]
 
 
+@asynccontextmanager
+async def running_writer(tmp_path: Path) -> AsyncIterator[Writer]:
+    """The SQLite store's write connection and its thread, on a database of the test's own."""
+    writer = Writer("normal")
+    writer.start(connect(tmp_path / "db.sqlite", "normal"), asyncio.get_running_loop())
+    try:
+        yield writer
+    finally:
+        await anyio.to_thread.run_sync(writer.stop)
+
+
 @pytest.mark.parametrize("inline", [False, True], ids=["writer-thread", "event-loop"])
 async def test_an_operation_whose_writes_sqlite_rolled_back_is_a_failure_not_a_success(tmp_path, inline):
     """An operation alone in its transaction (no savepoint to release) that returns normally after
     SQLite rolled the transaction back under it (``INSERT OR ROLLBACK`` on a conflict, an error the
     operation caught) must fail, as it would in a batch; and the store reports the write error."""
-    writer = Writer("normal")
-    writer.start(connect(tmp_path / "db.sqlite", "normal"), asyncio.get_running_loop())
-    try:
+    async with running_writer(tmp_path) as writer:
         writer.conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)")  # type: ignore[union-attr]
 
         def hides_the_rollback(c: sqlite3.Connection) -> str:
@@ -322,27 +334,20 @@ async def test_an_operation_whose_writes_sqlite_rolled_back_is_a_failure_not_a_s
         assert isinstance(op.error, sqlite3.OperationalError) and writer.write_error is not None
         assert writer.conn.execute("SELECT count(*) FROM t").fetchone()[0] == 0  # type: ignore[union-attr]
         assert not writer.conn.in_transaction  # type: ignore[union-attr]
-    finally:
-        await anyio.to_thread.run_sync(writer.stop)
 
 
 async def test_the_write_error_stays_until_a_commit_succeeds(tmp_path):
     """/health reports the newest write failure until a later commit succeeds: an operation refused
     for another reason (a deleted session, a quota) commits nothing and proves nothing."""
-    writer = Writer("normal")
-    writer.start(connect(tmp_path / "db.sqlite", "normal"), asyncio.get_running_loop())
-
     def refused(c: sqlite3.Connection) -> None:
         raise ValueError("refused")
 
-    try:
+    async with running_writer(tmp_path) as writer:
         for fn, error_after in ((lambda c: c.execute("INSERT INTO missing VALUES (1)"), True), (refused, True),
                                 (lambda c: c.execute("CREATE TABLE t (k)"), False)):
             op = writer.submit(fn, inline=True)
             await op.done.wait()
             assert (writer.write_error is not None) == error_after
-    finally:
-        await anyio.to_thread.run_sync(writer.stop)
 
 
 async def test_an_edit_postpones_the_sessions_expiry_and_a_notes_edit_does_not(make_store):

@@ -165,3 +165,11 @@ EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]
     HTTPException: http_error_handler,
     Exception: internal_error_handler,
 }
+
+
+def websocket_handler(exc: Exception) -> Callable[[Request, Exception], Awaitable[Response]] | None:
+    """The handler Starlette's ExceptionMiddleware would call for ``exc`` raised by a WebSocket endpoint:
+    the most specific one, never the one for ``Exception`` (an HTTP 500 page; Starlette's
+    ServerErrorMiddleware leaves a WebSocket's error to the server, which closes it 1011)."""
+    return next((EXCEPTION_HANDLERS[c] for c in type(exc).__mro__ if c in EXCEPTION_HANDLERS and c is not Exception),
+                None)

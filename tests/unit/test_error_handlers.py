@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 from starlette.websockets import WebSocket
 
-from crdt_server.api.errors import EXCEPTION_HANDLERS
+from crdt_server.api.errors import websocket_handler
 from crdt_server.storage import StorageUnavailable
 
 pytestmark = pytest.mark.anyio
@@ -27,7 +27,8 @@ async def _refuse(message: dict[str, object]) -> None:
 async def test_a_storage_failure_on_a_websocket_is_logged_with_its_cause(exc, caplog):
     scope = {"type": "websocket", "path": "/ws/sessions/abc", "headers": [], "query_string": b"",
              "server": ("127.0.0.1", 8000), "scheme": "ws"}
-    handler = next(EXCEPTION_HANDLERS[c] for c in type(exc).__mro__ if c in EXCEPTION_HANDLERS)
+    handler = websocket_handler(exc)  # the one the app calls for a WebSocket endpoint's exception
+    assert handler is not None
     with caplog.at_level(logging.ERROR):
         await handler(WebSocket(scope, _never, _refuse), exc)  # type: ignore[arg-type]
     assert f"storage failure on WebSocket /ws/sessions/abc: {exc}" in caplog.text

@@ -25,13 +25,17 @@ def client_frame(data: bytes) -> bytes:
     return Frame(Opcode.BINARY, data).serialize(mask=True, extensions=[])
 
 
-def handshake(conn: ServerProtocol, extra: bytes = b"") -> weakref.ref[Request]:
-    """Feed the request (and ``extra`` bytes behind it); answer 101 as uvicorn does; the request's weakref."""
+def handshake(conn: ServerProtocol, extra: bytes = b"", *, shed: bool = False) -> tuple[weakref.ref[Request], bool]:
+    """Feed the request (and ``extra`` bytes behind it) and answer 101 as uvicorn does, calling
+    ``shed_handshake`` where ``OversizeProtocol.handle_connect`` does if ``shed``: the request's weakref
+    and whether the parser was swapped."""
     conn.receive_data(HANDSHAKE + extra)
     [request] = [e for e in conn.events_received() if isinstance(e, Request)]
-    conn.send_response(conn.accept(request))
+    response = conn.accept(request)
+    swapped = shed and shed_handshake(conn)
+    conn.send_response(response)
     conn.data_to_send()
-    return weakref.ref(request)
+    return weakref.ref(request), swapped
 
 
 def frames(conn: ServerProtocol, *chunks: bytes) -> list[bytes]:
@@ -42,13 +46,9 @@ def frames(conn: ServerProtocol, *chunks: bytes) -> list[bytes]:
 
 def test_the_parsed_request_is_let_go_and_frames_still_parse() -> None:
     kept, shed = ServerProtocol(), ServerProtocol()
-    kept_request = handshake(kept)
-    shed.receive_data(HANDSHAKE)
-    assert shed_handshake(shed)  # the request parsed, nothing else sent: the swap is exact (uvicorn's moment)
-    [request] = [e for e in shed.events_received() if isinstance(e, Request)]
-    shed.send_response(shed.accept(request))
-    shed_request = weakref.ref(request)
-    del request
+    kept_request, _ = handshake(kept)
+    shed_request, swapped = handshake(shed, shed=True)
+    assert swapped  # the request parsed, nothing else sent: the swap is exact
     gc.collect()
     assert kept_request() is not None  # without the swap the parser holds the request for the socket's life
     assert shed_request() is None
@@ -69,8 +69,7 @@ def test_no_swap_unless_the_parser_waits_at_a_frame_boundary_with_nothing_buffer
     update = client_frame(b"\x00\x02pipelined")
     for extra in (update[:1], update[:4]):  # a client that sent a frame's start behind its request
         conn = ServerProtocol()
-        handshake(conn, extra)
-        assert not shed_handshake(conn)
+        assert not handshake(conn, extra, shed=True)[1]
         assert frames(conn, update[len(extra):]) == [b"\x00\x02pipelined"]  # parsed by the old parser
 
     bad = ServerProtocol()
