@@ -14,6 +14,7 @@ not read yet: it sees 1006. Here instead (docs/design/oversize.md says why it is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -56,6 +57,28 @@ class OversizeProtocol(WebSocketsSansIOProtocol):
         self.writable.set()
         self.draining = False
         self.drained = 0
+        # Set while the socket's reader waits (``sync/connection.py``): a binary message is handed to
+        # it here, in ``data_received``, when nothing is queued before it; False means "queue it".
+        self.direct: Callable[[bytes], bool] | None = None
+
+    def send_receive_event_to_app(self) -> None:
+        direct = self.direct
+        if direct is not None and self.curr_msg_data_type == "bytes" and not self.close_sent and self.queue.empty():
+            frames = self.frames
+            data = frames[0] if len(frames) == 1 else b"".join(frames)
+            self.frames = []
+            if direct(data):
+                return
+            self.frames = [data]
+        super().send_receive_event_to_app()
+
+    def defer(self, message: dict[str, Any]) -> None:
+        """Queue ``message`` for the reader, and read no more until it took it (as uvicorn does for a
+        message it queues): what the reader must do before the next frame."""
+        self.queue.put_nowait(message)  # type: ignore[arg-type]
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)

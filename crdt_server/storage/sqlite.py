@@ -165,10 +165,12 @@ class SQLiteStore:
         """``inline``: a small write the event loop may commit itself (``sqlite_writer.py``)."""
         if self._closed or not self._w.running:
             raise StoreClosed("store is closed")
-        op = self._w.submit(fn, inline=inline)
-        # A queued operation is committed even if its caller goes away meanwhile.
-        with anyio.CancelScope(shield=True):
-            await op.done.wait()
+        op = self._w.commit_now(fn) if inline else None
+        if op is None:
+            op = self._w.submit(fn, inline=inline)
+            # A queued operation is committed even if its caller goes away meanwhile.
+            with anyio.CancelScope(shield=True):
+                await op.done.wait()
         if op.error is not None:
             raise _unavailable(op.error) from op.error
         return cast(T, op.result)

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..primitives import Event
+
 log = logging.getLogger("crdt_server.storage.sqlite")
 INLINE_BYTES = 64 * 1024  # appends up to this size may commit inline: a paste beyond goes to the thread
 
@@ -34,7 +36,7 @@ INLINE_BYTES = 64 * 1024  # appends up to this size may commit inline: a paste b
 @dataclass
 class Op:
     fn: Callable[[sqlite3.Connection], Any]
-    done: asyncio.Event = field(default_factory=asyncio.Event)  # anyio's costs ten times more
+    done: Event = field(default_factory=Event)  # the lean kind (crdt_server/primitives.py): one per keystroke
     result: Any = None
     error: BaseException | None = None
 
@@ -65,6 +67,7 @@ class Writer:
     def start(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
         self.conn, self._loop = conn, loop
         self._busy_timeout_ms = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
+        conn.execute("PRAGMA busy_timeout = 0")  # waits only in ``_begin_waiting`` (the thread's)
         self._thread = threading.Thread(target=self._run_thread, name="sqlite-writer", daemon=True)
         self._thread.start()
 
@@ -82,6 +85,27 @@ class Writer:
                 self._loop.call_soon(self.commit_inline)
         else:
             self._queue.put(op)
+        return op
+
+    def commit_now(self, fn: Callable[[sqlite3.Connection], Any]) -> Op | None:
+        """Commit ``fn`` alone, here and now, if it is the first inline write of this turn of the event
+        loop: the transaction ``submit(fn, inline=True)`` would make, without the event, the callback
+        and the turns of the loop its caller would wait through (a keystroke's append). The inline
+        writes that follow in the same turn are collected and committed together, as before, so group
+        commit still works under load. None (nothing done) when it cannot: the caller submits it."""
+        if (not self.inline_allowed or self._loop is None or self._inline_scheduled
+                or not self._busy.acquire(blocking=False)):
+            return None
+        try:
+            if not self._begin_now():
+                return None
+            op = Op(fn)
+            self._commit([op], begun=True)
+        finally:
+            self._busy.release()
+        op.done.set()
+        self._inline_scheduled = True  # the rest of this turn's inline writes: collected, then committed
+        self._loop.call_soon(self.commit_inline)
         return op
 
     def commit_inline(self) -> None:
@@ -106,19 +130,26 @@ class Writer:
             self._queue.put(op)
 
     def _begin_now(self) -> bool:
-        """``BEGIN IMMEDIATE`` without waiting for a lock (the event loop never waits on one); False if
-        the write lock is held elsewhere (a backup, an administrator's shell), or on any error."""
+        """``BEGIN IMMEDIATE`` without waiting for a lock (the event loop never waits on one: the
+        connection's busy timeout is 0 but while the thread begins); False if the write lock is held
+        elsewhere (a backup, an administrator's shell), or on any error."""
         conn = self.conn
         assert conn is not None
         try:
-            conn.execute("PRAGMA busy_timeout = 0")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            finally:
-                conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error:
             return False
         return True
+
+    def _begin_waiting(self) -> None:
+        """``BEGIN IMMEDIATE`` in the thread, waiting up to the connection's busy timeout for the lock."""
+        conn = self.conn
+        assert conn is not None
+        conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        finally:
+            conn.execute("PRAGMA busy_timeout = 0")
 
     def stop(self) -> None:
         """Commit everything queued, then end the thread (blocking: call it in a worker thread)."""
@@ -171,7 +202,7 @@ class Writer:
         assert conn is not None
         started = time.perf_counter()
         if not begun:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin_waiting()
         try:
             if len(ops) == 1:  # alone in its transaction, which stands for its savepoint (2 statements less)
                 _run_alone(conn, ops[0])

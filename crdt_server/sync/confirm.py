@@ -26,7 +26,7 @@ from pycrdt import Doc
 from .batch import Batch
 from .connection import Connection, wire_frame
 from .pending import HeldBack, IdRanges, decode_state_vector
-from .protocol import SYNC_UPDATE, ProtocolError, sync_frame, write_var_uint
+from .protocol import SYNC_STEP2, SYNC_UPDATE, ProtocolError, is_crdt_failure, sync_frame, write_var_uint
 from .updates import GC, SKIP, Struct, Update, encode_delete_set
 
 
@@ -154,9 +154,17 @@ def send_confirmations(batch: Batch) -> None:
             conn.enqueue(frame, wire_frame(frame))
 
 
-def complete_step2(conn: Connection, client_state: bytes, doc: Doc[Any], held: HeldBack) -> None:
-    """What follows pycrdt's answer to a sync step 1: what the CRDT holds back (pycrdt's diff omits
-    it, Yjs's includes it), and a confirmation of the struct IDs both sides hold."""
+def answer_step1(conn: Connection, client_state: bytes, doc: Doc[Any], held: HeldBack) -> None:
+    """The answer to a sync step 1: pycrdt's diff against the client's state vector, then what the
+    CRDT holds back (pycrdt's diff omits it, Yjs's includes it), and a confirmation of the struct IDs
+    both sides hold."""
+    try:
+        reply = doc.get_update(client_state)
+    except BaseException as exc:
+        if not is_crdt_failure(exc):
+            raise
+        raise ProtocolError("malformed state vector") from None
+    conn.enqueue(sync_frame(SYNC_STEP2, reply))
     if held.update is not None:
         conn.enqueue(sync_frame(SYNC_UPDATE, held.update))
     server_state = doc.get_state()

@@ -20,8 +20,9 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from starlette.websockets import WebSocket
@@ -37,6 +38,14 @@ log = logging.getLogger(__name__)
 
 IGNORED_WINDOW = 10.0  # seconds of --ignored-bytes-rate a connection may send at once
 IGNORED_FRAME_MIN = 1024  # bytes an ignored frame counts at least (a flood of empty frames costs too)
+LATER = "crdt_server.later"  # a message key of ours: what ``frames`` awaits or raises before reading on
+
+Wait = Callable[[], Awaitable[object]]
+Taker = Callable[[bytes], "Wait | None"]  # a room's synchronous frame handler (``frames``)
+
+
+class NotNow(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a ``Taker`` before it changed anything: the frame must wait for the reader (queued)."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +122,7 @@ class Connection:
         "websocket", "session_id", "role", "id", "connected_at", "name", "client_ids", "authored",
         "editor_events", "close_code", "on_slow_consumer", "stop_reading", "_queue", "_queued_bytes",
         "_max_messages", "_max_bytes", "_close_request", "_sender", "_closed", "_closed_event", "_direct",
-        "_ignored_rate", "_ignored_tokens", "_ignored_at", "_ignored_logged",
+        "_ignored_rate", "_ignored_tokens", "_ignored_at", "_ignored_logged", "_take",
     )
 
     def __init__(
@@ -151,6 +160,7 @@ class Connection:
         self._ignored_tokens = ignored_rate * IGNORED_WINDOW
         self._ignored_at = time.monotonic()
         self._ignored_logged = False
+        self._take: Taker | None = None  # while ``frames`` runs with one
 
     @property
     def path(self) -> str:
@@ -170,27 +180,76 @@ class Connection:
         """The socket is closed (our close frame went out) or broken."""
         return self._closed
 
-    async def frames(self) -> AsyncIterator[bytes]:
+    async def frames(self, take: Taker | None = None) -> AsyncIterator[bytes]:
         """The binary frames the room handles, until the client disconnects.
+
+        With ``take`` (the room's synchronous handler) and uvicorn's protocol behind the socket, a
+        frame that arrives while this reader waits is handled at once, in the protocol's
+        ``data_received``: no queue, no task switch, no pause and resume of the socket's reading per
+        message. ``take`` returns what must be awaited before the next frame is read (backpressure,
+        a presence rate), if anything; that, or an exception it raised, reaches this reader through
+        the protocol's queue, so it is awaited or raised here, in order. Frames ``take`` may not
+        handle now (``NotNow``) and every frame that arrives while this reader is busy are queued and
+        yielded, as without ``take``.
 
         Frames the protocol ignores (text frames, ``protocol.ignored``) are dropped here, as the
         reference server drops them, but not for free: they are read at most at ``ignored_rate``
         bytes per second (bursts of 10 s, each frame counting at least 1 KiB); beyond, this socket is
         read more slowly, so ignoring cannot be used to make the server read without bound."""
-        while True:
-            message = await self.websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                if self.close_code is None:
-                    self.close_code = message.get("code")
-                return
-            frame = message.get("bytes")
-            if frame is None:  # a text frame (uvicorn closed it with 1007 if it was not UTF-8)
-                text = message.get("text") or ""
-                await self._ignore("a text frame", len(text) if text.isascii() else len(text.encode()))
-            elif p.ignored(frame):
-                await self._ignore(f"a frame of type {frame[:2].hex() or 'none (empty)'}", len(frame))
-            else:
-                yield frame
+        proto: Any = self._direct if take is not None else None  # uvicorn's protocol (oversize.py)
+        if proto is not None and not hasattr(proto, "defer"):
+            proto = None
+        self._take = take
+        take_now = self._take_now
+        try:
+            while True:
+                if proto is not None:
+                    proto.direct = take_now
+                message = await self.websocket.receive()
+                if proto is not None:
+                    proto.direct = None  # busy: what arrives meanwhile is queued behind
+                later = message.get(LATER)
+                if later is not None:
+                    if isinstance(later, BaseException):
+                        raise later
+                    await later()
+                    continue
+                if message["type"] == "websocket.disconnect":
+                    if self.close_code is None:
+                        self.close_code = message.get("code")
+                    return
+                frame = message.get("bytes")
+                if frame is None:  # a text frame (uvicorn closed it with 1007 if it was not UTF-8)
+                    text = message.get("text") or ""
+                    await self._ignore("a text frame", len(text) if text.isascii() else len(text.encode()))
+                elif p.ignored(frame):
+                    await self._ignore(f"a frame of type {frame[:2].hex() or 'none (empty)'}", len(frame))
+                else:
+                    yield frame
+        finally:
+            self._take = None
+            if proto is not None:
+                proto.direct = None
+
+    def _take_now(self, frame: bytes) -> bool:
+        """A binary message, in the protocol's ``data_received`` while ``frames`` waits: handled now
+        if ``take`` can (True), else False (the protocol queues it for ``frames``)."""
+        take = self._take
+        if take is None or p.ignored(frame):  # ignored frames are charged for in ``frames``
+            return False
+        try:
+            wait = take(frame)
+        except NotNow:
+            return False
+        except Exception as exc:  # noqa: BLE001 - raised to the reader, where the room handles it
+            self._defer(exc)
+            return True
+        if wait is not None:
+            self._defer(wait)
+        return True
+
+    def _defer(self, later: Wait | BaseException) -> None:
+        self._direct.defer({"type": "websocket.receive", LATER: later})  # type: ignore[attr-defined]
 
     async def _ignore(self, what: str, size: int) -> None:
         """Drop an ignored frame, charged against this connection's budget for them."""

@@ -82,16 +82,40 @@ class Reader:
         self.pos = pos
 
     def var_uint(self) -> int:
-        n = 0
-        shift = 0
         buf = self.buf
+        pos = self.pos
+        if pos >= len(buf):
+            raise ProtocolError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        if b < 0x80:  # most values (lengths, counts, clocks of short documents) take one byte
+            self.pos = pos
+            return b
+        n = b & 0x7F
+        end = len(buf)
+        if pos + 4 <= end:  # a Yjs clientID (32 bits) takes five bytes: read without the loop
+            b1, b2, b3, b4 = buf[pos], buf[pos + 1], buf[pos + 2], buf[pos + 3]
+            if b1 < 0x80:
+                self.pos = pos + 1
+                return n | b1 << 7
+            if b2 < 0x80:
+                self.pos = pos + 2
+                return n | (b1 & 0x7F) << 7 | b2 << 14
+            if b3 < 0x80:
+                self.pos = pos + 3
+                return n | (b1 & 0x7F) << 7 | (b2 & 0x7F) << 14 | b3 << 21
+            if b4 < 0x80:
+                self.pos = pos + 4
+                return n | (b1 & 0x7F) << 7 | (b2 & 0x7F) << 14 | (b3 & 0x7F) << 21 | b4 << 28
+        shift = 7
         while True:
-            if self.pos >= len(buf):
+            if pos >= end:
                 raise ProtocolError("truncated varint")
-            b = buf[self.pos]
-            self.pos += 1
+            b = buf[pos]
+            pos += 1
             n |= (b & 0x7F) << shift
             if b < 0x80:
+                self.pos = pos
                 return n
             shift += 7
             if shift > 63:

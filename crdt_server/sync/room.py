@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from typing import Any
 
 import anyio
@@ -35,8 +36,8 @@ from ..storage.base import MAIN_DOC, NOTES_DOC
 from . import protocol as p
 from .awareness import PresenceFlood, RoomPresence
 from .batch import Batch, Pending
-from .confirm import complete_step2, send_confirmations
-from .connection import SERVER, Connection, Origin, wire_frame
+from .confirm import answer_step1, send_confirmations
+from .connection import SERVER, Connection, NotNow, Origin, Wait, wire_frame
 from .follow import Following, NoPeers, Peers
 from .guard import DocumentGuard
 from .ingest import GuardedIngest
@@ -351,7 +352,8 @@ class SessionRoom(Following, GuardedIngest, RoomLifecycle, YRoom):
 
     # -- connections -------------------------------------------------------------------------
     async def serve(self, channel: Connection) -> None:  # type: ignore[override]
-        """Serve one connection until it closes. Never raises into the room."""
+        """Serve one connection until it closes. Never raises into the room. Most frames are handled by
+        ``take_frame`` as they arrive (``Connection.frames``); the others, and what it raised, come here."""
         conn = channel
         conn.on_slow_consumer = self._count_slow_close
         self.clients.add(conn)
@@ -359,45 +361,46 @@ class SessionRoom(Following, GuardedIngest, RoomLifecycle, YRoom):
             conn.enqueue(p.sync_frame(p.SYNC_STEP1, self.ydoc.get_state()))
             self.presence.send_snapshot(conn)  # a newcomer sees everyone at once
             self.presence.joined(conn)
-            async for frame in conn.frames():
-                try:
-                    await self.handle_frame(conn, frame)
-                except p.ProtocolError as exc:
-                    log.warning("connection %s sent a frame the server refuses (%s); closing", conn.id, exc.close_reason)
-                    conn.close(exc.close_code, exc.close_reason)
-                    return
-                except PresenceFlood as exc:
-                    log.warning("connection %s: %s; closing", conn.id, exc)
-                    conn.close(CloseCode.POLICY_VIOLATION, "presence flood")
-                    return
-                except SessionGone:
-                    return
-                except DocumentTooLarge as exc:
-                    log.warning("connection %s: update refused (%s); closing", conn.id, exc)
-                    conn.close(CloseCode.DOCUMENT_TOO_LARGE, "document too large")
-                    return
+            async for frame in conn.frames(partial(self.take_frame, conn)):
+                await self.handle_frame(conn, frame)
+        except p.ProtocolError as exc:
+            log.warning("connection %s sent a frame the server refuses (%s); closing", conn.id, exc.close_reason)
+            conn.close(exc.close_code, exc.close_reason)
+        except PresenceFlood as exc:
+            log.warning("connection %s: %s; closing", conn.id, exc)
+            conn.close(CloseCode.POLICY_VIOLATION, "presence flood")
+        except SessionGone:
+            pass
+        except DocumentTooLarge as exc:
+            log.warning("connection %s: update refused (%s); closing", conn.id, exc)
+            conn.close(CloseCode.DOCUMENT_TOO_LARGE, "document too large")
         finally:
             self.clients.discard(conn)
             self._answered.discard(conn)
             self.presence.remove(conn)
 
     async def handle_frame(self, conn: Connection, frame: bytes) -> None:
-        """One frame ``Connection.frames`` passed on: sync, awareness or query awareness (it drops the
-        frames the protocol ignores: empty, auth, unknown types and sync sub-types)."""
+        """A frame ``Connection.frames`` passed on (not one the protocol ignores), once it can be taken."""
+        while True:
+            try:
+                wait = self.take_frame(conn, frame)
+                break
+            except NotNow:  # a guarded batch is applied but not yet committed
+                await self._settled.wait()
+        if wait is not None:
+            await wait()
+
+    def take_frame(self, conn: Connection, frame: bytes) -> Wait | None:
+        """Handle a sync, awareness or query-awareness frame now; returns what must be awaited before
+        the connection's next frame is read, if anything. ``NotNow``, before anything changed, for a
+        sync step 1 while a guarded batch is applied but not committed: its answer waits."""
         kind = frame[0]
         if kind == p.MSG_SYNC:
             msg = p.parse_sync(frame)
             if msg.kind == p.SYNC_STEP1:
-                if not self._settled.is_set():  # a guarded batch is applied but not yet committed
-                    await self._settled.wait()
-                try:
-                    reply = self.ydoc.get_update(msg.payload)
-                except BaseException as exc:
-                    if not p.is_crdt_failure(exc):
-                        raise
-                    raise p.ProtocolError("malformed state vector") from None
-                conn.enqueue(p.sync_frame(p.SYNC_STEP2, reply))
-                complete_step2(conn, msg.payload, self.ydoc, self.guard.held_back)
+                if not self._settled.is_set():
+                    raise NotNow
+                answer_step1(conn, msg.payload, self.ydoc, self.guard.held_back)
                 if self._inflight is None and not self._batch.items:  # nothing queued was left out
                     self._answered.add(conn)
                 else:
@@ -405,13 +408,14 @@ class SessionRoom(Following, GuardedIngest, RoomLifecycle, YRoom):
             elif not conn.read_only:  # observers: [0,1]/[0,2] are dropped
                 batch = self.queue_update(msg.payload, conn)
                 if len(batch.items) + len(batch.noops) >= self.options.max_pending:  # backpressure: stop reading
-                    await batch.done.wait()
+                    return batch.done.wait
         elif kind == p.MSG_AWARENESS:
             delay = self.presence.apply(conn, frame)
             if delay:  # over --presence-entries-rate: read this socket more slowly
-                await anyio.sleep(delay)
+                return partial(anyio.sleep, delay)
         else:  # p.MSG_QUERY_AWARENESS
             self.presence.send_snapshot(conn)
+        return None
 
     def mark_gone(self) -> None:
         """The session was deleted: refuse further updates and never snapshot again."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from . import exact as exact_rules
 from .protocol import ProtocolError, Reader, UnsupportedContent
@@ -32,9 +33,11 @@ Place = tuple[str, str | None]  # (root name, top-level key in that root, for a 
 GC_PLACE: Place = ("", None)  # garbage-collected IDs: they belong nowhere any more
 
 
-@dataclass(frozen=True)
-class Struct:
-    """One struct of an update: IDs [clock, clock + length) of ``client``, and where it attaches."""
+class Struct(NamedTuple):
+    """One struct of an update: IDs [clock, clock + length) of ``client``, and where it attaches.
+
+    A named tuple, not a frozen dataclass: one is made per struct of every update (each keystroke),
+    and a frozen dataclass's ``__init__`` costs five times as much."""
 
     client: int
     clock: int
@@ -351,6 +354,9 @@ class IdIndex:
         if update.placed is not None and all(place is not None for _, place in update.placed):
             return update.placed
         structs = [s for s in update.structs if s.ref != SKIP]
+        if len(structs) == 1:  # a keystroke: what the resolution below comes to for one struct
+            update.placed = [(structs[0], self._place_alone(structs[0]))]
+            return update.placed
         starts: dict[int, list[int]] = {}  # per client: the clocks of its structs here, ascending
         at: dict[int, list[int]] = {}  # and their positions in ``structs``
         for i, s in enumerate(structs):
@@ -412,6 +418,20 @@ class IdIndex:
         resolved = list(zip(structs, result, strict=True))
         update.placed = resolved
         return resolved
+
+    def _place_alone(self, s: Struct) -> Place | None:
+        """``places`` of an update holding ``s`` alone: it can only attach to IDs the index knows."""
+        if s.ref == GC:
+            return GC_PLACE
+        if s.parent_root is not None:
+            return s.parent_root, s.parent_sub
+        if s.parent_id is not None:
+            place = self.find(*s.parent_id)
+            return place if place is None or place[1] is not None else (place[0], s.parent_sub)
+        for ref in (s.origin, s.right_origin):
+            if ref is not None and (place := self.find(*ref)) is not None:
+                return place
+        return None
 
     def record(self, update: Update) -> None:
         """Remember where the structs of an applied update live."""

@@ -11,12 +11,13 @@ from typing import Any
 
 import anyio
 import pytest
-from pycrdt import Doc, Text
+from pycrdt import Doc, Map, Text
 
 from crdt_server.document import initial_document
 from crdt_server.storage import SessionChange, SessionGone, UpdateRecord
 from crdt_server.sync import Origin, RoomOptions, SessionRoom
 from crdt_server.sync import protocol as p
+from crdt_server.sync.connection import NotNow
 from crdt_server.sync.updates import GC, decode
 
 pytestmark = pytest.mark.anyio
@@ -127,6 +128,42 @@ async def test_nobody_receives_an_update_before_it_is_committed() -> None:
         [confirmation] = _updates(author)
         assert confirmation != update and {s.ref for s in decode(confirmation).structs} == {GC}
         assert str(doc.get("code", type=Text)) == "start!"
+        tg.cancel_scope.cancel()
+
+
+async def test_a_sync_answer_waits_while_a_guarded_update_is_applied_but_not_committed() -> None:
+    """The guarded path applies before it commits: a newcomer's sync step 1 meanwhile is answered only
+    once the commit is in (``take_frame`` refuses it with ``NotNow``; ``handle_frame`` waits), so no
+    answer ever holds an update the log lacks."""
+    store = MemoryStore()
+    store.gate = anyio.Event()
+    doc = _doc()
+    async with anyio.create_task_group() as tg:
+        room = await _started(SessionRoom("s", doc, store, OPTIONS, last_seq=1, snapshot_seq=0), tg)  # type: ignore[arg-type]
+        author, newcomer = RecordingConnection("interviewer"), RecordingConnection()
+        client: Doc = Doc()
+        client.apply_update(doc.get_update())
+        before = client.get_state()
+        client.get("meta", type=Map)["language"] = "javascript"  # the guarded path: watched as it is applied
+        batch = room.queue_update(client.get_update(before), author)  # type: ignore[arg-type]
+        try:
+            with anyio.fail_after(2):
+                while room._settled.is_set():  # applied, waiting for its commit
+                    await anyio.sleep(0.01)
+            with pytest.raises(NotNow):
+                room.take_frame(newcomer, p.sync_frame(p.SYNC_STEP1, p.EMPTY_STATE_VECTOR))  # type: ignore[arg-type]
+            tg.start_soon(room.handle_frame, newcomer, p.sync_frame(p.SYNC_STEP1, p.EMPTY_STATE_VECTOR))
+            await anyio.sleep(0.05)
+            assert newcomer.sent == []  # not answered while uncommitted
+        finally:
+            store.gate.set()  # (a failure above must not leave the shielded commit waiting for ever)
+        with anyio.fail_after(2):
+            await batch.done.wait()
+            while not newcomer.sent:
+                await anyio.sleep(0.01)
+        answer: Doc = Doc()
+        answer.apply_update(p.parse_sync(newcomer.sent[0]).payload)
+        assert answer.get("meta", type=Map)["language"] == "javascript"
         tg.cancel_scope.cancel()
 
 
