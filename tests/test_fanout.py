@@ -6,14 +6,21 @@ the live connections: every socket must be able to take pre-framed broadcasts di
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
 import anyio
 import pytest
 import uvicorn
 from pycrdt import Text
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
 
 from crdt_server.cli import uvicorn_config
 from crdt_server.config import load_settings
+from crdt_server.oversize import OversizeProtocol
 from crdt_server.sync.connection import wire_frame
 
 from .conftest import create_session, free_port, py_client, text_of, wait_for
@@ -28,7 +35,9 @@ class InProcess:
         self.ws_url = f"ws://127.0.0.1:{port}/ws/sessions"
 
 
-async def test_broadcasts_are_written_directly_and_arrive(tmp_path):
+@asynccontextmanager
+async def in_process(tmp_path: Path) -> AsyncIterator[tuple[InProcess, Any]]:
+    """The app served in this process with ``crdt-server``'s own uvicorn configuration."""
     port = free_port()
     settings = load_settings(["--port", str(port), "--data-dir", str(tmp_path / "data"), "--execution", "off",
                               "--connect-rate", "0", "--create-rate", "0", "--log-level", "warning", "--web-build", "off"], {})
@@ -39,16 +48,34 @@ async def test_broadcasts_are_written_directly_and_arrive(tmp_path):
         tg.start_soon(server.serve)
         await wait_for(lambda: server.started, timeout=10)
         try:
-            srv = InProcess(port)
-            s = await create_session(srv)
-            async with py_client(srv, s) as a, py_client(srv, s) as b:
-                room = config.app.state.ctx.service.rooms.rooms[s["id"]]
-                assert len(room.clients) == 2
-                assert all(c._direct is not None for c in room.clients)
-                a.get("code", type=Text).insert(0, "through the fast path")
-                await wait_for(lambda: text_of(b) == "through the fast path")
+            yield InProcess(port), config.app.state.ctx.service
         finally:
             server.should_exit = True
+
+
+async def test_broadcasts_are_written_directly_and_arrive(tmp_path):
+    async with in_process(tmp_path) as (srv, service):
+        s = await create_session(srv)
+        async with py_client(srv, s) as a, py_client(srv, s) as b:
+            room = service.rooms.rooms[s["id"]]
+            assert len(room.clients) == 2
+            assert all(c._direct is not None for c in room.clients)
+            a.get("code", type=Text).insert(0, "through the fast path")
+            await wait_for(lambda: text_of(b) == "through the fast path")
+
+
+async def test_the_direct_read_path_is_used(tmp_path):
+    """An idle socket's protocol hands frames to the room as they are read (``Connection.frames``), and
+    they arrive: if a uvicorn release renamed the method overridden for it, frames would take the queue."""
+    async with in_process(tmp_path) as (srv, service):
+        s = await create_session(srv)
+        async with py_client(srv, s) as a, py_client(srv, s) as b:
+            room = service.rooms.rooms[s["id"]]
+            await wait_for(lambda: all(c._direct.direct is not None for c in room.clients))  # both readers idle
+            a.get("code", type=Text).insert(0, "read as it arrives")
+            await wait_for(lambda: text_of(b) == "read as it arrives")
+            assert "send_receive_event_to_app" in vars(OversizeProtocol)
+            assert hasattr(WebSocketsSansIOProtocol, "send_receive_event_to_app")  # what uvicorn calls per message
 
 
 def test_wire_frame_is_an_unmasked_binary_frame():
