@@ -78,11 +78,10 @@ async def test_frames_behind_a_refused_one_are_never_applied(make_server):
     srv = make_server()
     s = await create_session(srv)
     url = f"{srv.ws_url}/{s['id']}?token={s['tokens']['candidate']}"
-    first, rest = keystrokes("ab"), keystrokes("ab" + "c")[2:]
+    typed = [p.sync_frame(p.SYNC_UPDATE, u) for u in keystrokes("abc")]  # one client: "c" follows "b"
     malformed = p.sync_frame(p.SYNC_UPDATE, b"\x01\x01\x05")  # a truncated Yjs update
     async with py_client(srv, s, role="interviewer") as reader, connect(url, compression=None) as ws:
-        ws.transport.write(together([p.sync_frame(p.SYNC_UPDATE, u) for u in first] + [malformed]
-                                    + [p.sync_frame(p.SYNC_UPDATE, u) for u in rest]))
+        ws.transport.write(together(typed[:2] + [malformed] + typed[2:]))
         with anyio.fail_after(10), pytest.raises(ConnectionClosed) as closed:
             while True:
                 await ws.recv()

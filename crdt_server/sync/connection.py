@@ -241,7 +241,9 @@ class Connection:
             wait = take(frame)
         except NotNow:
             return False
-        except Exception as exc:  # noqa: BLE001 - raised to the reader, where the room handles it
+        except BaseException as exc:  # raised to the reader, where the room handles it as before
+            if not p.is_crdt_failure(exc):  # (a Yrs panic is a BaseException; never into data_received)
+                raise
             self._defer(exc)
             return True
         if wait is not None:
