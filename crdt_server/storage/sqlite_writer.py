@@ -6,8 +6,9 @@ flight and commits it in one transaction, so the event loop never waits on the d
 that thread and back (a queue, a futex wake-up, the GIL handed over twice, a self-pipe write to wake the
 loop) costs more CPU than a small commit itself, and on a busy machine each hop waits for a time slice:
 the typing benchmark's p50 was 10-20 ms under other load (bench/RESULTS.md, "Profile"). So the small,
-frequent writes (``inline=True``: a keystroke's update, a join event) are collected for one turn of the
-event loop and committed there, as one transaction, without leaving the loop thread. That is only done
+frequent writes (``inline=True``: a keystroke's update, a join event) are committed on the loop thread:
+the first of a turn of the event loop at once, in its caller (``commit_now``), the others of that turn
+collected and committed together right after it, as one transaction. That is only done
 when a commit never waits for the disk (``--durability normal``: WAL without fsync per commit; the WAL
 checkpoints, which fsync, run in their own thread) and when the writer thread is not in a transaction;
 anything else goes to the thread; so does a batch whose ``BEGIN`` would have to wait for a lock another
