@@ -24,6 +24,7 @@ from pycrdt import Array, Doc, Map, Text, UndoManager, merge_updates
 from ..document import META, RUNS, TEXT
 from .neutral import neutralise
 from .pending import HeldBack, IdRanges
+from .protocol import is_crdt_failure
 from .surrogates import AstralChars, Split
 from .updates import SKIP, IdIndex, Inexact, Struct, Update, decode, encode_delete_set
 
@@ -284,14 +285,21 @@ def apply_guarded(
 
     def on_meta(events: list[Any]) -> None:
         for e in events:
-            for key in ([e.path[0]] if e.path else list(getattr(e, "keys", ()))):
-                hits.add(f"{META}.{key}")
+            try:
+                keys = [e.path[0]] if e.path else list(getattr(e, "keys", ()))
+            except BaseException as exc:  # Yrs panics reading some crafted updates' events
+                if not is_crdt_failure(exc):
+                    raise
+                keys = ["?"]  # which key is unknown: treated as one the server owns (reverted)
+            hits.update(f"{META}.{key}" for key in keys)
 
-    watched: list[tuple[Any, Any]] = [(meta, meta.observe_deep(on_meta)),
-                                      (runs, runs.observe_deep(lambda events: hits.add(RUNS)))]
+    # Yrs's own events, not pycrdt's: pycrdt converts every event before calling back, and that
+    # conversion panics on some crafted updates inside the callback, where the panic cannot be caught
+    # before it crosses back into Rust (which prints it as an uncaught exception).
+    watched = [meta.integrated.observe_deep(on_meta), runs.integrated.observe_deep(lambda events: hits.add(RUNS))]
     scopes: list[Any] = [meta, runs]
     if code_frozen:
-        watched.append((code, code.observe(lambda event: hits.add(CODE))))
+        watched.append(code.integrated.observe(lambda event: hits.add(CODE)))
         scopes.append(code)
     undo = UndoManager(scopes=scopes, capture_timeout_millis=0)
     origin = object()
@@ -300,8 +308,8 @@ def apply_guarded(
         with doc.transaction(origin=origin):
             doc.apply_update(update)
     finally:
-        for shared, subscription in watched:
-            shared.unobserve(subscription)
+        for subscription in watched:
+            subscription.drop()
     reverted = {h for h in hits if h != f"{META}.language"}
     if f"{META}.language" in hits and not valid_language(meta.get("language")):
         reverted.add(f"{META}.language")
