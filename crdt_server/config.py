@@ -127,6 +127,11 @@ class Settings:
         "Hard cap on a token's age in seconds (defence in depth); tokens are otherwise valid until their session is deleted or its tokens are re-issued.",
         check=positive,
     )
+    token_cache_entries: int = _opt(
+        4096,
+        "Verified tokens kept in memory so a token presented again (a shared link, a reconnect) is not verified again (0 = none); the session and the token's generation are still checked on every use.",
+        check=non_negative,
+    )
     session_ttl: float = _opt(86400.0, "Sessions inactive this many seconds (after their requested expiresAt) expire and are deleted.", check=positive)
     session_max_lifetime: float = _opt(30 * 86400.0, "Latest expiresAt a new session may ask for, in seconds from now (422 beyond).", check=positive)
     ended_retention: float = _opt(30 * 86400.0, "Seconds an ended session is kept (read-only, reopenable) before it is deleted.", check=positive)

@@ -94,9 +94,21 @@ async def resolve_secret(configured: str, data_dir: Path, store: SQLiteStore | P
 
 
 class TokenSigner:
-    def __init__(self, secret: str, ttl: float) -> None:
+    """Signs and verifies tokens; remembers the last ``cache_entries`` tokens it verified.
+
+    Why the cache: PyJWT takes ~200 µs to verify one token (base64 alphabet checks and key
+    preparation in Python), and a token is verified on every connect. One token serves many sockets
+    (every observer of a session shares a link; the interviewer's page opens two sockets; every
+    reconnect after a network blip or a restart presents the same token again). Only a token whose
+    signature verified is kept, keyed by its exact text, so nothing an attacker sends can enter it;
+    ``exp`` is checked again on every hit, and the generation and the session are checked by the
+    caller either way (``SessionService.check_token``). The oldest entry is dropped first."""
+
+    def __init__(self, secret: str, ttl: float, cache_entries: int = 0) -> None:
         self._secret = secret
         self.ttl = ttl
+        self._cache_entries = cache_entries
+        self._verified: dict[str, Claims] = {}
 
     def issue(self, session_id: str, role: str, generation: int = 0, now: float | None = None) -> str:
         iat = int(now or time.time())
@@ -107,6 +119,20 @@ class TokenSigner:
         return {role: self.issue(session_id, role, generation) for role in ROLES}
 
     def verify(self, token: str) -> Claims:
+        claims = self._verified.get(token)
+        if claims is not None:
+            if claims.expires_at <= time.time():  # PyJWT's rule for ``exp``
+                del self._verified[token]
+                raise InvalidToken("token expired")
+            return claims
+        claims = self._decode(token)
+        if self._cache_entries:
+            if len(self._verified) >= self._cache_entries:
+                del self._verified[next(iter(self._verified))]
+            self._verified[token] = claims
+        return claims
+
+    def _decode(self, token: str) -> Claims:
         try:
             data = jwt.decode(token, self._secret, algorithms=[_ALGORITHM], options={"require": ["exp", "sid", "role"]})
         except jwt.ExpiredSignatureError:

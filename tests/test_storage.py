@@ -89,6 +89,27 @@ async def test_small_appends_commit_on_the_event_loop_unless_a_commit_fsyncs(tmp
         assert len(tail) == 21  # the creation update and the 20 appends, all committed
 
 
+async def test_history_events_of_one_turn_share_one_commit_in_order(tmp_path):
+    """A connect storm writes a join event per socket: those written in one turn of the event loop are
+    committed together (none alone at once, as a keystroke's append is), in the order they were written."""
+    async with SQLiteStore(tmp_path / "db.sqlite") as store:
+        sid = await make(store)
+        await anyio.sleep(0)
+        before = store.commits
+        written: list[str] = []
+
+        async def join(i: int) -> None:
+            written.append(f"c{i}")
+            await store.append_events([EventRecord(sid, "participant_joined", {"connectionId": f"c{i}"})])
+
+        async with anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(join, i)
+        assert store.commits - before == 1
+        events = await store.read_events(sid, 0, 100)
+        assert [e.data["connectionId"] for e in events if e.type == "participant_joined"] == written
+
+
 async def test_an_append_waiting_for_another_process_lock_never_blocks_the_event_loop(tmp_path):
     """The write lock held elsewhere (a backup, a shell): the append waits in the writer thread, and the
     event loop keeps running meanwhile; the append is stored once the lock is released."""

@@ -213,6 +213,7 @@ class Cluster:
     # -- safety nets ---------------------------------------------------------------------------
     async def on_subscribed(self) -> None:
         """Messages published while we were away are lost: every loaded room reads what it lacks."""
+        self.service.revocations += 1  # a re-issue or deletion may be among them
         for room in list(self.rooms.rooms.values()):
             room.schedule_catch_up(0.0)
         self._spawn(self._resync_rows)

@@ -161,11 +161,12 @@ class SQLiteStore:
             return False
 
     # plumbing ----------------------------------------------------------------------------
-    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, inline: bool = False) -> T:
-        """``inline``: a small write the event loop may commit itself (``sqlite_writer.py``)."""
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, inline: bool = False, grouped: bool = False) -> T:
+        """``inline``: a small write the event loop may commit itself (``sqlite_writer.py``); ``grouped``:
+        never alone at once, always with the other inline writes of its turn of the loop."""
         if self._closed or not self._w.running:
             raise StoreClosed("store is closed")
-        op = self._w.commit_now(fn) if inline else None
+        op = self._w.commit_now(fn) if inline and not grouped else None
         if op is None:
             op = self._w.submit(fn, inline=inline)
             # A queued operation is committed even if its caller goes away meanwhile.
@@ -396,7 +397,7 @@ class SQLiteStore:
 
     # events ------------------------------------------------------------------------------
     async def append_events(self, events: Sequence[EventRecord]) -> None:
-        await self._write(lambda c: _insert_events(c, events), inline=True)
+        await self._write(lambda c: _insert_events(c, events), inline=True, grouped=True)
 
     async def read_events(self, session_id: str, after: int, limit: int) -> list[EventRecord]:
         rows = await self._read(

@@ -214,6 +214,11 @@ class RoomPresence:
             return None
         if len(entry.state) > self.limits.max_state_bytes:
             return "state too large"
+        if live is not None and not takeover and entry.state == live.entry.state:
+            # A renewal: y-protocols sends its unchanged state again every 15 s (most presence
+            # traffic of an idle room). Checked, sized and summarised when it was first accepted.
+            live.entry = entry
+            return entry
         try:
             value = presence.parse_client_json(entry.state)
         except ValueError:

@@ -11,7 +11,7 @@ bounds-checked: a crafted update raises ``ProtocolError``, never anything else.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -300,6 +300,14 @@ def encode_delete_set(deletes: list[tuple[int, int, int]]) -> bytes:
 
 
 
+Local = Callable[[tuple[int, int]], tuple[int | None, Place | None]]
+
+
+def _outside(ref: tuple[int, int]) -> tuple[int | None, Place | None]:
+    """``IdIndex._attempt``'s lookup for a one-struct update: nothing else in it to attach to."""
+    return None, None
+
+
 class IdIndex:
     """Item IDs -> the root type (and top-level map key) they belong to, as ranges per client."""
 
@@ -355,7 +363,8 @@ class IdIndex:
             return update.placed
         structs = [s for s in update.structs if s.ref != SKIP]
         if len(structs) == 1:  # a keystroke: what the resolution below comes to for one struct
-            update.placed = [(structs[0], self._place_alone(structs[0]))]
+            alone = structs[0]
+            update.placed = [(alone, GC_PLACE if alone.ref == GC else self._attempt(alone, _outside)[1])]
             return update.placed
         starts: dict[int, list[int]] = {}  # per client: the clocks of its structs here, ascending
         at: dict[int, list[int]] = {}  # and their positions in ``structs``
@@ -372,34 +381,18 @@ class IdIndex:
         state = [done if s.ref == GC else todo for s in structs]
         result: list[Place | None] = [GC_PLACE if s.ref == GC else None for s in structs]
 
-        def local(ref: tuple[int, int]) -> int | None:
+        def local(ref: tuple[int, int]) -> tuple[int | None, Place | None]:
+            """(a struct of the update to resolve first, None) or (None, its place if resolved)."""
             clocks = starts.get(ref[0])
             if not clocks:
-                return None
+                return None, None
             j = bisect.bisect_right(clocks, ref[1]) - 1
             if j < 0:
-                return None
+                return None, None
             k = at[ref[0]][j]
-            return k if structs[k].clock <= ref[1] < structs[k].end else None
-
-        def attempt(s: Struct) -> tuple[int | None, Place | None]:
-            """(a struct of the update to resolve first, None) or (None, the place of ``s``)."""
-            if s.parent_root is not None:
-                return None, (s.parent_root, s.parent_sub)
-            for ref in ((s.parent_id,) if s.parent_id is not None else (s.origin, s.right_origin)):
-                if ref is None:
-                    continue
-                k = local(ref)
-                if k is not None and state[k] == todo:
-                    return k, None
-                place = result[k] if k is not None and state[k] == done else None
-                if place is None:  # not in the update, pending there, or a cycle
-                    place = self.find(*ref)
-                if s.parent_id is not None:
-                    return None, place if place is None or place[1] is not None else (place[0], s.parent_sub)
-                if place is not None:
-                    return None, place
-            return None, None
+            if not structs[k].clock <= ref[1] < structs[k].end:
+                return None, None
+            return (k, None) if state[k] == todo else (None, result[k] if state[k] == done else None)
 
         for i in range(len(structs)):
             stack = [i]
@@ -409,7 +402,7 @@ class IdIndex:
                     stack.pop()
                     continue
                 state[j] = busy
-                first, place = attempt(structs[j])
+                first, place = self._attempt(structs[j], local)
                 if first is not None:
                     stack.append(first)
                     continue
@@ -419,19 +412,26 @@ class IdIndex:
         update.placed = resolved
         return resolved
 
-    def _place_alone(self, s: Struct) -> Place | None:
-        """``places`` of an update holding ``s`` alone: it can only attach to IDs the index knows."""
-        if s.ref == GC:
-            return GC_PLACE
+    def _attempt(self, s: Struct, local: Local) -> tuple[int | None, Place | None]:
+        """(a struct of the update to resolve first, None) or (None, the place of ``s``): its root
+        parent; else its parent item; else its origin, then its right origin. Each reference is
+        looked up in the update (``local``), then, when not resolved there (absent, pending, or a
+        cycle), in the index."""
         if s.parent_root is not None:
-            return s.parent_root, s.parent_sub
-        if s.parent_id is not None:
-            place = self.find(*s.parent_id)
-            return place if place is None or place[1] is not None else (place[0], s.parent_sub)
-        for ref in (s.origin, s.right_origin):
-            if ref is not None and (place := self.find(*ref)) is not None:
-                return place
-        return None
+            return None, (s.parent_root, s.parent_sub)
+        for ref in ((s.parent_id,) if s.parent_id is not None else (s.origin, s.right_origin)):
+            if ref is None:
+                continue
+            first, place = local(ref)
+            if first is not None:
+                return first, None
+            if place is None:
+                place = self.find(*ref)
+            if s.parent_id is not None:
+                return None, place if place is None or place[1] is not None else (place[0], s.parent_sub)
+            if place is not None:
+                return None, place
+        return None, None
 
     def record(self, update: Update) -> None:
         """Remember where the structs of an applied update live."""

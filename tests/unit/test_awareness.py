@@ -66,3 +66,25 @@ def test_the_room_bound_forgets_removals_before_it_refuses_a_state() -> None:
         presence.apply(a, frame((cid, 2, b"null")))  # type: ignore[arg-type]
     presence.apply(a, frame((99, 1, b'"' + b"x" * 90 + b'"')))  # type: ignore[arg-type]
     assert a.client_ids == {99} and presence.bytes <= 200
+
+
+def test_a_renewal_of_an_unchanged_state_is_relayed_and_changes_nothing_else() -> None:
+    """y-protocols sends its unchanged state again every 15 s; it is relayed with its new clock (peers
+    drop a state not renewed within 30 s), keeps the room's byte count and its owner's summary, and a
+    changed state after it is checked again."""
+    a, b = Conn("candidate"), Conn("observer")
+    presence = room(a, b)
+    state = b'{"user":{"name":"Ada","color":"#f00"}}'
+    presence.apply(a, frame((7, 1, state)))  # type: ignore[arg-type]
+    held, summary = presence.bytes, presence._live[7].summary
+    presence.apply(a, frame((7, 2, state)))  # type: ignore[arg-type]
+    presence.apply(a, frame((7, 2, state)))  # type: ignore[arg-type]  # the same clock again: ignored
+    assert [(e.clock, e.state) for e in b.sent] == [(1, state), (2, state)]
+    assert presence.bytes == held and presence._live[7].summary == summary and a.name == "Ada"
+    presence.apply(a, frame((7, 3, b"{not json")))  # type: ignore[arg-type]
+    presence.apply(a, frame((7, 4, b'{"user":{"name":"Bea"}}')))  # type: ignore[arg-type]
+    assert [e.clock for e in b.sent] == [1, 2, 4] and a.name == "Bea"
+    other = Conn("candidate")  # a takeover with the same state is one, not a renewal
+    presence._clients.add(other)  # type: ignore[arg-type]
+    presence.apply(other, frame((7, 5, b'{"user":{"name":"Bea"}}')))  # type: ignore[arg-type]
+    assert other.client_ids == {7} and not a.client_ids
