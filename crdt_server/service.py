@@ -76,9 +76,6 @@ class SessionService:
         self.lifetimes = lifetimes
         self.execution = execution
         self._sockets: dict[str, dict[Connection, int]] = {}  # session -> live socket -> its token generation
-        # Advanced whenever sockets may have to close (tokens re-issued, a session gone, missed news): a
-        # socket admitted meanwhile checks its token again once it is tracked (``_socket``)
-        self.revocations = 0
         self.metrics = metrics or rooms.metrics
         self.max_participant_events = max_participant_events
         self._joins_recorded: dict[tuple[str, Role], int] = {}  # since this process started
@@ -176,8 +173,11 @@ class SessionService:
         await self.forget(sid, CloseCode.SESSION_NOT_FOUND, "session deleted")
 
     async def forget(self, sid: str, code: int, reason: str) -> None:
-        """The session is gone (here or on another process): close its sockets, drop what is kept of it."""
-        self.revocations += 1
+        """The session is gone (here or on another process): close its sockets, drop what is kept of it.
+        Every socket admitted to it closes, also one not serving yet (its join event being committed):
+        the room's drop closes only the sockets it serves."""
+        for conn in list(self._sockets.get(sid, ())):
+            conn.close(code, reason)
         await self.rooms.drop(sid, code, reason)
         self._forget_joins(sid)
 
@@ -203,7 +203,6 @@ class SessionService:
 
     def close_revoked(self, sid: str, generation: int) -> None:
         """Close this process's sockets admitted with a token older than ``generation`` (4401)."""
-        self.revocations += 1
         for conn, admitted in list(self._sockets.get(sid, {}).items()):
             if admitted < generation:
                 conn.close(CloseCode.UNAUTHORIZED, "token revoked: the session's tokens were re-issued")

@@ -15,6 +15,7 @@ values are never logged.
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from .storage import PostgresStore, SQLiteStore
 from .storage.files import private_dir, private_file, write_atomic
 
 _ALGORITHM = "HS256"
+_SIGNED_FORM = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")  # what ``issue`` makes
+CACHED_TOKEN_CHARS = 512  # ours are ~200
 
 
 class InvalidToken(Exception):
@@ -100,9 +103,11 @@ class TokenSigner:
     preparation in Python), and a token is verified on every connect. One token serves many sockets
     (every observer of a session shares a link; the interviewer's page opens two sockets; every
     reconnect after a network blip or a restart presents the same token again). Only a token whose
-    signature verified is kept, keyed by its exact text, so nothing an attacker sends can enter it;
-    ``exp`` is checked again on every hit, and the generation and the session are checked by the
-    caller either way (``SessionService.check_token``). The oldest entry is dropped first."""
+    signature verified is kept, keyed by its exact text, and only in the form the server signs
+    (unpadded base64url, at most ``CACHED_TOKEN_CHARS``): a holder of a valid token cannot fill the
+    cache with other spellings of it that a lenient decoder would accept. ``exp`` is checked again on
+    every hit, and the generation and the session are checked by the caller either way
+    (``SessionService.check_token``). The oldest entry is dropped first."""
 
     def __init__(self, secret: str, ttl: float, cache_entries: int = 0) -> None:
         self._secret = secret
@@ -126,7 +131,7 @@ class TokenSigner:
                 raise InvalidToken("token expired")
             return claims
         claims = self._decode(token)
-        if self._cache_entries:
+        if self._cache_entries and len(token) <= CACHED_TOKEN_CHARS and _SIGNED_FORM.fullmatch(token):
             if len(self._verified) >= self._cache_entries:
                 del self._verified[next(iter(self._verified))]
             self._verified[token] = claims

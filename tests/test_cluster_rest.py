@@ -162,3 +162,19 @@ async def test_a_lock_on_b_while_a_loads_the_room_is_enforced_on_a(pair):
             await cand.wait_text(equals="x = 1\n", timeout=10)  # the lock holds on A: undone
         r = await rest.get(f"{a.base_url}/api/sessions/{sid}/code")
         assert r.json()["code"] == "x = 1\n"
+
+
+@pytest.mark.parametrize("action", ["reissue", "delete"])
+async def test_a_notes_socket_alone_on_a_is_closed_by_a_reissue_or_delete_on_b(pair, action):
+    """The interviewer's notes are the only room of the session loaded on A: B's re-issue (or delete)
+    still reaches A's notes socket (the change is the session's, whichever of its rooms is loaded)."""
+    _, a, b = pair
+    s = await create_session(b)
+    sid, token = s["id"], s["tokens"]["interviewer"]
+    async with js_client(a.ws_url, f"{sid}/notes", token, textName="notes", name="Ivy") as notes:
+        assert await notes.get_text() == ""
+        async with httpx.AsyncClient(base_url=b.base_url, headers=auth(token), timeout=10) as rest:
+            r = await (rest.post(f"/api/sessions/{sid}/tokens") if action == "reissue" else rest.delete(f"/api/sessions/{sid}"))
+            assert r.status_code in (200, 204), r.text
+        event = await notes.wait_close(timeout=10)
+        assert event["code"] == (CloseCode.UNAUTHORIZED if action == "reissue" else CloseCode.SESSION_NOT_FOUND)

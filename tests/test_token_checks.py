@@ -1,10 +1,11 @@
 """Token checks on connect: a verified token is remembered, and nothing revoked slips through the
-window between the first check and the socket being tracked.
+windows between the first check and the socket being served.
 
 A socket's token is checked (signature, session, generation) before its room is loaded; the socket is
-tracked (so a re-issue or a deletion closes it) only after the handshake. Whatever revokes access in
-between must still refuse it before any document data; the check is repeated only when something
-did (``SessionService.revocations``), which saves a session read per connect."""
+tracked (so a re-issue or a deletion closes it) only after the handshake, and served only after its
+join event is committed. Whatever revokes access in between must still refuse it before any document
+data: the check is repeated once the socket is tracked, and a deletion closes every tracked socket of
+the session, also one that is not served yet (``SessionService.forget``)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,10 @@ def test_only_verified_tokens_are_remembered_and_the_memory_is_bounded() -> None
     signer.verify(tokens[2])
     signer.verify(tokens[0])  # the oldest was dropped for the third
     assert signer.decoded == 2 + 3 + 1
+    padded = tokens[1] + "="  # another spelling PyJWT accepts: verified, never remembered
+    signer.verify(padded)
+    signer.verify(padded)
+    assert signer.decoded == 2 + 3 + 1 + 2
     off = CountingSigner(SECRET, 3600, cache_entries=0)
     off.verify(tokens[1])
     off.verify(tokens[1])
@@ -74,27 +79,30 @@ def test_a_remembered_token_is_refused_once_its_exp_passes() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("window", ["hold", "joined"])
 @pytest.mark.parametrize("revoke", ["reissue", "delete"])
-async def test_a_revocation_between_the_check_and_the_tracking_refuses_the_socket(tmp_path, monkeypatch, revoke):
-    """The tokens are re-issued (or the session deleted) after the socket's token passed its check,
-    while its room is loaded: the socket is closed as revoked (or not found) before any document data."""
+async def test_a_revocation_between_the_check_and_the_serving_refuses_the_socket(tmp_path, monkeypatch, revoke, window):
+    """The tokens are re-issued (or the session deleted) after the socket's token passed its check:
+    while its room is loaded (``hold``), or once it is tracked, while its join event is committed
+    (``joined``). The socket is closed as revoked (or not found) before any document data."""
     async with in_process(tmp_path) as (srv, service):
         s = await create_session(srv, code="secret text")
         sid = s["id"]
-        hold = service.rooms.hold
+        owner = service.rooms if window == "hold" else service
+        step = getattr(owner, window)
         revoked: list[str] = []
 
-        async def hold_then_revoke(name: str) -> Any:
-            room = await hold(name)
+        async def step_then_revoke(arg: Any) -> Any:
+            result = await step(arg)
             if not revoked:
-                revoked.append(name)
+                revoked.append(sid)
                 if revoke == "reissue":
                     await service.reissue_tokens(sid, "interviewer")
                 else:
                     await service.delete(sid)
-            return room
+            return result
 
-        monkeypatch.setattr(service.rooms, "hold", hold_then_revoke)
+        monkeypatch.setattr(owner, window, step_then_revoke)
         with anyio.fail_after(10):
             code = await ws_close_code(f"{srv.ws_url}/{sid}?token={s['tokens']['candidate']}")
         assert revoked == [sid]

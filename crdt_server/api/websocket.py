@@ -103,7 +103,6 @@ async def notes_socket(websocket: WebSocket) -> None:
 
 async def _socket(websocket: WebSocket, roles: tuple[Role, ...], room_name: str, *, announce: bool) -> None:
     c = ctx(websocket)
-    revocations = c.service.revocations
     claims = await _admit(websocket, roles)
     if claims is None:
         return
@@ -119,14 +118,11 @@ async def _socket(websocket: WebSocket, roles: tuple[Role, ...], room_name: str,
                           max_messages=c.settings.send_queue_messages, max_bytes=c.settings.send_queue_bytes,
                           ignored_rate=c.settings.ignored_bytes_rate)
         with c.service.tracking(conn, claims.generation):
-            # Once more, now that a re-issue or a deletion finds this socket, if one ran (here, or
-            # announced from another process) since the first check: a session read per connect saved
-            if c.service.revocations != revocations:
-                try:
-                    await check_current(c.service, claims)
-                except (Refused, SessionNotFound) as exc:
-                    code, reason = _close_for(exc)
-                    return await websocket.close(code=code, reason=reason)  # before any document data
+            try:  # once more, now that a re-issue finds this socket: one may have run since the check
+                await check_current(c.service, claims)
+            except (Refused, SessionNotFound) as exc:
+                code, reason = _close_for(exc)
+                return await websocket.close(code=code, reason=reason)  # before any document data
             await _serve(c.service, conn, room, announce)
     finally:
         c.service.rooms.release(room_name, room)

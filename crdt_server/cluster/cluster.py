@@ -153,6 +153,8 @@ class Cluster:
         if instance == self.instance:
             return
         name = sid if doc == MAIN_DOC else notes_room(sid)
+        if data[1] == Kind.CONTROL and name not in self.rooms.rooms and name not in self._held:
+            name = notes_room(sid)  # a change of the session: its notes may be all that is loaded here
         room = self.rooms.rooms.get(name)
         early = self._buffers.get(name)
         if room is None and early is None and data[1] not in (Kind.PRESENCE_QUERY, Kind.PRESENCE_DONE):
@@ -213,7 +215,6 @@ class Cluster:
     # -- safety nets ---------------------------------------------------------------------------
     async def on_subscribed(self) -> None:
         """Messages published while we were away are lost: every loaded room reads what it lacks."""
-        self.service.revocations += 1  # a re-issue or deletion may be among them
         for room in list(self.rooms.rooms.values()):
             room.schedule_catch_up(0.0)
         self._spawn(self._resync_rows)
@@ -300,7 +301,7 @@ class Cluster:
                 head = heads.get(room.session_id)
                 if head is not None:
                     room.head_at(head)
-                elif doc == MAIN_DOC:  # deleted elsewhere: absent twice, the message (its close code) was lost
+                else:  # deleted elsewhere: absent twice, the message (its close code) was lost
                     if room.session_id in self._absent:
                         await self.service.forget(room.session_id, CloseCode.SESSION_NOT_FOUND, "session deleted")
                     absent.add(room.session_id)

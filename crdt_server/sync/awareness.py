@@ -218,6 +218,7 @@ class RoomPresence:
             # A renewal: y-protocols sends its unchanged state again every 15 s (most presence
             # traffic of an idle room). Checked, sized and summarised when it was first accepted.
             live.entry = entry
+            conn.name = live.summary["name"] or conn.name  # as below: the state renewed names the author
             return entry
         try:
             value = presence.parse_client_json(entry.state)

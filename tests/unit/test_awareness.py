@@ -84,7 +84,10 @@ def test_a_renewal_of_an_unchanged_state_is_relayed_and_changes_nothing_else() -
     presence.apply(a, frame((7, 3, b"{not json")))  # type: ignore[arg-type]
     presence.apply(a, frame((7, 4, b'{"user":{"name":"Bea"}}')))  # type: ignore[arg-type]
     assert [e.clock for e in b.sent] == [1, 2, 4] and a.name == "Bea"
+    presence.apply(a, frame((8, 1, b'{"user":{"name":"Cy"}}')))  # type: ignore[arg-type]  # a second tab
+    presence.apply(a, frame((7, 5, b'{"user":{"name":"Bea"}}')))  # type: ignore[arg-type]
+    assert a.name == "Bea"  # the state renewed last names the connection, as any accepted state does
     other = Conn("candidate")  # a takeover with the same state is one, not a renewal
     presence._clients.add(other)  # type: ignore[arg-type]
-    presence.apply(other, frame((7, 5, b'{"user":{"name":"Bea"}}')))  # type: ignore[arg-type]
-    assert other.client_ids == {7} and not a.client_ids
+    presence.apply(other, frame((7, 6, b'{"user":{"name":"Bea"}}')))  # type: ignore[arg-type]
+    assert other.client_ids == {7} and a.client_ids == {8}
