@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
+from crdt_server.api import websocket as websocket_api
 from crdt_server.sync.protocol import CloseCode
 from crdt_server.tokens import InvalidToken, TokenSigner
 
@@ -107,6 +108,48 @@ async def test_a_revocation_between_the_check_and_the_serving_refuses_the_socket
             code = await ws_close_code(f"{srv.ws_url}/{sid}?token={s['tokens']['candidate']}")
         assert revoked == [sid]
         assert code == (CloseCode.UNAUTHORIZED if revoke == "reissue" else CloseCode.SESSION_NOT_FOUND)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("revoke", ["reissue", "delete"])
+async def test_a_revocation_during_the_second_check_closes_the_socket_once(tmp_path, monkeypatch, revoke):
+    """The revocation lands while the tracked socket's second check reads the session (a read that
+    yields, as PostgreSQL's does): the revocation closes the socket, the check then fails, and the
+    handler must not close it again (Starlette raises, uvicorn logs an error)."""
+    async with in_process(tmp_path) as (srv, service):
+        s = await create_session(srv, code="secret text")
+        sid = s["id"]
+        checks: list[str] = []
+        real_check = websocket_api.check_current
+
+        async def check_then_revoke(svc: Any, claims: Any) -> Any:
+            checks.append(claims.session_id)
+            if len(checks) == 2:  # the second check, the socket tracked
+                if revoke == "reissue":
+                    await service.reissue_tokens(sid, "interviewer")
+                else:
+                    await service.delete(sid)
+                await anyio.sleep(0.05)
+            return await real_check(svc, claims)
+
+        raised: list[BaseException] = []
+        real_socket = websocket_api._socket
+
+        async def handler(*args: Any, **kwargs: Any) -> None:
+            try:
+                await real_socket(*args, **kwargs)
+            except BaseException as exc:  # what uvicorn would log as "Exception in ASGI application"
+                raised.append(exc)
+                raise
+
+        monkeypatch.setattr(websocket_api, "check_current", check_then_revoke)
+        monkeypatch.setattr(websocket_api, "_socket", handler)
+        with anyio.fail_after(10):
+            code = await ws_close_code(f"{srv.ws_url}/{sid}?token={s['tokens']['candidate']}")
+            await anyio.sleep(0.3)  # the handler finishes
+        assert len(checks) == 2
+        assert code == (CloseCode.UNAUTHORIZED if revoke == "reissue" else CloseCode.SESSION_NOT_FOUND)
+        assert not raised, raised
 
 
 @pytest.mark.anyio

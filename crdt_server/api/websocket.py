@@ -121,8 +121,15 @@ async def _socket(websocket: WebSocket, roles: tuple[Role, ...], room_name: str,
             try:  # once more, now that a re-issue finds this socket: one may have run since the check
                 await check_current(c.service, claims)
             except (Refused, SessionNotFound) as exc:
-                code, reason = _close_for(exc)
-                return await websocket.close(code=code, reason=reason)  # before any document data
+                if conn.close_code is None:
+                    code, reason = _close_for(exc)
+                    return await websocket.close(code=code, reason=reason)  # before any document data
+                # the re-issue or deletion that made the check fail closed the socket meanwhile (its
+                # close frame is on its way): a second close would raise
+                with anyio.move_on_after(2):
+                    await conn.wait_closed()
+                conn.abort()
+                return
             await _serve(c.service, conn, room, announce)
     finally:
         c.service.rooms.release(room_name, room)

@@ -121,6 +121,13 @@ class Cluster:
                         room.head_at(m.seq)
                     else:
                         self._spawn(self._control, m)
+        except BaseException:
+            # The load failed (the session deleted meanwhile, storage away): a change held for it is
+            # the session's, not the room's, and other rooms of it (the notes) may be loaded here.
+            for m in held:
+                if m.kind == Kind.CONTROL:
+                    self._spawn(self._control, m)
+            raise
         finally:
             if self._buffers.get(name) is early:
                 del self._buffers[name]

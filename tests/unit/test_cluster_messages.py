@@ -94,3 +94,26 @@ def test_a_redis_password_on_the_command_line_is_refused_and_never_echoed():
     with pytest.raises(ConfigError) as exc:
         settings_from({}, {"CRDT_SERVER_REDIS_URL": "ftp://:hunter2@h/0", "CRDT_SERVER_DATABASE_URL": "postgresql://u@h/d"})
     assert "hunter2" not in str(exc.value)
+
+
+def test_a_change_held_for_a_room_whose_load_fails_still_reaches_the_session():
+    """A deletion (or re-issue) from another process arrives while this process loads the session's
+    main room, and the load then fails (the session is gone): the change is the session's, and its notes
+    may be loaded here, so it is applied all the same, not dropped with the failed load."""
+    from types import SimpleNamespace
+
+    from crdt_server.cluster.cluster import Cluster
+    from crdt_server.storage import SessionNotFound
+
+    settings = settings_from({}, {"CRDT_SERVER_DATABASE_URL": "postgresql://u@h/db",
+                                  "CRDT_SERVER_REDIS_URL": "redis://127.0.0.1:6379/0"})
+    service = SimpleNamespace(rooms=SimpleNamespace(rooms={}))
+    cluster = Cluster(settings, "s" * 48, service)  # type: ignore[arg-type]  # never started: no Redis
+    spawned: list[tuple[object, tuple[object, ...]]] = []
+    cluster._spawn = lambda fn, *args: spawned.append((fn, args))  # type: ignore[method-assign]
+    drop = Message(Kind.CONTROL, ME, SID, "main", action=Action.DROP, value=4404)
+    with pytest.raises(SessionNotFound), cluster.buffering(SID):
+        cluster.on_message(encode(cluster.key, drop))
+        assert not spawned  # held while the room loads
+        raise SessionNotFound(SID)
+    assert [(fn, args) for fn, args in spawned] == [(cluster._control, (drop,))]
