@@ -99,7 +99,7 @@ async def resolve_secret(configured: str, data_dir: Path, store: SQLiteStore | P
 class TokenSigner:
     """Signs and verifies tokens; remembers the last ``cache_entries`` tokens it verified.
 
-    Why the cache: PyJWT takes ~200 µs to verify one token (base64 alphabet checks and key
+    Why the cache: PyJWT takes 50-200 µs to verify one token (base64 alphabet checks and key
     preparation in Python), and a token is verified on every connect. One token serves many sockets
     (every observer of a session shares a link; the interviewer's page opens two sockets; every
     reconnect after a network blip or a restart presents the same token again). Only a token whose
