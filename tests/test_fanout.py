@@ -69,8 +69,8 @@ async def test_the_direct_read_path_is_used(tmp_path, monkeypatch):
     taken: list[bytes] = []
     take_now = Connection._take_now
 
-    def counting(self: Connection, frame: bytes) -> bool:
-        handled = take_now(self, frame)
+    def counting(self: Connection, take: Any, frame: bytes) -> bool:
+        handled = take_now(self, take, frame)
         if handled:
             taken.append(frame)
         return handled

@@ -94,16 +94,11 @@ class Writer:
         and the turns of the loop its caller would wait through (a keystroke's append). The inline
         writes that follow in the same turn are collected and committed together, as before, so group
         commit still works under load. None (nothing done) when it cannot: the caller submits it."""
-        if (not self.inline_allowed or self._loop is None or self._inline_scheduled
-                or not self._busy.acquire(blocking=False)):
+        if not self.inline_allowed or self._loop is None or self._inline_scheduled:
             return None
-        try:
-            if not self._begin_now():
-                return None
-            op = Op(fn)
-            self._commit([op], begun=True)
-        finally:
-            self._busy.release()
+        op = Op(fn)
+        if not self._commit_here([op]):
+            return None
         op.done.set()
         self._inline_scheduled = True  # the rest of this turn's inline writes: collected, then committed
         self._loop.call_soon(self.commit_inline)
@@ -116,15 +111,22 @@ class Writer:
         ops, self._inline = self._inline, []
         if not ops:
             return
-        if not self._busy.acquire(blocking=False):
+        if not self._commit_here(ops):
             return self._hand_over(ops)
+        _wake(ops)
+
+    def _commit_here(self, ops: list[Op]) -> bool:
+        """Commit ``ops`` in one transaction on the calling (event loop) thread; False, with nothing
+        done, if the writer thread is in a transaction or another process holds the write lock."""
+        if not self._busy.acquire(blocking=False):
+            return False
         try:
-            if not self._begin_now():  # another process holds the write lock: the thread waits for it
-                return self._hand_over(ops)
+            if not self._begin_now():
+                return False
             self._commit(ops, begun=True)
         finally:
             self._busy.release()
-        _wake(ops)
+        return True
 
     def _hand_over(self, ops: list[Op]) -> None:
         for op in ops:

@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
@@ -122,7 +123,7 @@ class Connection:
         "websocket", "session_id", "role", "id", "connected_at", "name", "client_ids", "authored",
         "editor_events", "close_code", "on_slow_consumer", "stop_reading", "_queue", "_queued_bytes",
         "_max_messages", "_max_bytes", "_close_request", "_sender", "_closed", "_closed_event", "_direct",
-        "_ignored_rate", "_ignored_tokens", "_ignored_at", "_ignored_logged", "_take",
+        "_ignored_rate", "_ignored_tokens", "_ignored_at", "_ignored_logged",
     )
 
     def __init__(
@@ -160,7 +161,6 @@ class Connection:
         self._ignored_tokens = ignored_rate * IGNORED_WINDOW
         self._ignored_at = time.monotonic()
         self._ignored_logged = False
-        self._take: Taker | None = None  # while ``frames`` runs with one
 
     @property
     def path(self) -> str:
@@ -196,11 +196,10 @@ class Connection:
         reference server drops them, but not for free: they are read at most at ``ignored_rate``
         bytes per second (bursts of 10 s, each frame counting at least 1 KiB); beyond, this socket is
         read more slowly, so ignoring cannot be used to make the server read without bound."""
-        proto: Any = self._direct if take is not None else None  # uvicorn's protocol (oversize.py)
-        if proto is not None and not hasattr(proto, "defer"):
-            proto = None
-        self._take = take
-        take_now = self._take_now
+        proto: Any = None  # uvicorn's protocol (oversize.py), when frames may be taken as read
+        take_now = None
+        if take is not None and hasattr(self._direct, "defer"):
+            proto, take_now = self._direct, partial(self._take_now, take)
         try:
             while True:
                 if proto is not None:
@@ -227,15 +226,13 @@ class Connection:
                 else:
                     yield frame
         finally:
-            self._take = None
             if proto is not None:
                 proto.direct = None
 
-    def _take_now(self, frame: bytes) -> bool:
+    def _take_now(self, take: Taker, frame: bytes) -> bool:
         """A binary message, in the protocol's ``data_received`` while ``frames`` waits: handled now
         if ``take`` can (True), else False (the protocol queues it for ``frames``)."""
-        take = self._take
-        if take is None or p.ignored(frame):  # ignored frames are charged for in ``frames``
+        if p.ignored(frame):  # ignored frames are charged for in ``frames``
             return False
         try:
             wait = take(frame)
